@@ -1,0 +1,94 @@
+"""Model configuration and the one named registry of sizes.
+
+The GPT-2 sizes follow the GPT-2 paper / OpenAI release (n_layer, n_head, n_embd);
+``tiny`` and ``mini`` are small configs that train in minutes on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpt2.errors import GPT2Error
+
+GPT2_VOCAB_SIZE = 50257  # tokens the GPT-2 BPE actually has (50,000 merges + 256 bytes + <|endoftext|>)
+PADDED_VOCAB_SIZE = 50304  # next multiple of 128: ~25% faster matmuls on GPU, the extra rows are never targets
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Shape of a GPT-2 model. All sizes are counts (tokens, layers, heads, channels)."""
+
+    block_size: int = 1024  # max sequence length (context window), tokens
+    vocab_size: int = PADDED_VOCAB_SIZE  # rows of the embedding / output matrix
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+
+    def __post_init__(self) -> None:
+        for field in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise GPT2Error(f"GPTConfig.{field} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise GPT2Error(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.vocab_size < GPT2_VOCAB_SIZE:
+            raise GPT2Error(
+                f"GPTConfig.vocab_size is {self.vocab_size}, but the GPT-2 tokenizer needs at least {GPT2_VOCAB_SIZE}"
+            )
+
+    @classmethod
+    def named(cls, name: str) -> GPTConfig:
+        """The registry config called ``name`` (``124M``, ``350M``, ``774M``, ``1558M``, ``tiny``, ``mini``)."""
+        key = SIZE_ALIASES.get(name, name)
+        if key not in CONFIGS:
+            known = ", ".join(CONFIGS)
+            raise GPT2Error(f"unknown model size {name!r}; known sizes: {known}")
+        return CONFIGS[key]
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
+        """Build from a dict, ignoring unknown keys (e.g. nanoGPT's ``dropout``/``bias``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> GPTConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise GPT2Error(f"config file not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise GPT2Error(f"{path}: not a valid JSON config ({exc})") from None
+        if not isinstance(data, dict):
+            raise GPT2Error(f"{path}: expected a JSON object with GPTConfig fields")
+        return cls.from_dict(data)
+
+
+CONFIGS: dict[str, GPTConfig] = {
+    # OpenAI GPT-2 sizes; names are the parameter counts people quote.
+    "124M": GPTConfig(n_layer=12, n_head=12, n_embd=768),  # gpt2
+    "350M": GPTConfig(n_layer=24, n_head=16, n_embd=1024),  # gpt2-medium
+    "774M": GPTConfig(n_layer=36, n_head=20, n_embd=1280),  # gpt2-large
+    "1558M": GPTConfig(n_layer=48, n_head=25, n_embd=1600),  # gpt2-xl
+    # CPU-sized configs for demos and tests (same vocab, so the real tokenizer works).
+    "mini": GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384),
+    "tiny": GPTConfig(block_size=128, n_layer=2, n_head=2, n_embd=64),
+}
+
+# HF hub names and common spellings map onto the registry.
+SIZE_ALIASES: dict[str, str] = {
+    "gpt2": "124M",
+    "gpt2-medium": "350M",
+    "gpt2-large": "774M",
+    "gpt2-xl": "1558M",
+    "355M": "350M",
+    "1.5B": "1558M",
+}

@@ -1,0 +1,218 @@
+"""The GPT-2 model: one flat file, in the spirit of nanoGPT's model.py.
+
+Shapes use B = batch, T = sequence length (tokens), C = n_embd channels,
+H = n_head, D = C // H head size, V = vocab_size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from gpt2.config import GPTConfig
+from gpt2.errors import GPT2Error
+
+IGNORE_INDEX = -1  # targets with this value are left out of the loss (padding in batched evaluation)
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for incremental decoding.
+
+    ``k`` and ``v`` have shape (n_layer, B, H, max_len, D); ``pos`` is how many
+    positions are filled. The model writes the new keys/values at ``pos`` and
+    advances it after a forward pass, so a caller only feeds the new tokens.
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+    pos: int = 0
+
+    @classmethod
+    def empty(
+        cls, config: GPTConfig, batch_size: int, max_len: int, device: torch.device | str, dtype: torch.dtype
+    ) -> KVCache:
+        if max_len > config.block_size:
+            raise GPT2Error(f"KV cache of {max_len} positions exceeds the context window ({config.block_size})")
+        shape = (config.n_layer, batch_size, config.n_head, max_len, config.n_embd // config.n_head)
+        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        # q, k, v projections for all heads in one matmul (GPT-2's c_attn layout, so HF weights load directly)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.c_proj.RESIDUAL_SCALE_INIT = True  # see GPT._init_weights
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        # (B, T, C) -> (B, H, T, D)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if cache is None:
+            # Training/eval: SDPA picks the flash (GPU) or fused (CPU) kernel; is_causal avoids materialising a mask.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            start = cache.pos
+            cache.k[layer, :, :, start : start + T] = k
+            cache.v[layer, :, :, start : start + T] = v
+            k = cache.k[layer, :, :, : start + T]
+            v = cache.v[layer, :, :, : start + T]
+            if T == 1:
+                y = F.scaled_dot_product_attention(q, k, v)  # one new query sees every cached position
+            elif start == 0:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # prefill
+            else:
+                # T new queries after `start` cached positions: query i sees keys 0..start+i.
+                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        # GPT-2 was trained with the tanh approximation of GELU; using the exact erf form would change its logits.
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.c_proj.RESIDUAL_SCALE_INIT = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x)).
+
+    Pre-norm (GPT-2's change from the original Transformer) keeps a clean residual
+    path from the output back to the embeddings, which is what makes deep stacks train.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """GPT-2: token + learned position embeddings, n_layer blocks, final LayerNorm, tied output head."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying (as in GPT-2): the output projection reuses the token embedding. It saves
+        # V*C parameters (38.6M at 124M) and the shared matrix gets gradient from both ends.
+        self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            std = 0.02
+            if getattr(module, "RESIDUAL_SCALE_INIT", False):
+                # Each block adds two projections (attention, MLP) onto the residual stream, so its
+                # variance grows with 2*n_layer additions; scaling their init by 1/sqrt(2*n_layer)
+                # keeps the activations at the output the same size whatever the depth (GPT-2 paper, 2.3).
+                std *= (2 * self.config.n_layer) ** -0.5
+            torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        """Number of distinct parameters (the tied embedding counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward) at sequence length ``seq_len``.
+
+        6*N for the matmuls with the N weights (2 forward, 4 backward) plus 12*L*C*T for
+        the attention scores and the weighted sum (PaLM appendix B). 124M at T=1024: ~0.86 GFLOP.
+        """
+        cfg = self.config
+        T = seq_len or cfg.block_size
+        return 6 * self.num_parameters() + 12 * cfg.n_layer * cfg.n_embd * T
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        last_logits_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits of shape (B, T, V) (or (B, 1, V) with ``last_logits_only``) and, given
+        ``targets`` (B, T) of token ids, the mean cross-entropy loss over targets != -1.
+
+        With ``kv_cache``, ``idx`` holds only the new tokens; they are placed at positions
+        ``kv_cache.pos ...`` and the cache advances by T.
+        """
+        B, T = idx.shape
+        start = 0 if kv_cache is None else kv_cache.pos
+        if start + T > self.config.block_size:
+            raise GPT2Error(
+                f"sequence of {start + T} tokens exceeds the context window ({self.config.block_size} tokens)"
+            )
+        if kv_cache is not None and start + T > kv_cache.max_len:
+            raise GPT2Error(f"KV cache full: {start + T} positions needed, {kv_cache.max_len} allocated")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, kv_cache, i)
+        x = self.transformer.ln_f(x)
+        if kv_cache is not None:
+            kv_cache.pos += T
+        if last_logits_only and targets is None:
+            return self.lm_head(x[:, -1:, :]), None
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX
+            )
+        return logits, loss
+
+
+def optimizer_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: decay the >=2-D weights (matmuls, embeddings), not biases or LayerNorm gains.
+
+    Decaying a LayerNorm gain or a bias pulls it towards 0, which only fights the normalisation;
+    the GPT-3 paper and nanoGPT decay just the weight matrices.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
