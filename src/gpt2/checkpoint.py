@@ -132,7 +132,7 @@ def read_config(path: str | Path) -> GPTConfig:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GPT2Error(f"corrupt checkpoint config {file}: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        raise GPT2Error(f"{file} is not a {FORMAT_NAME} config (missing \"format\": \"{FORMAT_NAME}\")")
+        raise GPT2Error(f'{file} is not a {FORMAT_NAME} config (missing "format": "{FORMAT_NAME}")')
     if data.get("format_version", 0) > FORMAT_VERSION:
         raise GPT2Error(f"{file}: format_version {data['format_version']} is newer than this gpt2 supports")
     return GPTConfig.from_dict(data)
@@ -183,14 +183,23 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> GPT
     if not path.is_dir():
         raise GPT2Error(f"checkpoint not found: {path}")
     config = read_config(path)
-    with torch.device("meta"):
-        model = GPT(config)
     state = read_safetensors(path / WEIGHTS_FILE)
-    validate_state_dict(state, model, str(path / WEIGHTS_FILE))
-    state[TIED_KEY] = state["transformer.wte.weight"]
+    return model_from_state_dict(config, state, str(path / WEIGHTS_FILE)).to(device).eval()
+
+
+def model_from_state_dict(config: GPTConfig, state: dict[str, torch.Tensor], source: str) -> GPT:
+    """A GPT with ``config`` whose weights are the tensors of ``state`` (validated; no copy, no random init).
+
+    ``state`` uses our key names; ``lm_head.weight`` may be absent (it is tied to the token embedding).
+    ``source`` names the file in error messages.
+    """
+    with torch.device("meta"):
+        model = GPT(config)  # meta device: skip allocating and initialising weights we overwrite anyway
+    validate_state_dict(state, model, source)
+    state = {**state, TIED_KEY: state["transformer.wte.weight"]}
     model.load_state_dict(state, assign=True)
     model.lm_head.weight = model.transformer.wte.weight  # re-tie after assign
-    return model.to(device).eval()
+    return model
 
 
 def save_tensor_tree(directory: str | Path, name: str, tree: Any) -> None:
