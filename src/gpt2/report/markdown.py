@@ -1,0 +1,188 @@
+"""``gpt2 report RUN_DIR``: a GitHub-renderable Markdown summary of one training run (plus its plot)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from gpt2.config import CONFIGS, GPTConfig
+from gpt2.errors import GPT2Error
+from gpt2.report.metrics import RunMetrics, read_run
+from gpt2.report.plot import GPT2_124M_HELLASWAG_BUILD_NANOGPT, GPT2_124M_HELLASWAG_LM_EVAL, write_plot
+from gpt2.report.units import human_count, human_duration
+
+REPORT_FILE = "report.md"
+PLOT_FILE = "plot.png"
+
+
+def _cell(value: Any) -> str:
+    """A value as one Markdown table cell: no raw pipes or newlines, which would break the row."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _fence(text: str) -> str:
+    """A fenced block that survives backticks inside ``text`` (the fence is longer than any run of them)."""
+    longest, run = 0, 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def run_config(run: RunMetrics) -> GPTConfig | None:
+    """The model config: ``run.json["config"]`` (a dict or a registry name), else the latest checkpoint's."""
+    config = run.run_info.get("config")
+    if isinstance(config, dict):
+        return GPTConfig.from_dict(config.get("model", config) if isinstance(config.get("model"), dict) else config)
+    if isinstance(config, str) and config in CONFIGS:
+        return GPTConfig.named(config)
+    from gpt2.checkpoint import latest_checkpoint, read_config  # torch: only when run.json lacks the config
+
+    ckpt = latest_checkpoint(run.run_dir)
+    return read_config(ckpt) if ckpt is not None else None
+
+
+def _config_name(config: GPTConfig) -> str:
+    for name, known in CONFIGS.items():
+        if known == config:
+            return f" ({name})"
+    return ""
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            items.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
+def summary_rows(run: RunMetrics) -> list[tuple[str, str]]:
+    """(what, value) rows of the summary table; each value says its unit."""
+    from gpt2.info import parameter_count  # imports the model (torch): only needed here
+
+    rows: list[tuple[str, str]] = []
+    config = run_config(run)
+    if config is not None:
+        rows.append(
+            (
+                "model",
+                f"{config.n_layer} layers, {config.n_head} heads, {config.n_embd} channels, "
+                f"context {config.block_size}, vocab {config.vocab_size}{_config_name(config)}",
+            )
+        )
+        params = parameter_count(config)
+        rows.append(("parameters", f"{params:,} ({human_count(params)})"))
+    tokens = run.last_value("train", "tokens")
+    step = run.last_value("train", "step")
+    if tokens is not None:
+        rows.append(("tokens seen", f"{tokens:,} ({human_count(tokens)}) in {step} steps"))
+    wall = run.wall_time_s()
+    if wall is not None:
+        rows.append(("training wall time", human_duration(wall)))
+    loss = run.last_value("train", "loss")
+    if loss is not None:
+        rows.append(("final train loss", f"{loss:.4f} (step {step})"))
+    val_row = run.last_eval_row("val_loss")
+    if val_row is not None:
+        _, vals = run.series("evals", "val_loss")
+        rows.append(("final val loss", f"{val_row['val_loss']:.4f} (step {val_row.get('step')}; best {min(vals):.4f})"))
+    hs = run.last_eval_row("hellaswag_acc_norm")
+    if hs is not None:
+        parts = [f"acc_norm {hs['hellaswag_acc_norm']:.4f} (lm-eval style; GPT-2 124M: {GPT2_124M_HELLASWAG_LM_EVAL})"]
+        if hs.get("hellaswag_acc_norm_token") is not None:
+            parts.append(
+                f"acc_norm per token {hs['hellaswag_acc_norm_token']:.4f} "
+                f"(build-nanogpt style; GPT-2 124M: {GPT2_124M_HELLASWAG_BUILD_NANOGPT})"
+            )
+        if hs.get("hellaswag_acc") is not None:
+            parts.append(f"acc {hs['hellaswag_acc']:.4f}")
+        n = hs.get("hellaswag_n")
+        rows.append((f"HellaSwag (step {hs.get('step')}{f', {n} items' if n else ''})", "; ".join(parts)))
+    # The first logged step includes compilation / warm-up, so it is left out of the typical throughput.
+    steady = run.train[1:] if len(run.train) > 1 else run.train
+    tps = [r["tok_per_s"] for r in steady if isinstance(r.get("tok_per_s"), (int, float))]
+    if tps:
+        rows.append(("throughput", f"{statistics.median(tps):,.0f} tokens/s (median over steps)"))
+    mfu = [r["mfu"] for r in steady if isinstance(r.get("mfu"), (int, float))]
+    if mfu:
+        rows.append(("MFU", f"{100 * statistics.median(mfu):.1f}% (median)"))
+    for key, label in (("device", "device"), ("world_size", "processes (world size)"), ("data_dir", "data")):
+        if run.run_info.get(key) is not None:
+            rows.append((label, str(run.run_info[key])))
+    return rows
+
+
+def latest_samples(run: RunMetrics) -> tuple[Any, list[dict[str, Any]]]:
+    """(step, sample rows) of the newest step that logged samples; a prompt re-logged after a resume counts once."""
+    if not run.samples:
+        return None, []
+    step = run.samples[-1].get("step")
+    by_prompt: dict[str, dict[str, Any]] = {}
+    for row in run.samples:
+        if row.get("step") == step:
+            by_prompt[str(row.get("prompt", ""))] = row
+    return step, list(by_prompt.values())
+
+
+def render_report(run: RunMetrics, plot_link: str | None = None) -> str:
+    """The Markdown text of the report; ``plot_link`` is the image path relative to the Markdown file."""
+    lines = [f"# Training report: {run.name}", ""]
+    if plot_link:
+        lines += [f"![loss, learning rate, HellaSwag and throughput of {run.name}]({plot_link})", ""]
+    lines += ["## Summary", "", "| | |", "|---|---|"]
+    lines += [f"| {_cell(what)} | {_cell(value)} |" for what, value in summary_rows(run)]
+    lines += [
+        "",
+        "GPT-2 124M references (OpenAI weights): val loss 3.2924 on FineWeb-Edu val; HellaSwag acc_norm 0.311 "
+        "(lm-eval) / 0.294 (build-nanogpt). They are only comparable for runs trained and evaluated on FineWeb-Edu.",
+    ]
+    settings = [(k, v) for k, v in _flatten(run.run_info) if not k.startswith("config")]
+    if settings:
+        lines += ["", "## Settings (run.json)", "", "| setting | value |", "|---|---|"]
+        lines += [f"| `{_cell(k)}` | {_cell(v)} |" for k, v in settings]
+    step, samples = latest_samples(run)
+    if samples:
+        lines += ["", f"## Samples at step {step}", ""]
+        for row in samples:
+            lines += [f"**Prompt:** {_cell(row.get('prompt', ''))}", "", _fence(str(row.get("text", ""))), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, plot: bool = True) -> Path:
+    """Write the Markdown report (default ``RUN_DIR/report.md``) and, with ``plot``, ``RUN_DIR/plot.png``."""
+    run = read_run(run_dir)
+    out = Path(out) if out is not None else run.run_dir / REPORT_FILE
+    if out.suffix.lower() != ".md":
+        raise GPT2Error(f"--out {out}: the report is Markdown, give a file name ending in .md")
+    plot_path = run.run_dir / PLOT_FILE
+    if plot:
+        write_plot([run.run_dir], plot_path)
+    link = None
+    if plot_path.is_file():
+        link = Path(os.path.relpath(plot_path.resolve(), out.resolve().parent)).as_posix()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(render_report(run, link), encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory (with metrics.jsonl)")
+    parser.add_argument("--out", metavar="FILE.md", help="where to write the Markdown (default: RUN_DIR/report.md)")
+    parser.add_argument("--no-plot", action="store_true", help=f"do not (re)draw RUN_DIR/{PLOT_FILE}")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    out = write_report(args.run_dir, args.out, plot=not args.no_plot)
+    print(f"wrote {out}")
+    return 0
