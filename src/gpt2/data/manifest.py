@@ -1,0 +1,137 @@
+"""``manifest.json``: what a prepared dataset directory contains and whether it is finished.
+
+Layout (all keys always present in what we write)::
+
+    {"format": "gpt2-token-shards", "version": 1,
+     "source": "fineweb-edu sample-10BT",            # human-readable description
+     "tokenizer": {"name": "gpt2", "hash": TOKENIZER_HASH},
+     "documents": 123, "total_tokens": 456,
+     "shards": [{"file": "edufineweb_val_000000.bin", "split": "val", "tokens": 100, "sha256": "..."}],
+     "complete": true,
+     "options": {...}, "progress": {...}}           # used by ``gpt2 prepare`` to resume
+
+A directory without a manifest that holds build-nanogpt / llm.c shards (``*_train_*.npy``,
+``*_val_*.bin``, ...) is still readable: ``read_manifest`` describes it on the fly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from gpt2.data.shards import SHARD_SUFFIXES, shard_num_tokens
+from gpt2.errors import GPT2Error
+from gpt2.tokenizer import TOKENIZER_HASH
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_NAME = "gpt2-token-shards"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+_SHARD_KEYS = ("file", "split", "tokens", "sha256")
+# build-nanogpt: edufineweb_train_000001.npy; llm.c: fineweb_val_000000.bin
+_SPLIT_IN_NAME = re.compile(r"(?:^|[_\-.])(train|val)(?:[_\-.]|$)")
+
+
+def new_manifest(source: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An empty, incomplete manifest for a dataset about to be prepared from ``source``."""
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "source": source,
+        "tokenizer": {"name": "gpt2", "hash": TOKENIZER_HASH},
+        "documents": 0,
+        "total_tokens": 0,
+        "shards": [],
+        "complete": False,
+        "options": dict(options or {}),
+        "progress": {},
+    }
+
+
+def write_manifest(data_dir: str | Path, manifest: dict[str, Any]) -> None:
+    """Atomically (temp + fsync + rename) write ``manifest`` to ``data_dir/manifest.json``."""
+    from gpt2.checkpoint import write_json_atomic
+
+    write_json_atomic(Path(data_dir) / MANIFEST_NAME, manifest)
+
+
+def _validate(manifest: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(manifest, dict):
+        raise GPT2Error(f"{path}: expected a JSON object")
+    if manifest.get("format") != FORMAT_NAME:
+        raise GPT2Error(f"{path}: not a {FORMAT_NAME} manifest (format={manifest.get('format')!r})")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise GPT2Error(f"{path}: unsupported manifest version {manifest.get('version')!r} (expected {FORMAT_VERSION})")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        raise GPT2Error(f"{path}: 'shards' must be a list")
+    for i, shard in enumerate(shards):
+        if not isinstance(shard, dict) or any(key not in shard for key in _SHARD_KEYS):
+            raise GPT2Error(f"{path}: shard entry {i} must have the keys {', '.join(_SHARD_KEYS)}")
+        if shard["split"] not in SPLITS:
+            raise GPT2Error(f"{path}: shard {shard['file']!r} has unknown split {shard['split']!r}")
+    tokenizer = manifest.get("tokenizer") or {}
+    if tokenizer.get("hash") not in (None, TOKENIZER_HASH):
+        raise GPT2Error(f"{path}: dataset was tokenized with a different tokenizer ({tokenizer.get('name')!r})")
+    return manifest
+
+
+def discover_shards(data_dir: Path) -> dict[str, Any] | None:
+    """Describe a manifest-less directory of seed (``.npy``) or llm.c (``.bin``) shards, or None if it has none.
+
+    The split is taken from the file name (``..._train_...`` / ``..._val_...``); files are sorted by name.
+    """
+    shards = []
+    for path in sorted(p for p in data_dir.iterdir() if p.suffix in SHARD_SUFFIXES and not p.name.startswith(".")):
+        match = _SPLIT_IN_NAME.search(path.stem)
+        if match:
+            shards.append(
+                {"file": path.name, "split": match.group(1), "tokens": shard_num_tokens(path), "sha256": None}
+            )
+    if not shards:
+        return None
+    manifest = new_manifest(f"shards found in {data_dir} (no manifest.json)")
+    manifest.update(
+        shards=shards, total_tokens=sum(s["tokens"] for s in shards), documents=None, complete=True, discovered=True
+    )
+    manifest["tokenizer"] = {"name": "gpt2", "hash": None}
+    return manifest
+
+
+def read_manifest(data_dir: str | Path, require_complete: bool = True) -> dict[str, Any]:
+    """The manifest of the prepared dataset in ``data_dir``.
+
+    Raises GPT2Error when the directory or manifest is missing or invalid, or (``require_complete``)
+    when ``gpt2 prepare`` has not finished writing it.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise GPT2Error(f"dataset directory not found: {data_dir} (create it with `gpt2 prepare ... --out {data_dir}`)")
+    path = data_dir / MANIFEST_NAME
+    if not path.is_file():
+        discovered = discover_shards(data_dir)
+        if discovered is not None:
+            return discovered
+        raise GPT2Error(
+            f"{data_dir} has no {MANIFEST_NAME} and no shards; create it with `gpt2 prepare ... --out {data_dir}`"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GPT2Error(f"{path}: invalid JSON ({exc})") from None
+    manifest = _validate(manifest, path)
+    if require_complete and not manifest.get("complete"):
+        raise GPT2Error(
+            f"{data_dir} is incomplete (its prepare was interrupted after {len(manifest['shards'])} shard(s)); "
+            "re-run the same `gpt2 prepare` command to finish it"
+        )
+    return manifest
+
+
+def split_shards(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
+    """The shard entries of ``split`` in dataset order."""
+    if split not in SPLITS:
+        raise GPT2Error(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    return [shard for shard in manifest["shards"] if shard["split"] == split]

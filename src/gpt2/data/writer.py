@@ -1,0 +1,191 @@
+"""``ShardWriter``: a stream of tokenized documents → val/train shards + a resumable manifest.
+
+The token stream is cut into shards of exactly ``shard_tokens`` tokens (the last shard of each
+split may be shorter); a document may straddle two shards. The validation split is the first
+``val_tokens`` tokens of the stream (as in build-nanogpt, where shard 0 is val), so sizes are exact
+and predictable; at most one document is split between val and train, as in the seed.
+
+After every shard the manifest is rewritten with ``complete: false`` and a *cursor* — the source
+index of the document holding the first unwritten token and that token's offset inside the
+document — so an interrupted prepare restarts right there (``resume_point``) without redoing
+finished shards. Every file is written temp + fsync + rename.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpt2.data.manifest import MANIFEST_NAME, new_manifest, read_manifest, write_manifest
+from gpt2.data.shards import read_bin_header, write_shard
+from gpt2.errors import GPT2Error
+
+
+class ShardWriter:
+    """Write tokenized documents to ``out_dir`` as llm.c shards; see the module docstring.
+
+    Args:
+        out_dir: dataset directory (created if missing).
+        source: human-readable source description stored in the manifest.
+        shard_tokens: tokens per shard.
+        val_tokens: minimum size of the validation split (0 = no validation split).
+        prefix: shard file name prefix, e.g. ``edufineweb`` → ``edufineweb_val_000000.bin``.
+        max_tokens: stop after exactly this many tokens (None = the whole source).
+        options: everything that determines the output; a re-run resumes only if they are equal.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        source: str,
+        shard_tokens: int,
+        val_tokens: int,
+        prefix: str = "data",
+        max_tokens: int | None = None,
+        options: dict[str, Any] | None = None,
+    ):
+        if shard_tokens < 1:
+            raise GPT2Error(f"--shard-tokens must be >= 1, got {shard_tokens}")
+        if val_tokens < 0 or (max_tokens is not None and max_tokens < 1):
+            raise GPT2Error("--val-tokens must be >= 0 and --max-tokens >= 1")
+        self.out_dir = Path(out_dir)
+        self.shard_tokens, self.val_tokens, self.prefix, self.max_tokens = shard_tokens, val_tokens, prefix, max_tokens
+        self.options = dict(options or {})
+        self.options.update(shard_tokens=shard_tokens, val_tokens=val_tokens, prefix=prefix, max_tokens=max_tokens)
+        self.manifest = self._open(source)
+        progress = self.manifest["progress"]
+        self.split: str = progress.get("split", "val" if val_tokens > 0 else "train")
+        self.documents: int = progress.get("documents", 0)
+        self._cursor: tuple[int, int] = (progress.get("next_document", 0), progress.get("next_token", 0))
+        self._written = {"val": 0, "train": 0}
+        for shard in self.manifest["shards"]:
+            self._written[shard["split"]] += shard["tokens"]
+        # Pieces (document index, offset of piece inside the document, tokens) not yet in a shard.
+        self._pieces: list[tuple[int, int, np.ndarray]] = []
+        self._buffered = 0
+
+    # -- opening / resuming ------------------------------------------------------------------------
+    def _open(self, source: str) -> dict[str, Any]:
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise GPT2Error(f"--out {self.out_dir} exists and is not a directory")
+        if not (self.out_dir / MANIFEST_NAME).is_file():
+            visible = [p for p in self.out_dir.iterdir() if not p.name.startswith(".")] if self.out_dir.is_dir() else []
+            if visible:
+                raise GPT2Error(
+                    f"--out {self.out_dir} is not empty and has no {MANIFEST_NAME}; refusing to write into it "
+                    "(choose a new directory)"
+                )
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            manifest = new_manifest(source, self.options)
+            write_manifest(self.out_dir, manifest)
+            return manifest
+        manifest = read_manifest(self.out_dir, require_complete=False)
+        if manifest.get("options") != self.options or manifest.get("source") != source:
+            raise GPT2Error(
+                f"--out {self.out_dir} already holds a dataset prepared from {manifest.get('source')!r} with other "
+                "options; choose a new directory or delete it (nothing was changed)"
+            )
+        for shard in manifest["shards"]:  # a resumed run builds on these: make sure they are intact
+            if read_bin_header(self.out_dir / shard["file"]) != shard["tokens"]:
+                raise GPT2Error(f"{self.out_dir / shard['file']}: token count disagrees with {MANIFEST_NAME}")
+        return manifest
+
+    @property
+    def complete(self) -> bool:
+        """True when the dataset in ``out_dir`` is finished (nothing left to do)."""
+        return bool(self.manifest["complete"])
+
+    @property
+    def resume_point(self) -> tuple[int, int]:
+        """(source index of the first document to feed, tokens of it already written)."""
+        return self._cursor
+
+    @property
+    def total_tokens(self) -> int:
+        """Tokens written to shards or buffered so far."""
+        return self._written["val"] + self._written["train"] + self._buffered
+
+    @property
+    def done(self) -> bool:
+        """True once ``max_tokens`` is reached; further documents are ignored."""
+        return self.max_tokens is not None and self.total_tokens >= self.max_tokens
+
+    # -- writing -----------------------------------------------------------------------------------
+    def add_document(self, index: int, tokens: np.ndarray) -> None:
+        """Append document ``index`` (its tokens, EOT first). Indices must increase; on a resumed run
+        the first document fed must be ``resume_point[0]`` and its already-written prefix is dropped."""
+        if self.done or self.complete:
+            return
+        start_doc, start_offset = self._cursor
+        if index < start_doc:
+            raise ValueError(f"document {index} was already written (resume at {start_doc})")
+        offset = start_offset if index == start_doc else 0
+        tokens = tokens[offset:]
+        if self.max_tokens is not None:
+            tokens = tokens[: self.max_tokens - self.total_tokens]
+        if offset == 0:  # a continued document was counted before the interruption
+            self.documents += 1
+        self._pieces.append((index, offset, tokens))
+        self._buffered += len(tokens)
+        while self._buffered >= (limit := self._shard_limit()):
+            self._flush(limit, next_document=index + 1)
+
+    def _shard_limit(self) -> int:
+        """Size of the next shard: ``shard_tokens``, or less to end the val split at exactly ``val_tokens``."""
+        if self.split == "val":
+            return min(self.shard_tokens, self.val_tokens - self._written["val"])
+        return self.shard_tokens
+
+    def _flush(self, count: int, next_document: int) -> None:
+        """Write the first ``count`` buffered tokens as the next shard of the current split."""
+        if count == 0:
+            return
+        parts, taken = [], 0
+        while taken < count:
+            index, offset, tokens = self._pieces[0]
+            take = min(count - taken, len(tokens))
+            parts.append(tokens[:take])
+            if take == len(tokens):
+                self._pieces.pop(0)
+            else:
+                self._pieces[0] = (index, offset + take, tokens[take:])
+            taken += take
+        name = f"{self.prefix}_{self.split}_{len(self.manifest['shards']):06d}.bin"
+        sha256 = write_shard(self.out_dir / name, np.concatenate(parts))
+        self._buffered -= count
+        self._written[self.split] += count
+        self.manifest["shards"].append({"file": name, "split": self.split, "tokens": count, "sha256": sha256})
+        if self.split == "val" and self._written["val"] >= self.val_tokens:
+            self.split = "train"
+        self._save_progress(next_document)
+
+    def _save_progress(self, next_document: int) -> None:
+        if self._pieces:  # the first unwritten token is inside a buffered piece
+            next_document, next_token = self._pieces[0][0], self._pieces[0][1]
+        else:
+            next_token = 0
+        self._cursor = (next_document, next_token)
+        self.manifest["progress"] = {
+            "next_document": next_document,
+            "next_token": next_token,
+            "split": self.split,
+            # documents whose first token is already in a shard; the buffered ones are counted again on resume
+            "documents": self.documents - sum(1 for _, offset, _ in self._pieces if offset == 0),
+        }
+        self.manifest["total_tokens"] = self._written["val"] + self._written["train"]
+        self.manifest["documents"] = self.manifest["progress"]["documents"]
+        write_manifest(self.out_dir, self.manifest)
+
+    def finish(self) -> dict[str, Any]:
+        """Write the remaining tokens and mark the dataset complete; returns the manifest."""
+        if self.complete:
+            return self.manifest
+        self._flush(self._buffered, next_document=self._cursor[0])
+        if self.total_tokens == 0:
+            raise GPT2Error(f"empty corpus: {self.manifest['source']} has no documents with text")
+        self.manifest.update(documents=self.documents, total_tokens=self.total_tokens, complete=True, progress={})
+        write_manifest(self.out_dir, self.manifest)
+        return self.manifest
