@@ -49,27 +49,35 @@ def _encode_chunk(chunk: list[DocItem]) -> list[tuple[int, np.ndarray]]:
     return [(index, encode_document(text)) for index, text in chunk]
 
 
-def _chunks(items: Iterable[DocItem], chunk_docs: int) -> Iterator[list[DocItem]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, chunk_docs)):
+def _chunks(items: Iterable[DocItem], chunk_chars: int) -> Iterator[list[DocItem]]:
+    """Consecutive runs of documents holding about ``chunk_chars`` characters each (at least one document)."""
+    chunk: list[DocItem] = []
+    size = 0
+    for item in items:
+        chunk.append(item)
+        size += len(item[1])
+        if size >= chunk_chars:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
         yield chunk
 
 
 def encode_documents(
-    items: Iterable[DocItem], workers: int | None = None, chunk_docs: int = 64, prefetch_chunks: int = 8
+    items: Iterable[DocItem], workers: int | None = None, chunk_chars: int = 1 << 18, prefetch_chunks: int = 4
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(index, tokens)`` for each ``(index, text)`` of ``items``, in input order.
 
-    ``workers`` threads encode ``chunk_docs`` documents per task with at most ``workers * prefetch_chunks``
-    chunks in flight (bounded memory on an endless stream).
+    ``workers`` threads each encode a chunk of ≈``chunk_chars`` characters per task, with at most
+    ``workers * prefetch_chunks`` chunks in flight (bounded memory on an endless stream).
     """
     workers = workers or default_workers()
     get_tokenizer()  # build the tokenizer once, before the threads race to do it
     if workers == 1:
-        for chunk in _chunks(items, chunk_docs):
+        for chunk in _chunks(items, chunk_chars):
             yield from _encode_chunk(chunk)
         return
-    chunks = _chunks(items, chunk_docs)
+    chunks = _chunks(items, chunk_chars)
     with ThreadPoolExecutor(workers) as pool:
         pending = [pool.submit(_encode_chunk, chunk) for chunk in islice(chunks, workers * prefetch_chunks)]
         while pending:

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 TOKEN_DTYPE = np.dtype("<u2")  # GPT-2 ids < 50257 fit in uint16
 SHARD_SUFFIXES = (".bin", ".npy")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # reading the umask means setting it; put it back at once
 
 
 def _fsync_dir(path: Path) -> None:
@@ -44,27 +47,19 @@ def encode_header(num_tokens: int) -> bytes:
     return header.tobytes()
 
 
-def write_shard(path: str | Path, tokens: np.ndarray) -> str:
-    """Write ``tokens`` (1-D, values < 65536) as an llm.c shard; returns the file's SHA-256 (hex).
+def atomic_write(path: str | Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` via a temp file in the same directory, fsync, then rename.
 
-    The bytes go to a temp file in the same directory, are fsync'ed, then renamed over ``path``:
-    a crash or Ctrl-C never leaves a truncated file under the final name.
+    A crash or Ctrl-C never leaves a truncated file under the final name; the old file (if any) stays
+    intact until the new one is complete.
     """
     path = Path(path)
-    tokens = np.asarray(tokens)
-    if tokens.ndim != 1:
-        raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}")
-    if tokens.size and (tokens.min() < 0 or tokens.max() > np.iinfo(np.uint16).max):
-        raise GPT2Error(f"token ids out of uint16 range while writing {path}")
-    data = tokens.astype(TOKEN_DTYPE, copy=False)
-    header = encode_header(len(data))
-    digest = hashlib.sha256(header)
-    digest.update(data.tobytes())
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give data files the usual permissions
         with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(data.tobytes())
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -73,6 +68,24 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> str:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def write_shard(path: str | Path, tokens: np.ndarray) -> str:
+    """Write ``tokens`` (1-D, values < 65536) as an llm.c shard; returns the file's SHA-256 (hex).
+
+    Written with ``atomic_write`` (temp + fsync + rename).
+    """
+    path = Path(path)
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1:
+        raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}")
+    if tokens.size and (tokens.min() < 0 or tokens.max() > np.iinfo(np.uint16).max):
+        raise GPT2Error(f"token ids out of uint16 range while writing {path}")
+    data = tokens.astype(TOKEN_DTYPE, copy=False)
+    header, body = encode_header(len(data)), data.tobytes()
+    atomic_write(path, (header, body))
+    digest = hashlib.sha256(header)
+    digest.update(body)
     return digest.hexdigest()
 
 
