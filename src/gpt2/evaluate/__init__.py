@@ -1,0 +1,10 @@
+"""Evaluation: HellaSwag accuracy (lm-evaluation-harness compatible) and validation loss.
+
+``gpt2.evaluate.hellaswag``  load HellaSwag (official raw or preprocessed JSONL) and score it
+``gpt2.evaluate.scoring``    batched log-likelihood of (context, continuation) pairs
+``gpt2.evaluate.loss``       mean loss / perplexity over a fixed set of validation tokens
+``gpt2.evaluate.cli``        the ``gpt2 eval`` command
+
+Every function works the same in one process and under torchrun: when torch.distributed is
+initialised each rank scores a disjoint slice and the totals are all-reduced.
+"""
