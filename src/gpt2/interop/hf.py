@@ -1,0 +1,193 @@
+"""Hugging Face ``transformers`` GPT-2 <-> our GPT.
+
+The two models compute the same function; only the storage differs:
+
+* HF's GPT-2 uses ``Conv1D`` layers whose weight is stored (in_features, out_features),
+  the transpose of ``nn.Linear``'s (out, in). Four matrices per block are affected.
+* HF keeps the real vocabulary (50257 rows); models we train pad it to 50304 for speed.
+  The padding rows are never a real token, so export drops them and import keeps 50257.
+* Both tie ``lm_head.weight`` to ``transformer.wte.weight``; it is stored once.
+
+``transformers`` is an optional dependency (``pip install gpt2-from-scratch[hf]``) and is
+only imported when loading through it. Export writes the files by hand (safetensors + JSON),
+so it needs no ``transformers`` at all.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from gpt2.checkpoint import atomic_directory, model_from_state_dict
+from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
+from gpt2.errors import GPT2Error
+from gpt2.interop.state_dict import check_tied_head, drop_attention_buffers, transpose_conv1d
+from gpt2.model import GPT
+from gpt2.tokenizer import EOT_ID, EOT_TOKEN, bpe_files
+
+LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which our model uses
+# Both names denote the tanh approximation of GELU that GPT-2 was trained with (our MLP's activation).
+SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
+
+
+def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
+    """Our GPTConfig for an HF GPT-2 config dict; a GPT2Error for settings our model does not implement."""
+    if hf.get("model_type") != "gpt2":
+        raise GPT2Error(f"{source}: model_type is {hf.get('model_type')!r}, only GPT-2 ('gpt2') models can be imported")
+    n_embd = hf.get("n_embd")
+    unsupported = {
+        "activation_function": (hf.get("activation_function", "gelu_new"), SUPPORTED_ACTIVATIONS),
+        "scale_attn_weights": (hf.get("scale_attn_weights", True), (True,)),
+        "scale_attn_by_inverse_layer_idx": (hf.get("scale_attn_by_inverse_layer_idx", False), (False,)),
+        "add_cross_attention": (hf.get("add_cross_attention", False), (False,)),
+        "tie_word_embeddings": (hf.get("tie_word_embeddings", True), (True,)),
+        "layer_norm_epsilon": (hf.get("layer_norm_epsilon", LAYER_NORM_EPS), (LAYER_NORM_EPS,)),
+        "n_inner": (hf.get("n_inner"), (None, 4 * n_embd if isinstance(n_embd, int) else None)),
+    }
+    for key, (value, allowed) in unsupported.items():
+        if value not in allowed:
+            raise GPT2Error(f"{source}: unsupported GPT-2 setting {key}={value!r} (supported: {list(allowed)})")
+    try:
+        return GPTConfig(
+            block_size=hf["n_positions"],
+            vocab_size=hf["vocab_size"],
+            n_layer=hf["n_layer"],
+            n_head=hf["n_head"],
+            n_embd=n_embd,
+        )
+    except KeyError as exc:
+        raise GPT2Error(f"{source}: GPT-2 config has no {exc.args[0]!r}") from None
+    except GPT2Error as exc:
+        raise GPT2Error(f"{source}: {exc}") from None
+
+
+def model_from_hf_state(config: GPTConfig, state: dict[str, torch.Tensor], source: str) -> GPT:
+    """Our GPT from an HF ``GPT2LMHeadModel`` state dict (Conv1D layout, optional buffers and tied head)."""
+    state = check_tied_head(drop_attention_buffers(state), source)
+    state = {k: v.float() for k, v in transpose_conv1d(state).items()}
+    return model_from_state_dict(config, state, source)
+
+
+def _is_local(src: str) -> bool:
+    path = Path(src).expanduser()
+    return path.exists() or src.startswith((".", "/", "~")) or src.count("/") > 1
+
+
+def _load_transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise GPT2Error("loading Hugging Face models needs transformers: pip install 'gpt2-from-scratch[hf]'") from None
+    return transformers
+
+
+def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
+    """Load a GPT-2 from a local HF directory or a hub name (``gpt2``, ``openai-community/gpt2-xl``).
+
+    Weights are converted exactly (fp32, vocab kept at the checkpoint's 50257). Returns the model
+    in eval mode on ``device``.
+    """
+    local = _is_local(src)
+    if local:
+        path = Path(src).expanduser()
+        if not (path / "config.json").is_file():
+            raise GPT2Error(f"{src}: not a Hugging Face model directory (no config.json)")
+        try:
+            hf_config = json.loads((path / "config.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise GPT2Error(f"{path / 'config.json'}: invalid JSON ({exc})") from None
+        if not isinstance(hf_config, dict):
+            raise GPT2Error(f"{path / 'config.json'}: expected a JSON object")
+        config = config_from_hf(hf_config, src)  # fail fast, before transformers reads any weights
+        src = str(path)
+    transformers = _load_transformers()
+    try:
+        # The real hub code path: downloads (or reuses the HF cache) when the hub is reachable.
+        hf_model = transformers.GPT2LMHeadModel.from_pretrained(src, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        if local:
+            raise GPT2Error(f"cannot load Hugging Face model from {src}: {exc}") from None
+        raise GPT2Error(
+            f"cannot load {src!r} from the Hugging Face Hub: the hub is unreachable or the model does not exist "
+            f"({str(exc).splitlines()[0]}). To use a local copy, pass its directory: gpt2 import hf PATH --out DIR"
+        ) from None
+    if not local:
+        config = config_from_hf(hf_model.config.to_dict(), src)
+    model = model_from_hf_state(config, hf_model.state_dict(), src)
+    return model.to(device).eval()
+
+
+def hf_config_dict(config: GPTConfig) -> dict[str, Any]:
+    """config.json of the HF ``GPT2LMHeadModel`` equivalent to ``config`` (vocab trimmed to 50257)."""
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": GPT2_VOCAB_SIZE,
+        "n_positions": config.block_size,
+        "n_ctx": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": LAYER_NORM_EPS,
+        "initializer_range": 0.02,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True,
+        "bos_token_id": EOT_ID,
+        "eos_token_id": EOT_ID,
+        "use_cache": True,
+        "dtype": "float32",
+    }
+
+
+def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """HF ``GPT2LMHeadModel`` tensors of ``model``: Conv1D layout, 50257 vocab rows, tied head stored once."""
+    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    # Rows >= 50257 only exist for speed (padding); no token id ever selects them.
+    state["transformer.wte.weight"] = state["transformer.wte.weight"][:GPT2_VOCAB_SIZE]
+    return {k: v.contiguous() for k, v in transpose_conv1d(state).items()}
+
+
+def write_tokenizer_files(directory: Path, model_max_length: int) -> None:
+    """The GPT-2 tokenizer in HF's layout: vocab.json (= encoder.json), merges.txt (= vocab.bpe), configs."""
+    vocab_bpe, encoder_json = bpe_files()
+    shutil.copyfile(encoder_json, directory / "vocab.json")
+    shutil.copyfile(vocab_bpe, directory / "merges.txt")
+    special = {"bos_token": EOT_TOKEN, "eos_token": EOT_TOKEN, "unk_token": EOT_TOKEN}
+    tokenizer_config = {
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": model_max_length,
+        "add_prefix_space": False,
+        "add_bos_token": False,
+        **special,
+    }
+    _write_json(directory / "tokenizer_config.json", tokenizer_config)
+    _write_json(directory / "special_tokens_map.json", special)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def export_hf(model: GPT, out: str | Path) -> Path:
+    """Write ``model`` as a Hugging Face GPT-2 directory at ``out`` (atomically; replaces ``out``).
+
+    ``GPT2LMHeadModel.from_pretrained(out)`` and ``AutoTokenizer.from_pretrained(out)`` load it offline.
+    """
+    with atomic_directory(out) as tmp:
+        save_file(hf_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        _write_json(tmp / "config.json", hf_config_dict(model.config))
+        _write_json(tmp / "generation_config.json", {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID})
+        write_tokenizer_files(tmp, model.config.block_size)
+    return Path(out)
