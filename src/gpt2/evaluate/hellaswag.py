@@ -36,7 +36,7 @@ from torch import nn
 
 from gpt2.errors import GPT2Error
 from gpt2.evaluate.distributed import all_reduce_sum, rank_and_world_size
-from gpt2.evaluate.scoring import ContinuationScore, encode_pair, score_requests
+from gpt2.evaluate.scoring import ContinuationScore, encode_pair, resolve_device, score_requests, unwrap_model
 from gpt2.tokenizer import get_tokenizer
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
@@ -258,7 +258,6 @@ def hellaswag_accuracy(
         correct[0] += s.pred == item.label
         correct[1] += s.pred_norm == item.label
         correct[2] += s.pred_norm_token == item.label
-    if device is None:
-        device = next(iter(model.parameters())).device
-    acc, acc_norm, acc_norm_token, n = all_reduce_sum([*correct, len(mine)], device)
+    totals = all_reduce_sum([*correct, len(mine)], resolve_device(unwrap_model(model), device))
+    acc, acc_norm, acc_norm_token, n = totals
     return {"acc": acc / n, "acc_norm": acc_norm / n, "acc_norm_token": acc_norm_token / n, "n": int(n)}

@@ -88,7 +88,10 @@ def check_model_vocab(model: nn.Module) -> None:
         )
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def resolve_device(model: nn.Module, device: torch.device | str | None = None) -> torch.device:
+    """``device`` as a torch.device, or where the model's weights are when it is None."""
+    if device is not None:
+        return torch.device(device)
     try:
         return next(model.parameters()).device
     except StopIteration:
@@ -157,7 +160,7 @@ def score_requests(
     check_model_vocab(model)
     net = unwrap_model(model)
     block_size = net.config.block_size
-    device = torch.device(device) if device is not None else _model_device(net)
+    device = resolve_device(net, device)
     rows = [
         _build_row(req, block_size, names[i] if names is not None else f"request {i}") for i, req in enumerate(requests)
     ]

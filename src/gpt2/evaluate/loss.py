@@ -1,0 +1,149 @@
+"""Validation loss and perplexity over a fixed, deterministic set of tokens.
+
+``evaluate_loss`` reads a prepared dataset (``gpt2 prepare``) through ``TokenShardLoader``: a fresh
+val loader always yields the same windows, and under torch.distributed rank r reads windows
+disjoint from every other rank's, so the ranks together cover exactly the tokens one process would.
+``evaluate_text_loss`` does the same for a raw ``.txt`` / ``.jsonl`` file tokenized on the fly.
+
+The loss is the mean cross-entropy (nats per token) over every predicted token; perplexity = exp(loss).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gpt2.errors import GPT2Error
+from gpt2.evaluate.distributed import all_reduce_sum, rank_and_world_size
+from gpt2.evaluate.scoring import autocast_context, check_model_vocab, resolve_device, unwrap_model
+
+
+@torch.no_grad()
+def _summed_loss(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> tuple[float, int]:
+    """(sum of per-token losses, number of tokens) over ``batches`` of (x, y) of shape (B, T)."""
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in batches:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast_context(device, dtype):
+                _, loss = model(x, y)
+            total += loss.double() * y.numel()  # the model's loss is the mean over the batch's tokens
+            count += y.numel()
+    finally:
+        model.train(was_training)
+    return float(total), count
+
+
+def _result(total: float, count: float) -> dict[str, float | int]:
+    loss = total / count
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": int(count)}
+
+
+def evaluate_loss(
+    model: nn.Module,
+    data_dir: str | Path,
+    split: str = "val",
+    max_tokens: int | None = None,
+    batch_size: int = 8,
+    seq_len: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> dict[str, float | int]:
+    """``{"loss", "perplexity", "tokens"}`` of ``model`` on the ``split`` shards of ``data_dir``.
+
+    Reads ``max_tokens`` tokens (default: the whole split once) in batches of ``batch_size`` sequences
+    of ``seq_len`` tokens (default: the model's context window). The token count is rounded down to
+    whole steps of ``batch_size * seq_len * world_size`` (at least one step), so the same arguments
+    always evaluate the same tokens; ``tokens`` in the result is the number actually scored.
+    ``device`` is where the model is (default: where its weights are); ``dtype`` an autocast dtype.
+    """
+    from gpt2.data import TokenShardLoader
+
+    check_model_vocab(model)
+    net = unwrap_model(model)
+    device = resolve_device(net, device)
+    seq_len = seq_len or net.config.block_size
+    if seq_len > net.config.block_size:
+        raise GPT2Error(f"seq_len {seq_len} exceeds the model's context window ({net.config.block_size})")
+    if max_tokens is not None and max_tokens <= 0:
+        raise GPT2Error(f"--tokens must be positive, got {max_tokens}")
+    rank, world_size = rank_and_world_size()
+    loader = TokenShardLoader(
+        data_dir, split=split, batch_size=batch_size, seq_len=seq_len, rank=rank, world_size=world_size
+    )
+    steps = loader.steps_per_epoch  # never wrap around: each token is scored at most once
+    if max_tokens is not None:
+        steps = max(1, min(steps, max_tokens // loader.tokens_per_step))
+    total, count = _summed_loss(net, (loader.next_batch() for _ in range(steps)), device, dtype)
+    return _result(*all_reduce_sum([total, count], device))
+
+
+def text_file_tokens(path: str | Path, text_field: str = "text") -> np.ndarray:
+    """All documents of a ``.txt`` / ``.jsonl`` / ``.jsonl.gz`` / ``.parquet`` file as one token stream.
+
+    Each document is preceded by the end-of-text token, as in the prepared training data.
+    """
+    from gpt2.data.encode import encode_document
+    from gpt2.data.sources import file_documents
+
+    path = Path(path)
+    if not path.is_file():
+        raise GPT2Error(f"text file not found: {path}")
+    parts = [encode_document(text) for text in file_documents([path], text_field=text_field)]
+    if not parts:
+        raise GPT2Error(f"{path}: no documents (the file is empty)")
+    return np.concatenate(parts).astype(np.int64)
+
+
+def evaluate_text_loss(
+    model: nn.Module,
+    path: str | Path,
+    max_tokens: int | None = None,
+    batch_size: int = 8,
+    seq_len: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    text_field: str = "text",
+) -> dict[str, float | int]:
+    """Like :func:`evaluate_loss` for a raw text or JSONL file, tokenized on the fly.
+
+    The token stream is cut into consecutive windows of ``seq_len`` predicted tokens (a shorter
+    file gives one shorter window; a final partial window is left out); ``max_tokens`` keeps the
+    first ``max_tokens // seq_len`` windows (at least one). Ranks take every world_size-th window.
+    """
+    check_model_vocab(model)
+    net = unwrap_model(model)
+    device = resolve_device(net, device)
+    tokens = torch.from_numpy(text_file_tokens(path, text_field))
+    if len(tokens) < 2:
+        raise GPT2Error(f"{path}: too short to evaluate (needs at least one token of text)")
+    seq_len = min(seq_len or net.config.block_size, net.config.block_size, len(tokens) - 1)
+    n_windows = (len(tokens) - 1) // seq_len
+    if max_tokens is not None:
+        if max_tokens <= 0:
+            raise GPT2Error(f"--tokens must be positive, got {max_tokens}")
+        n_windows = max(1, min(n_windows, max_tokens // seq_len))
+    rank, world_size = rank_and_world_size()
+    mine = list(range(rank, n_windows, world_size))
+
+    def batches() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(mine), batch_size):
+            windows = torch.stack(
+                [tokens[w * seq_len : (w + 1) * seq_len + 1] for w in mine[start : start + batch_size]]
+            )
+            yield windows[:, :-1], windows[:, 1:]
+
+    total, count = _summed_loss(net, batches(), device, dtype)
+    return _result(*all_reduce_sum([total, count], device))
