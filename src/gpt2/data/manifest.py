@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gpt2.data.shards import SHARD_SUFFIXES, atomic_write, shard_num_tokens
+from gpt2.data.shards import SHARD_SUFFIXES, atomic_write, file_sha256, shard_num_tokens
 from gpt2.errors import GPT2Error
 from gpt2.tokenizer import TOKENIZER_HASH
 
@@ -134,3 +134,20 @@ def split_shards(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
     if split not in SPLITS:
         raise GPT2Error(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
     return [shard for shard in manifest["shards"] if shard["split"] == split]
+
+
+def verify_dataset(data_dir: str | Path) -> dict[str, Any]:
+    """Check every shard of a finished dataset against its manifest (header, size, token count, SHA-256).
+
+    Returns the manifest; raises GPT2Error naming the first bad file.
+    """
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    for shard in manifest["shards"]:
+        path = data_dir / shard["file"]
+        tokens = shard_num_tokens(path)
+        if tokens != shard["tokens"]:
+            raise GPT2Error(f"{path}: holds {tokens} tokens but {MANIFEST_NAME} says {shard['tokens']}")
+        if shard["sha256"] is not None and file_sha256(path) != shard["sha256"]:
+            raise GPT2Error(f"{path}: SHA-256 differs from {MANIFEST_NAME}; the shard is corrupt, re-run prepare")
+    return manifest

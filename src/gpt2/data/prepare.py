@@ -118,7 +118,9 @@ def parse_count(text: str) -> int:
 
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``gpt2 prepare``."""
-    parser.add_argument("source", choices=SOURCES, help="fineweb-edu (HF Hub), files (local PATHs) or demo (offline)")
+    parser.add_argument(
+        "source", nargs="?", choices=SOURCES, help="fineweb-edu (HF Hub), files (local PATHs) or demo (offline)"
+    )
     parser.add_argument(
         "paths", nargs="*", metavar="PATH", help="files source: .jsonl, .jsonl.gz, .parquet, .txt, dirs"
     )
@@ -134,6 +136,7 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="encoding threads (default: CPU cores)")
     parser.add_argument("--max-tokens", type=parse_count, help="stop after this many tokens")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--verify", metavar="DIR", help="check a prepared dataset's shards (headers, sizes, SHA-256)")
 
 
 def _documents_and_source(args: argparse.Namespace) -> tuple[Iterable[str], str, dict[str, Any]]:
@@ -161,6 +164,14 @@ def _documents_and_source(args: argparse.Namespace) -> tuple[Iterable[str], str,
 
 def run_prepare(args: argparse.Namespace) -> int:
     """Run ``gpt2 prepare``; prints a one-line summary, returns the exit code."""
+    if args.verify:
+        from gpt2.data.manifest import verify_dataset
+
+        manifest = verify_dataset(args.verify)
+        print(f"{args.verify}: OK, {len(manifest['shards'])} shards, {manifest['total_tokens']:,} tokens")
+        return 0
+    if args.source is None:
+        raise GPT2Error("give a SOURCE (fineweb-edu, files or demo) or --verify DIR")
     out = args.out or DEFAULT_OUT.get(args.source)
     if out is None:
         raise GPT2Error("--out DIR is required for the files source")
