@@ -90,11 +90,17 @@ def test_export_padded_model_loads_in_transformers_offline(tmp_path, tokens):
     print(f"HF export max abs logits diff: {diff:.3g}")
     assert diff <= TOLERANCE
 
+    assert (out / "tokenizer.json").is_file() and (out / "vocab.json").is_file() and (out / "merges.txt").is_file()
     tokenizer = transformers.AutoTokenizer.from_pretrained(out)
-    text = "Hello world! It's 2024: naïve café 🤖 你好   spaced\n\tdef f(x): return x ** 2"
-    assert tokenizer(text)["input_ids"] == get_tokenizer().encode(text)
-    assert tokenizer.eos_token_id == EOT_ID
-    assert tokenizer.decode(get_tokenizer().encode(text)) == text
+    texts = [
+        "Hello world! It's 2024: naïve café 🤖 你好   spaced\n\tdef f(x): return x ** 2",
+        "   \n\n  leading and trailing whitespace runs      ",
+        "I'm sure they'll say we've won; you're right, he'd agree. 1234567 + 0.5e-3",
+    ]
+    for text in texts:
+        assert tokenizer(text)["input_ids"] == get_tokenizer().encode(text), text
+        assert tokenizer.decode(get_tokenizer().encode(text)) == text
+    assert tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids("<|endoftext|>") == EOT_ID
     generation = json.loads((out / "generation_config.json").read_text())
     assert generation["eos_token_id"] == generation["bos_token_id"] == EOT_ID
 

@@ -174,6 +174,24 @@ def write_tokenizer_files(directory: Path, model_max_length: int) -> None:
     }
     _write_json(directory / "tokenizer_config.json", tokenizer_config)
     _write_json(directory / "special_tokens_map.json", special)
+    _write_fast_tokenizer(directory / "tokenizer.json", vocab_bpe, encoder_json)
+
+
+def _write_fast_tokenizer(path: Path, vocab_bpe: Path, encoder_json: Path) -> None:
+    """tokenizer.json (the ``tokenizers`` format, as on the hub's gpt2) when the library is installed.
+
+    Optional: AutoTokenizer can rebuild it from vocab.json + merges.txt, but that conversion takes seconds.
+    """
+    try:
+        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    except ImportError:
+        return
+    tokenizer = Tokenizer(models.BPE.from_file(str(encoder_json), str(vocab_bpe)))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2: bytes -> unicode + regex
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([AddedToken(EOT_TOKEN, special=True)])
+    tokenizer.save(str(path))
 
 
 def _write_json(path: Path, data: Any) -> None:
