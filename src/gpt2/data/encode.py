@@ -10,9 +10,9 @@ mapped in order (``ThreadPoolExecutor.map``), so the output is identical whateve
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -50,15 +50,24 @@ def _encode_chunk(chunk: list[DocItem]) -> list[tuple[int, np.ndarray]]:
 
 
 def _chunks(items: Iterable[DocItem], chunk_chars: int) -> Iterator[list[DocItem]]:
-    """Consecutive runs of documents holding about ``chunk_chars`` characters each (at least one document)."""
+    """Consecutive runs of documents holding about ``chunk_chars`` characters each (at least one document).
+
+    If reading ``items`` fails (bad input line, Ctrl-C), the documents read before the failure are still
+    yielded as a last chunk — so they get written — and the error is raised on the next call.
+    """
     chunk: list[DocItem] = []
     size = 0
-    for item in items:
-        chunk.append(item)
-        size += len(item[1])
-        if size >= chunk_chars:
+    try:
+        for item in items:
+            chunk.append(item)
+            size += len(item[1])
+            if size >= chunk_chars:
+                yield chunk
+                chunk, size = [], 0
+    except BaseException:
+        if chunk:
             yield chunk
-            chunk, size = [], 0
+        raise
     if chunk:
         yield chunk
 
@@ -69,19 +78,40 @@ def encode_documents(
     """Yield ``(index, tokens)`` for each ``(index, text)`` of ``items``, in input order.
 
     ``workers`` threads each encode a chunk of ≈``chunk_chars`` characters per task, with at most
-    ``workers * prefetch_chunks`` chunks in flight (bounded memory on an endless stream).
+    ``workers * prefetch_chunks`` chunks in flight (bounded memory on an endless stream). An error
+    while reading ``items`` is raised only after every document read before it has been yielded.
     """
     workers = workers or default_workers()
     get_tokenizer()  # build the tokenizer once, before the threads race to do it
     if workers == 1:
-        for chunk in _chunks(items, chunk_chars):
-            yield from _encode_chunk(chunk)
+        for index, text in items:
+            yield index, encode_document(text)
         return
     chunks = _chunks(items, chunk_chars)
+    pending: deque[Future] = deque()
+    failure: BaseException | None = None
     with ThreadPoolExecutor(workers) as pool:
-        pending = [pool.submit(_encode_chunk, chunk) for chunk in islice(chunks, workers * prefetch_chunks)]
-        while pending:
-            done = pending.pop(0).result()
-            for chunk in islice(chunks, 1):
+
+        def refill() -> None:
+            nonlocal failure
+            while failure is None and len(pending) < workers * prefetch_chunks:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    return
+                except BaseException as exc:  # re-raised after the pending chunks are yielded
+                    failure = exc
+                    return
                 pending.append(pool.submit(_encode_chunk, chunk))
-            yield from done
+
+        try:
+            refill()
+            while pending:
+                done = pending.popleft().result()
+                refill()
+                yield from done
+        finally:  # stopped early (e.g. --max-tokens reached): drop the queued work
+            for future in pending:
+                future.cancel()
+    if failure is not None:
+        raise failure
