@@ -46,3 +46,22 @@ def median_seconds(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> f
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved_median_seconds(fns: dict[str, Callable[[], Any]], repeat: int = 3, warmup: int = 1) -> dict[str, float]:
+    """Median wall time in seconds of each of ``fns``, timed in turn within every repeat.
+
+    Alternating ours / reference inside each round (instead of all of one, then all of the other)
+    spreads the noise of a shared machine (another job starting, CPU frequency changes) over both
+    sides, so their ratio is steadier than either absolute figure.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(max(1, repeat)):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
