@@ -1,0 +1,227 @@
+"""``gpt2 bench train``: training-step throughput and peak memory of our GPT against Hugging Face's GPT-2.
+
+One step = forward + backward + AdamW update on one micro-batch, for both models with the same
+config (vocab 50304, no dropout), the same batch, the same precision, the same optimizer settings
+and the same number of threads. Reference: ``transformers.GPT2LMHeadModel`` with SDPA attention.
+
+CPU: fp32, eager, the ``mini`` config (B=4, T=256) and 124M (B=1, T=128, fewer repeats; skipped
+in quick mode). CUDA: bf16 autocast, ``torch.compile``, fused AdamW and flash SDPA for both, 124M at
+T=1024 with micro-batch 16/32/64, plus MFU against the card's bf16 peak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from gpt2.bench.core import BenchResult, interleaved_median_seconds, median_seconds
+from gpt2.bench.memory import cpu_peak_memory_bytes, cuda_peak_memory_bytes
+from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
+from gpt2.model import GPT, optimizer_param_groups
+
+REFERENCE_NAME = "transformers GPT2LMHeadModel (sdpa)"
+IMPLEMENTATIONS = ("ours", "hf")
+MIB = 2**20
+
+try:
+    # MFU and the autocast policy come from the trainer, so bench and `gpt2 train` report the same figure.
+    from gpt2.train.mfu import device_peak_flops, model_flops_utilization
+except ImportError:  # pragma: no cover - BENCH FALLBACK: only while gpt2.train.mfu is missing from a checkout
+    device_peak_flops = model_flops_utilization = None
+
+
+@dataclass(frozen=True)
+class TrainCase:
+    """One measured shape: model size (registry name), micro-batch B and sequence length T (tokens)."""
+
+    size: str
+    batch: int
+    seq: int
+    repeat: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.size} B={self.batch} T={self.seq}"
+
+
+def train_cases(device: torch.device, repeat: int, quick: bool) -> list[TrainCase]:
+    if quick:
+        return [TrainCase("tiny", 2, 64, repeat)]
+    if device.type == "cuda":
+        return [TrainCase("124M", batch, 1024, repeat) for batch in (16, 32, 64)]
+    # 124M costs ~5x a mini step per token on CPU; fewer repeats keep the suite within minutes.
+    return [TrainCase("mini", 4, 256, repeat), TrainCase("124M", 1, 128, max(1, repeat // 2))]
+
+
+def build_model(impl: str, config: GPTConfig) -> nn.Module:
+    """Our GPT or HF's GPT2LMHeadModel with the same shape, fp32 weights, dropout off, seed 0."""
+    torch.manual_seed(0)
+    if impl == "ours":
+        return GPT(config)
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # its "loss_type=None ... using ForCausalLMLoss" notice is expected here
+    hf_config = GPT2Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.block_size,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        attn_implementation="sdpa",
+    )
+    return GPT2LMHeadModel(hf_config)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA, plain fp32 on CPU (CPU bf16 is slower than fp32 without AMX), as in `gpt2 train`."""
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+def make_train_step(impl: str, config: GPTConfig, batch: int, seq: int, device: torch.device) -> Callable[[], None]:
+    """A closure doing one optimizer step of a freshly built ``impl`` model on a fixed random batch."""
+    model = build_model(impl, config).to(device).train()
+    cuda = device.type == "cuda"
+    runner = torch.compile(model) if cuda else model
+    optimizer = torch.optim.AdamW(
+        optimizer_param_groups(model, 0.1), lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=cuda or None
+    )
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, GPT2_VOCAB_SIZE, (batch, seq + 1), generator=generator).to(device)
+    x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+    amp = autocast_dtype(device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+            if impl == "ours":
+                _, loss = runner(x, y)
+            else:  # HF shifts the labels itself; no KV cache in training
+                loss = runner(input_ids=x, labels=x, use_cache=False).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    return step
+
+
+def memory_job(impl: str, config: dict[str, int], batch: int, seq: int, steps: int = 2) -> Callable[[], None]:
+    """Job for :mod:`gpt2.bench.memory`: build a model and run ``steps`` training steps on CPU.
+
+    Two steps, because AdamW allocates its moments in the first one: the second step's peak
+    (weights + moments + gradients + activations) is the steady-state one.
+    """
+    if impl == "hf":
+        import transformers  # noqa: F401  (imported before the baseline so its modules are not counted)
+    cfg = GPTConfig.from_dict(config)
+
+    def work() -> None:
+        step = make_train_step(impl, cfg, batch, seq, torch.device("cpu"))
+        for _ in range(steps):
+            step()
+
+    return work
+
+
+def case_config(case: TrainCase) -> GPTConfig:
+    config = GPTConfig.named(case.size)
+    return config if case.seq <= config.block_size else dataclasses.replace(config, block_size=case.seq)
+
+
+def _free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _measure_cpu(case: TrainCase, config: GPTConfig, device: torch.device) -> tuple[dict, dict]:
+    """CPU: both models timed in alternation in this process; each one's memory in a fresh process."""
+    steps = {impl: make_train_step(impl, config, case.batch, case.seq, device) for impl in IMPLEMENTATIONS}
+    seconds = interleaved_median_seconds(steps, repeat=case.repeat, warmup=1)
+    del steps
+    _free_memory(device)
+    threads = torch.get_num_threads()
+    peak = {
+        impl: cpu_peak_memory_bytes(
+            "gpt2.bench.train:memory_job",
+            {"impl": impl, "config": config.to_dict(), "batch": case.batch, "seq": case.seq},
+            num_threads=threads,
+        )
+        for impl in IMPLEMENTATIONS
+    }
+    return seconds, peak
+
+
+def _measure_cuda(case: TrainCase, config: GPTConfig, device: torch.device) -> tuple[dict, dict]:
+    """CUDA: one model at a time (a dedicated GPU is steady), its peak from the caching allocator."""
+    seconds, peak = {}, {}
+    for impl in IMPLEMENTATIONS:
+
+        def timed(impl: str = impl) -> None:
+            step = make_train_step(impl, config, case.batch, case.seq, device)
+            # several warm-up steps: the first ones compile the graph and autotune kernels
+            seconds[impl] = median_seconds(step, repeat=case.repeat, warmup=3)
+
+        peak[impl] = cuda_peak_memory_bytes(timed, device)
+        _free_memory(device)
+    return seconds, peak
+
+
+def run(device: str = "cpu", repeat: int = 3, quick: bool = False) -> list[BenchResult]:
+    """Training-step tokens/s and peak memory, ours vs HF, for each case of :func:`train_cases`."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 for anything autocast leaves in fp32
+    results = []
+    for case in train_cases(dev, repeat, quick):
+        config = case_config(case)
+        measure = _measure_cuda if dev.type == "cuda" else _measure_cpu
+        seconds, peak = measure(case, config, dev)
+        tokens = case.batch * case.seq
+        ours, ref = tokens / seconds["ours"], tokens / seconds["hf"]
+        with torch.device("meta"):
+            flops_per_token = GPT(config).flops_per_token(case.seq)
+        extra: dict[str, Any] = {
+            "suite": "train",
+            "size": case.size,
+            "batch": case.batch,
+            "seq_len": case.seq,
+            "repeat": case.repeat,
+            "dtype": "bf16-autocast" if autocast_dtype(dev) else "fp32",
+            "compile": dev.type == "cuda",
+            "flops_per_token": flops_per_token,
+            "ours_seconds_per_step": seconds["ours"],
+            "reference_seconds_per_step": seconds["hf"],
+        }
+        if device_peak_flops is not None:
+            peak_flops = device_peak_flops(dev)
+            extra["mfu"] = model_flops_utilization(flops_per_token, ours, peak_flops)
+            extra["reference_mfu"] = model_flops_utilization(flops_per_token, ref, peak_flops)
+            extra["peak_flops"] = peak_flops
+        results.append(BenchResult(f"train {case.label} tok/s", ours, ref, "tok/s", ours / ref, REFERENCE_NAME, extra))
+        memory_extra = {key: extra[key] for key in ("suite", "size", "batch", "seq_len", "dtype")}
+        memory_extra["method"] = "cuda max_memory_allocated" if dev.type == "cuda" else "peak RSS, fresh process"
+        results.append(
+            BenchResult(
+                f"train {case.label} peak memory",
+                peak["ours"] / MIB,
+                peak["hf"] / MIB,
+                "MiB",
+                peak["hf"] / max(peak["ours"], 1),  # lower is better: reference / ours
+                REFERENCE_NAME,
+                memory_extra,
+            )
+        )
+        _free_memory(dev)
+    return results
