@@ -64,6 +64,8 @@ def _chunks(items: Iterable[DocItem], chunk_chars: int) -> Iterator[list[DocItem
             if size >= chunk_chars:
                 yield chunk
                 chunk, size = [], 0
+    except GeneratorExit:  # the consumer stopped early: nothing more to yield
+        raise
     except BaseException:
         if chunk:
             yield chunk
