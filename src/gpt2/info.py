@@ -10,6 +10,7 @@ import torch
 
 from gpt2.checkpoint import is_checkpoint_dir, latest_checkpoint, read_config, read_meta
 from gpt2.config import CONFIGS, SIZE_ALIASES, GPTConfig
+from gpt2.errors import GPT2Error
 from gpt2.model import GPT
 
 
@@ -27,6 +28,9 @@ def describe(spec: str) -> dict:
     elif path.is_dir() and not is_checkpoint_dir(path) and latest_checkpoint(path) is not None:
         ckpt = latest_checkpoint(path)
         config, meta, source = read_config(ckpt), read_meta(ckpt), str(ckpt)
+    elif not path.exists():
+        known = ", ".join([*CONFIGS, *SIZE_ALIASES])
+        raise GPT2Error(f"{spec!r} is neither a model size ({known}) nor an existing checkpoint directory")
     else:
         config, meta, source = read_config(path), read_meta(path), str(path)
     return {"source": source, "config": config.to_dict(), "parameters": parameter_count(config), "meta": meta}
