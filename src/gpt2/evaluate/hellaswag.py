@@ -141,12 +141,14 @@ def default_cache_dir() -> Path:
     return Path(base) / "gpt2-from-scratch"
 
 
-def download_hellaswag(cache_dir: str | Path | None = None, url: str = HELLASWAG_VAL_URL) -> Path:
-    """The official HellaSwag validation file, downloaded into ``cache_dir`` on first use.
+def download_hellaswag(cache_dir: str | Path | None = None, url: str | None = None) -> Path:
+    """The official HellaSwag validation file (``url``, default HELLASWAG_VAL_URL), downloaded into
+    ``cache_dir`` (default: :func:`default_cache_dir`) on first use.
 
     The download goes to a temporary file renamed into place when complete, so an interrupted
     download is never mistaken for the real file.
     """
+    url = url or HELLASWAG_VAL_URL
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache_dir / "hellaswag" / Path(url).name
     if target.is_file():
@@ -252,7 +254,10 @@ def hellaswag_accuracy(
         raise GPT2Error("HellaSwag: no items to evaluate")
     rank, world_size = rank_and_world_size()
     mine = list(items[rank::world_size])
-    scored = score_items(model, mine, batch_size=batch_size, device=device, dtype=dtype) if mine else []
+    # Every rank scores the same number of items (a rank one short repeats item 0 and does not count
+    # it), so all ranks run the same forward passes: FSDP-sharded models need that to gather weights.
+    padding = [items[0]] * (-(-len(items) // world_size) - len(mine))
+    scored = score_items(model, mine + padding, batch_size=batch_size, device=device, dtype=dtype)[: len(mine)]
     correct = [0.0, 0.0, 0.0]
     for item, s in zip(mine, scored, strict=True):
         correct[0] += s.pred == item.label

@@ -21,6 +21,7 @@ from torch import nn
 from gpt2.errors import GPT2Error
 from gpt2.evaluate.distributed import all_reduce_sum, rank_and_world_size
 from gpt2.evaluate.scoring import autocast_context, check_model_vocab, resolve_device, unwrap_model
+from gpt2.model import IGNORE_INDEX
 
 
 @torch.no_grad()
@@ -39,8 +40,10 @@ def _summed_loss(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast_context(device, dtype):
                 _, loss = model(x, y)
-            total += loss.double() * y.numel()  # the model's loss is the mean over the batch's tokens
-            count += y.numel()
+            valid = int((y != IGNORE_INDEX).sum())
+            if valid:  # the model's loss is the mean over the batch's non-ignored targets
+                total += loss.double() * valid
+                count += valid
     finally:
         model.train(was_training)
     return float(total), count
@@ -137,13 +140,17 @@ def evaluate_text_loss(
         n_windows = max(1, min(n_windows, max_tokens // seq_len))
     rank, world_size = rank_and_world_size()
     mine = list(range(rank, n_windows, world_size))
+    # A rank one window short repeats window 0 with every target ignored: all ranks then run the
+    # same forward passes (FSDP-sharded models need that) and the repeat adds nothing to the loss.
+    padded = mine + [-1] * (-(-n_windows // world_size) - len(mine))
 
     def batches() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(mine), batch_size):
-            windows = torch.stack(
-                [tokens[w * seq_len : (w + 1) * seq_len + 1] for w in mine[start : start + batch_size]]
-            )
-            yield windows[:, :-1], windows[:, 1:]
+        for start in range(0, len(padded), batch_size):
+            chosen = padded[start : start + batch_size]
+            windows = torch.stack([tokens[max(w, 0) * seq_len : (max(w, 0) + 1) * seq_len + 1] for w in chosen])
+            x, y = windows[:, :-1], windows[:, 1:].clone()
+            y[torch.tensor(chosen) < 0] = IGNORE_INDEX
+            yield x, y
 
     total, count = _summed_loss(net, batches(), device, dtype)
     return _result(*all_reduce_sum([total, count], device))

@@ -1,0 +1,139 @@
+"""``gpt2 eval hellaswag`` and ``gpt2 eval loss``.
+
+    gpt2 eval hellaswag --model gpt2 [--data FILE] [--limit N] [--batch-size 16] [--device auto] [--json]
+    gpt2 eval loss --model runs/demo --data data/fineweb [--split val] [--tokens N]
+    gpt2 eval loss --model runs/demo --text notes.txt
+
+Under ``torchrun --nproc_per_node=N gpt2 eval ...`` every rank scores its own slice and rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from gpt2.errors import GPT2Error
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser, default_batch: int) -> None:
+    parser.add_argument(
+        "--model", required=True, help="checkpoint dir, run dir (its latest checkpoint), Hugging Face dir or hub name"
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=default_batch, help="per forward pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        default="auto",
+        help="autocast precision (auto: bf16 on CUDA GPUs that support it, fp32 elsewhere)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    from gpt2.evaluate.hellaswag import DEFAULT_BATCH_SIZE
+
+    tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
+    hellaswag = tasks.add_parser(
+        "hellaswag",
+        help="HellaSwag accuracy (acc, acc_norm, acc_norm_token)",
+        description="HellaSwag accuracy, scored like lm-evaluation-harness (see docs/evaluation.md).",
+    )
+    _add_common(hellaswag, DEFAULT_BATCH_SIZE)
+    hellaswag.add_argument(
+        "--data",
+        default=None,
+        help="HellaSwag JSONL file, official raw or preprocessed (default: download the official validation set once)",
+    )
+    hellaswag.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N items")
+
+    loss = tasks.add_parser(
+        "loss",
+        help="mean loss and perplexity on validation tokens",
+        description="Mean cross-entropy (nats/token) and perplexity over a fixed, deterministic set of tokens.",
+    )
+    _add_common(loss, 8)
+    source = loss.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="prepared dataset directory (gpt2 prepare)")
+    source.add_argument("--text", help="raw .txt / .jsonl / .jsonl.gz / .parquet file, tokenized on the fly")
+    loss.add_argument("--split", default="val", help="split of --data to read (default: val)")
+    loss.add_argument("--tokens", type=_positive_int, default=None, help="tokens to evaluate (default: all)")
+    loss.add_argument("--seq-len", type=_positive_int, default=None, help="tokens per sequence (default: block size)")
+    loss.add_argument("--text-field", default="text", help="JSON/parquet field holding the text (with --text)")
+
+
+def _print_report(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    if "acc" in result:
+        print(f"HellaSwag on {result['data']} ({result['n']} items)")
+        print(f"  acc             {result['acc']:.4f}   highest summed log-likelihood")
+        print(f"  acc_norm        {result['acc_norm']:.4f}   per character (lm-evaluation-harness; what papers quote)")
+        print(f"  acc_norm_token  {result['acc_norm_token']:.4f}   lowest mean per-token loss (build-nanogpt)")
+        print(f"  n               {result['n']}")
+        print(f"  wall time       {result['wall_s']:.1f} s ({result['items_per_s']:.1f} items/s)")
+    else:
+        print(f"loss on {result['data']} ({result['tokens']:,} tokens)")
+        print(f"  loss        {result['loss']:.4f} nats/token")
+        print(f"  perplexity  {result['perplexity']:.2f}")
+        print(f"  wall time   {result['wall_s']:.1f} s ({result['tokens'] / max(result['wall_s'], 1e-9):,.0f} tok/s)")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import gpt2
+    from gpt2.train.distributed import setup_distributed, teardown_distributed
+    from gpt2.train.trainer import resolve_amp_dtype
+
+    ctx = setup_distributed(args.device)
+    try:
+        dtype = resolve_amp_dtype(args.dtype, ctx.device)
+        model = gpt2.load(args.model, ctx.device)
+        t0 = time.perf_counter()
+        result: dict[str, Any]
+        if args.task == "hellaswag":
+            from gpt2.evaluate.hellaswag import hellaswag_accuracy, load_hellaswag
+
+            items = load_hellaswag(args.data, limit=args.limit)
+            t0 = time.perf_counter()  # time the scoring, not a possible download
+            result = hellaswag_accuracy(model, items, batch_size=args.batch_size, device=ctx.device, dtype=dtype)
+            result["data"] = args.data or "hellaswag_val.jsonl (official, cached)"
+        else:
+            from gpt2.evaluate.loss import evaluate_loss, evaluate_text_loss
+
+            common = dict(
+                max_tokens=args.tokens, batch_size=args.batch_size, seq_len=args.seq_len, device=ctx.device, dtype=dtype
+            )
+            if args.text:
+                result = evaluate_text_loss(model, args.text, text_field=args.text_field, **common)
+                result["data"] = args.text
+            else:
+                result = evaluate_loss(model, args.data, split=args.split, **common)
+                result["data"] = f"{args.data} ({args.split})"
+        wall = time.perf_counter() - t0
+        result.update(model=str(args.model), device=str(ctx.device), world_size=ctx.world_size, wall_s=wall)
+        if args.task == "hellaswag":
+            result["items_per_s"] = result["n"] / max(wall, 1e-9)
+        if ctx.is_main:
+            _print_report(result, args.json)
+            sys.stdout.flush()
+    except (RuntimeError, ValueError) as exc:
+        if "out of memory" in str(exc).lower():
+            raise GPT2Error(f"out of memory while evaluating; use a smaller --batch-size ({exc})") from None
+        raise
+    finally:
+        teardown_distributed()
+    return 0
