@@ -100,12 +100,12 @@ def apply_repetition_penalty(logits: torch.Tensor, context: torch.Tensor, penalt
     return logits.scatter(1, context, scores)
 
 
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the ``k`` largest logits of each row (ties at the k-th value are kept), set the rest to -inf."""
-    if k >= logits.size(-1):
-        return logits
-    kth = torch.topk(logits, k, dim=-1).values[:, -1:]
-    return logits.masked_fill(logits < kth, float("-inf"))
+def top_k_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest logits of each row, sorted descending, and their token ids: both (B, k).
+
+    Sampling among k candidates instead of masking all V logits keeps the later sort, softmax
+    and multinomial draw small (50257 -> k per row)."""
+    return torch.topk(logits, min(k, logits.size(-1)), dim=-1, sorted=True)
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
@@ -132,9 +132,11 @@ def pick_next_tokens(
     if options.temperature == 0.0:
         return logits.argmax(dim=-1)
     logits = logits / options.temperature
+    token_ids = None  # candidate i is token i, unless top-k narrowed the candidates
     if options.top_k is not None:
-        logits = top_k_filter(logits, options.top_k)
+        logits, token_ids = top_k_candidates(logits, options.top_k)
     if options.top_p is not None:
         logits = top_p_filter(logits, options.top_p)
     probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+    choice = torch.multinomial(probs, num_samples=1, generator=generator)
+    return (choice if token_ids is None else token_ids.gather(1, choice)).squeeze(1)
