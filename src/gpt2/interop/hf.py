@@ -114,7 +114,8 @@ def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
             raise GPT2Error(f"cannot load Hugging Face model from {src}: {exc}") from None
         raise GPT2Error(
             f"cannot load {src!r} from the Hugging Face Hub: the hub is unreachable or the model does not exist "
-            f"({str(exc).splitlines()[0]}). To use a local copy, pass its directory: gpt2 import hf PATH --out DIR"
+            f"({str(exc).splitlines()[0]}), and there is no local directory {src!r}. "
+            "To use a local copy, pass its directory: gpt2 import hf PATH --out DIR"
         ) from None
     if not local:
         config = config_from_hf(hf_model.config.to_dict(), src)

@@ -1,0 +1,113 @@
+"""The ``gpt2`` command line: help, info, and one clean ``error:`` line (exit 1, no traceback) on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt2 import GPT, GPTConfig
+from gpt2.checkpoint import WEIGHTS_FILE, save_model
+from gpt2.cli import COMMANDS, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def gpt2_command() -> list[str]:
+    """The installed console script when there is one, else ``python -m gpt2``."""
+    script = Path(sys.executable).parent / "gpt2"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "gpt2"]
+
+
+def run_cli(*args, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*gpt2_command(), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+def assert_clean_error(code, err, message):
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0]
+    assert "Traceback" not in err
+
+
+def test_help_lists_every_subcommand(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for name in [*COMMANDS, "prepare", "train", "eval", "sample", "serve", "import", "export", "bench", "plot", "info"]:
+        assert f"    {name}" in result.stdout, name
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "usage: gpt2" in capsys.readouterr().out
+
+
+def test_info_size(capsys):
+    assert main(["info", "124M"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters: 124,475,904" in out and "n_layer=12" in out
+    assert main(["info", "gpt2-xl", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"] == 1_557_686_400
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    torch.manual_seed(0)
+    return save_model(tmp_path / "ckpt", GPT(GPTConfig.named("tiny")), {"step": 300, "val_loss": 5.5})
+
+
+def test_info_checkpoint(ckpt, capsys):
+    assert main(["info", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "parameters: 3,327,744" in out and "step:       300" in out and "val_loss:   5.5" in out
+
+
+def test_unknown_size_and_missing_checkpoint(tmp_path, capsys):
+    assert_clean_error(main(["info", "huge"]), capsys.readouterr().err, "'huge' is neither a model size")
+    missing = str(tmp_path / "missing")
+    assert_clean_error(main(["export", missing, "--out", str(tmp_path / "o")]), capsys.readouterr().err, "not found")
+
+
+def test_corrupt_checkpoint(ckpt, tmp_path, capsys):
+    (ckpt / WEIGHTS_FILE).write_bytes(b"garbage")
+    code = main(["export", str(ckpt), "--out", str(tmp_path / "hf")])
+    assert_clean_error(code, capsys.readouterr().err, "corrupt weights file")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_wrong_vocab(ckpt, tmp_path, capsys):
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**config, "vocab_size": 50257}))
+    code = main(["export", str(ckpt), "--out", str(tmp_path / "hf")])
+    assert_clean_error(code, capsys.readouterr().err, "transformer.wte.weight has shape [50304, 64]")
+    (ckpt / "config.json").write_text(json.dumps({**config, "vocab_size": 32000}))
+    assert_clean_error(main(["info", str(ckpt)]), capsys.readouterr().err, "vocab_size is 32000")
+
+
+def test_debug_shows_traceback(capsys):
+    assert main(["--debug", "info", "huge"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().endswith("nor an existing checkpoint directory")
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pt_is_refused_by_the_cli(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "model_19072.pt"
+    torch.save({"model": {}, "config": Payload(marker), "step": 1}, evil)
+    result = run_cli("import", "nanogpt", str(evil), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert_clean_error(result.returncode, result.stderr, "refusing to load")
+    assert "posix.system" in result.stderr or "nt.system" in result.stderr
+    assert not marker.exists() and not (tmp_path / "out").exists()
