@@ -43,7 +43,7 @@ def _finite(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def _plot_loss(ax, runs: list[RunMetrics], colors: list, log_x: bool) -> None:
+def _plot_loss(ax, runs: list[RunMetrics], colors: list) -> None:
     for run, color in zip(runs, colors, strict=True):
         xs, ys = _finite(*run.series("train", "loss"))
         if xs:
@@ -64,8 +64,6 @@ def _plot_loss(ax, runs: list[RunMetrics], colors: list, log_x: bool) -> None:
     )
     ax.set_title("loss (train smoothed, val dashed)")
     ax.set_ylabel("cross-entropy (nats/token)")
-    if log_x:
-        ax.set_xscale("log")
 
 
 def _plot_lr(ax, runs: list[RunMetrics], colors: list) -> None:
@@ -78,16 +76,16 @@ def _plot_lr(ax, runs: list[RunMetrics], colors: list) -> None:
 
 
 def _plot_hellaswag(ax, runs: list[RunMetrics], colors: list) -> None:
-    plotted = False
+    values: list[float] = []
     for run, color in zip(runs, colors, strict=True):
-        for key, style, what in (
-            ("hellaswag_acc_norm", "-", "acc_norm"),
-            ("hellaswag_acc_norm_token", "--", "acc_norm per token"),
+        for key, style, marker, what in (
+            ("hellaswag_acc_norm", "-", "o", "acc_norm"),
+            ("hellaswag_acc_norm_token", "--", "s", "acc_norm per token"),
         ):
             xs, ys = run.series("evals", key)
             if xs:
-                ax.plot(xs, ys, color=color, linestyle=style, marker="o", markersize=4, label=f"{run.name} {what}")
-                plotted = True
+                ax.plot(xs, ys, color=color, linestyle=style, marker=marker, markersize=5, label=f"{run.name} {what}")
+                values.extend(ys)
     ax.axhline(
         GPT2_124M_HELLASWAG_LM_EVAL,
         color="tab:red",
@@ -103,8 +101,9 @@ def _plot_hellaswag(ax, runs: list[RunMetrics], colors: list) -> None:
         label=f"GPT-2 124M {GPT2_124M_HELLASWAG_BUILD_NANOGPT} (build-nanogpt, per token)",
     )
     ax.axhline(HELLASWAG_CHANCE, color="gray", linestyle=":", linewidth=1, label="chance 0.25")
-    ax.set_title("HellaSwag accuracy" + ("" if plotted else " (no HellaSwag evals logged)"))
-    ax.set_ylim(0.2, max(0.4, ax.get_ylim()[1]))
+    ax.set_title("HellaSwag accuracy" + ("" if values else " (no HellaSwag evals logged)"))
+    # Keep the reference lines and every point in view, with a margin so points on the edge stay visible.
+    ax.set_ylim(min([0.2, *values]) - 0.02, max([0.35, *values]) + 0.02)
 
 
 def _plot_throughput(ax, runs: list[RunMetrics], colors: list) -> None:
@@ -142,17 +141,19 @@ def write_plot(run_dirs: list[str | Path] | str | Path, out: str | Path, log_x: 
     import matplotlib.ticker
 
     colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(runs))]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), constrained_layout=True)
+    # One shared tokens axis: a HellaSwag eval logged only at the end still lines up with the loss curve.
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex=True, constrained_layout=True)
     (ax_loss, ax_lr), (ax_hs, ax_tps) = axes
-    _plot_loss(ax_loss, runs, colors, log_x)
+    _plot_loss(ax_loss, runs, colors)
     _plot_lr(ax_lr, runs, colors)
     _plot_hellaswag(ax_hs, runs, colors)
     if log_x:
-        ax_hs.set_xscale("log")
+        ax_loss.set_xscale("log")  # shared: applies to all four panels
     _plot_throughput(ax_tps, runs, colors)
     token_ticks = matplotlib.ticker.FuncFormatter(lambda x, _pos: human_count(x))
     for ax in axes.flat:
         ax.set_xlabel("tokens seen")
+        ax.tick_params(labelbottom=True)  # sharex hides the top row's labels; keep them, the panels are far apart
         ax.xaxis.set_major_formatter(token_ticks)
         if ax.get_xscale() == "log":
             # Label a few minor ticks too, so a log axis spanning less than a decade still has readable labels.
@@ -177,7 +178,7 @@ def write_plot(run_dirs: list[str | Path] | str | Path, out: str | Path, log_x: 
 def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training run directories (with metrics.jsonl)")
     parser.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG figure")
-    parser.add_argument("--log-x", action="store_true", help="logarithmic tokens axis for loss and HellaSwag")
+    parser.add_argument("--log-x", action="store_true", help="logarithmic tokens axis")
 
 
 def run_plot(args: argparse.Namespace) -> int:
