@@ -1,0 +1,96 @@
+"""Validation loss: deterministic, equal to a direct computation, on prepared shards and raw text files."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from evaluate_helpers import tiny_model, uniform_model, write_jsonl
+from gpt2 import GPT2Error
+from gpt2.data import TokenShardLoader, prepare_documents
+from gpt2.evaluate.loss import evaluate_loss, evaluate_text_loss, text_file_tokens
+from gpt2.tokenizer import EOT_ID, get_tokenizer
+
+DOCS = [f"Document {i}: the quick brown fox number {i} jumps over {i * 7} lazy dogs. " * 6 for i in range(30)]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prepared") / "data"
+    prepare_documents(DOCS, path, shard_tokens=4000, val_tokens=600)
+    return path
+
+
+def _direct_loss(model, batches):
+    with torch.no_grad():
+        losses = [model(x, y)[1].item() for x, y in batches]
+    return sum(losses) / len(losses)
+
+
+def test_evaluate_loss_is_deterministic_and_equals_direct_computation(data_dir):
+    model = tiny_model(seed=2)
+    first = evaluate_loss(model, data_dir, batch_size=2, seq_len=32)
+    second = evaluate_loss(model, data_dir, batch_size=2, seq_len=32)
+    assert first == second
+    loader = TokenShardLoader(data_dir, "val", batch_size=2, seq_len=32)
+    steps = loader.steps_per_epoch  # the whole split, each token once
+    assert first["tokens"] == steps * 64
+    assert first["loss"] == pytest.approx(_direct_loss(model, [loader.next_batch() for _ in range(steps)]), abs=1e-5)
+    assert first["perplexity"] == pytest.approx(math.exp(first["loss"]))
+
+
+def test_max_tokens_rounds_down_to_whole_steps(data_dir):
+    model = tiny_model(seed=2)
+    result = evaluate_loss(model, data_dir, max_tokens=200, batch_size=2, seq_len=32)
+    assert result["tokens"] == 192  # 3 steps of 2 x 32
+    loader = TokenShardLoader(data_dir, "val", batch_size=2, seq_len=32)
+    assert result["loss"] == pytest.approx(_direct_loss(model, [loader.next_batch() for _ in range(3)]), abs=1e-5)
+    assert evaluate_loss(model, data_dir, max_tokens=10, batch_size=2, seq_len=32)["tokens"] == 64  # >= one step
+
+
+def test_uniform_model_has_loss_ln_vocab(data_dir):
+    # the training objective: cross-entropy over the model's full (padded, 50304) output layer
+    result = evaluate_loss(uniform_model(), data_dir, max_tokens=256, batch_size=2, seq_len=64)
+    assert result["loss"] == pytest.approx(math.log(50304), abs=1e-4)
+
+
+def test_loss_errors(data_dir):
+    model = tiny_model()
+    with pytest.raises(GPT2Error, match="seq_len 4096 exceeds"):
+        evaluate_loss(model, data_dir, seq_len=4096)
+    with pytest.raises(GPT2Error, match="positive"):
+        evaluate_loss(model, data_dir, max_tokens=0)
+    with pytest.raises(GPT2Error):
+        evaluate_loss(model, data_dir / "missing")
+
+
+def test_text_file_loss_equals_windows_of_the_token_stream(tmp_path):
+    text = " ".join(DOCS[:3])
+    path = tmp_path / "notes.txt"
+    path.write_text(text)
+    tokens = text_file_tokens(path)
+    assert tokens[0] == EOT_ID and tokens[1:].tolist() == get_tokenizer().encode(text)
+    model = tiny_model(seed=4)
+    result = evaluate_text_loss(model, path, batch_size=3, seq_len=40)
+    n_windows = (len(tokens) - 1) // 40
+    assert result["tokens"] == n_windows * 40
+    stream = torch.from_numpy(tokens)
+    windows = [stream[w * 40 : (w + 1) * 40 + 1] for w in range(n_windows)]
+    expected = _direct_loss(model, [(w[None, :-1], w[None, 1:]) for w in windows])
+    assert result["loss"] == pytest.approx(expected, abs=1e-5)
+    assert evaluate_text_loss(model, path, max_tokens=80, seq_len=40)["tokens"] == 80
+
+
+def test_jsonl_text_and_bad_files(tmp_path):
+    good = write_jsonl(tmp_path / "docs.jsonl", [{"text": d} for d in DOCS[:2]])
+    assert evaluate_text_loss(tiny_model(), good, seq_len=64)["tokens"] > 0
+    bad = write_jsonl(tmp_path / "bad.jsonl", [json.dumps({"text": "ok"}), "{not json"])
+    with pytest.raises(GPT2Error, match=r"bad.jsonl:2"):
+        evaluate_text_loss(tiny_model(), bad)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(GPT2Error, match="empty"):
+        evaluate_text_loss(tiny_model(), empty)
+    with pytest.raises(GPT2Error, match="not found"):
+        evaluate_text_loss(tiny_model(), tmp_path / "missing.txt")
