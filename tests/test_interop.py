@@ -142,6 +142,12 @@ def test_hf_dir_without_weights_is_clear_error(hf_dir, tmp_path):
         load_hf_model(str(path))
 
 
+def test_our_checkpoint_is_not_an_hf_dir(tmp_path):
+    path = save_model(tmp_path / "ours", GPT(GPTConfig.named("tiny")))
+    with pytest.raises(GPT2Error, match="already a gpt2-from-scratch checkpoint"):
+        load_hf_model(str(path))
+
+
 def test_unknown_hub_name_is_clear_error():
     with pytest.raises(GPT2Error, match="Hugging Face Hub: the hub is unreachable or the model does not exist"):
         load_hf_model("no-such-org/no-such-gpt2")
@@ -150,16 +156,41 @@ def test_unknown_hub_name_is_clear_error():
 # --- nanoGPT / seed .pt files -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def seed_config(monkeypatch):
-    """A ``GPTConfig`` dataclass shaped like the seed's (build-nanogpt), pickled as ``model.GPTConfig``."""
+def make_seed_config(monkeypatch, module_name):
+    """A ``GPTConfig`` dataclass shaped like the seed's, pickled as ``<module_name>.GPTConfig``."""
     fields = [("block_size", int, 128), ("vocab_size", int, 50304), ("n_layer", int, 2), ("n_head", int, 2)]
     cls = dataclasses.make_dataclass("GPTConfig", [*fields, ("n_embd", int, 64)])
-    cls.__module__ = "model"  # what the seed's `from model import GPTConfig` records in the pickle
-    module = types.ModuleType("model")
-    module.GPTConfig = cls
-    monkeypatch.setitem(sys.modules, "model", module)  # only needed to *save* it; loading never imports "model"
+    cls.__module__ = module_name
+    if module_name not in sys.modules:
+        monkeypatch.setitem(sys.modules, module_name, types.ModuleType(module_name))
+    # only needed to *save* it (pickle checks the class is importable); loading never imports the module
+    monkeypatch.setattr(sys.modules[module_name], "GPTConfig", cls, raising=False)
     return cls
+
+
+@pytest.fixture
+def seed_config(monkeypatch):
+    """The seed's model.py layout: ``from model import GPTConfig``."""
+    return make_seed_config(monkeypatch, "model")
+
+
+def test_build_nanogpt_script_checkpoint(monkeypatch, tmp_path):
+    """build-nanogpt's train_gpt2.py defines GPTConfig in the script itself: ``__main__.GPTConfig``."""
+    config_class = make_seed_config(monkeypatch, "__main__")
+    model = GPT(GPTConfig.named("tiny"))
+    path = tmp_path / "model_19072.pt"
+    torch.save({"model": model.state_dict(), "config": config_class(), "step": 19072, "val_loss": 3.07}, path)
+    imported, meta = import_nanogpt(path)
+    assert imported.config == model.config and meta["step"] == 19072
+    assert torch.equal(imported.transformer.h[1].mlp.c_fc.weight, model.transformer.h[1].mlp.c_fc.weight)
+
+
+def test_legacy_torch_save_format(tmp_path):
+    model = GPT(GPTConfig.named("tiny"))
+    args = {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 128, "vocab_size": 50304}
+    path = tmp_path / "legacy.pt"
+    torch.save({"model": model.state_dict(), "model_args": args}, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_nanogpt_checkpoint(path).transformer.wpe.weight, model.transformer.wpe.weight)
 
 
 def test_seed_checkpoint_imports_exactly(seed_config, tmp_path, tokens):
@@ -245,13 +276,25 @@ def test_pt_with_arbitrary_class_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"\x00not a zip file at all", "not a readable torch checkpoint"), (None, "checkpoint file not found")],
+    [
+        (b"\x80\x02garbage", "cannot load safely \\(Unsupported operand"),
+        (b"PK\x03\x04 truncated zip", "cannot load safely .*checkpoint file is corrupted"),
+        (None, "checkpoint file not found"),
+    ],
 )
 def test_bad_pt_files(tmp_path, content, message):
     path = tmp_path / "bad.pt"
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(GPT2Error, match=message):
+        load_nanogpt_checkpoint(path)
+
+
+def test_truncated_pt_file(tmp_path):
+    path = tmp_path / "cut.pt"
+    torch.save({"model": GPT(GPTConfig.named("tiny")).state_dict()}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # e.g. an interrupted download
+    with pytest.raises(GPT2Error, match="cut.pt: (not a readable torch checkpoint|cannot load safely)"):
         load_nanogpt_checkpoint(path)
 
 

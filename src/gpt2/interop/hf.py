@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from gpt2.checkpoint import atomic_directory, model_from_state_dict
+from gpt2.checkpoint import FORMAT_NAME, atomic_directory, model_from_state_dict
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.interop.state_dict import check_tied_head, drop_attention_buffers, transpose_conv1d
@@ -103,6 +103,8 @@ def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
             raise GPT2Error(f"{path / 'config.json'}: invalid JSON ({exc})") from None
         if not isinstance(hf_config, dict):
             raise GPT2Error(f"{path / 'config.json'}: expected a JSON object")
+        if hf_config.get("format") == FORMAT_NAME:
+            raise GPT2Error(f"{src} is already a {FORMAT_NAME} checkpoint; load it directly, no import needed")
         config = config_from_hf(hf_config, src)  # fail fast, before transformers reads any weights
         src = str(path)
     transformers = _load_transformers()

@@ -53,6 +53,10 @@ class ForeignConfig:
 
 def _pickle_globals(path: Path) -> list[str]:
     """The ``module.name`` globals the pickle inside ``path`` refers to, beyond torch's safe defaults."""
+    if not zipfile.is_zipfile(path):
+        # torch < 1.6 "legacy" format: no static scan, so no stand-ins; weights_only alone still refuses any
+        # global it does not know, so such files load only if they hold nothing but tensors and plain values.
+        return []
     try:
         return torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except (ValueError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError) as exc:
@@ -79,8 +83,17 @@ def read_pt(path: str | Path) -> Any:
     try:
         with torch.serialization.safe_globals(stand_ins):
             return torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise GPT2Error(f"{path}: cannot load safely ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # a malformed pickle can fail in many ways (UnpicklingError, TypeError, KeyError...)
+        raise GPT2Error(f"{path}: cannot load safely ({_unpickler_reason(exc)})") from None
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """The informative part of a torch.load error (its text around it advises weights_only=False: never here)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _strip_prefixes(key: str) -> str:
