@@ -66,6 +66,7 @@ def test_restart_after_interruption_skips_finished_shards_and_matches_uninterrup
     assert partial["progress"]["next_token"] > 0  # the cut is inside a document
     assert not list(out.glob(".*"))  # no temp file left over
     finished = {s["file"]: (out / s["file"]).stat().st_mtime_ns for s in partial["shards"]}
+    (out / ".data_train_000009.bin.abc123.tmp").write_bytes(b"half a shard from a kill -9")
     seen = []
 
     def recording(texts):
@@ -77,6 +78,7 @@ def test_restart_after_interruption_skips_finished_shards_and_matches_uninterrup
     assert manifest["shards"] == reference["shards"]  # same files, sizes and SHA-256
     assert manifest["documents"] == reference["documents"] and manifest["total_tokens"] == reference["total_tokens"]
     assert all((out / name).stat().st_mtime_ns == mtime for name, mtime in finished.items())  # not rewritten
+    assert not list(out.glob(".*"))  # the killed run's temp file was cleaned up
     # a finished dataset is left alone on a third run
     assert prepare_documents(DOCS, out, **OPTS) == manifest
 

@@ -75,7 +75,7 @@ def _chunks(items: Iterable[DocItem], chunk_chars: int) -> Iterator[list[DocItem
 
 
 def encode_documents(
-    items: Iterable[DocItem], workers: int | None = None, chunk_chars: int = 1 << 18, prefetch_chunks: int = 4
+    items: Iterable[DocItem], workers: int | None = None, chunk_chars: int = 1 << 16, prefetch_chunks: int = 4
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(index, tokens)`` for each ``(index, text)`` of ``items``, in input order.
 

@@ -83,6 +83,8 @@ class ShardWriter:
             write_manifest(self.out_dir, manifest)
             return manifest
         manifest = read_manifest(self.out_dir, require_complete=False)
+        for stale in self.out_dir.glob(".*.tmp"):  # temp files of a run that was killed mid-write
+            stale.unlink(missing_ok=True)
         if manifest.get("options") != self.options or manifest.get("source") != source:
             raise GPT2Error(
                 f"--out {self.out_dir} already holds a dataset prepared from {manifest.get('source')!r} with other "
