@@ -220,10 +220,10 @@ def build_app(model_spec: str | None, device: str = "cpu") -> Any:
 
 def serve(model_spec: str | None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, device: str = "auto") -> None:
     """Build the app and serve it until interrupted."""
-    import gradio as gr
-
     if not 1 <= port <= 65535:
         raise GPT2Error(f"--port must be in [1, 65535], got {port}")
+    import gradio as gr
+
     demo = build_app(model_spec, device)
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     if host not in ("127.0.0.1", "localhost", "::1"):

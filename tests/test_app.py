@@ -1,0 +1,215 @@
+"""The web app: input bounds and the how-to page in-process; a real server driven by a real browser
+(Playwright + Debian's chromium) and by 20 concurrent gradio_client users."""
+
+import os
+import runpy
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt2 import GPT, GPT2Error, GPTConfig, save_model
+from gpt2.app import EXAMPLE_PROMPTS, MAX_PROMPT_CHARS, model_summary, validate_request
+from gpt2.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+GOOD = dict(max_new_tokens=8, temperature=0.8, top_k=50, top_p=0.95, seed=1, num_samples=1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    meta = {"step": 1234, "tokens": 5_000_000, "val_loss": 4.321, "hellaswag_acc_norm": 0.2891}
+    return str(save_model(tmp_path_factory.mktemp("app") / "tiny", GPT(GPTConfig.named("tiny")), meta))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    """`gpt2 serve` in a subprocess on a free port; yields its URL once it answers."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "gpt2", "serve", "--model", checkpoint, "--port", str(port), "--device", "cpu"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 150
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"gpt2 serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "config", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"gpt2 serve did not answer within 150 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_browser_prompt_generate_and_error_message(server):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: install it with `bash scripts/install-browser.sh` (make test does)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    prompt = "Hello, I'm a language model,"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 960})
+            page.goto(server, wait_until="domcontentloaded")
+            page.locator("#prompt textarea").fill(prompt)
+            page.locator("#generate").click()
+            # streamed text: the output grows beyond the prompt while the model writes
+            page.wait_for_function(
+                "p => (document.querySelector('#output textarea')?.value || '').length > p.length + 5",
+                arg=prompt,
+                timeout=60_000,
+            )
+            page.get_by_text("done in").wait_for(timeout=60_000)
+            output = page.locator("#output textarea").input_value()
+            assert output.startswith(prompt) and output[len(prompt) :].strip()
+            assert "1,234" in page.locator("#model-info").inner_text()  # training step from meta.json
+            (REPO / "artifacts").mkdir(exist_ok=True)
+            page.screenshot(path=str(REPO / "artifacts" / "app_screenshot.png"), full_page=True)
+
+            # an over-long prompt: a readable message in the page, not a traceback
+            page.locator("#prompt textarea").fill("x" * (MAX_PROMPT_CHARS + 1))
+            page.locator("#generate").click()
+            page.get_by_text(f"the limit is {MAX_PROMPT_CHARS}").first.wait_for(timeout=30_000)
+            assert "Traceback" not in page.content()
+        finally:
+            browser.close()
+
+
+def test_twenty_concurrent_users_all_answered(server):
+    from gradio_client import Client
+
+    client = Client(server, verbose=False)
+    prompts = [f"{EXAMPLE_PROMPTS[i % len(EXAMPLE_PROMPTS)]} ({i})" for i in range(20)]
+
+    def ask(prompt: str) -> str:
+        job = client.submit(prompt, 8, 0.8, 50, 0.95, -1, 1, api_name="/generate")
+        return job.result(timeout=120)[0]
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(ask, prompts))
+    assert time.monotonic() - start < 120
+    assert len(answers) == 20
+    for prompt, answer in zip(prompts, answers, strict=True):
+        assert answer.startswith(prompt) and len(answer) > len(prompt)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("x" * (MAX_PROMPT_CHARS + 1), 8, 0.8, 50, 0.95, 1, 1), "limit is 4000"),
+        (("Hi", 8, 0.8, 50, 0.95, -5, 1), "minimum"),
+        (("Hi", 100_000, 0.8, 50, 0.95, 1, 1), "max"),
+        (("Hi", 8, 9.0, 50, 0.95, 1, 1), "2"),
+    ],
+)
+def test_api_out_of_range_inputs_get_a_message(server, args, message):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as info:
+        Client(server, verbose=False).predict(*args, api_name="/generate")
+    assert message in str(info.value) and "Traceback" not in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"prompt": "x" * (MAX_PROMPT_CHARS + 1)}, "the limit is 4000"),
+        ({"prompt": None}, "must be text"),
+        ({"max_new_tokens": 0}, "max new tokens must be between 1 and 512"),
+        ({"max_new_tokens": 2.5}, "whole number"),
+        ({"temperature": 0.0}, "temperature must be between 0.1 and 2.0"),
+        ({"temperature": float("nan")}, "temperature must be a number"),
+        ({"top_k": 1000}, "top-k"),
+        ({"top_p": 0.0}, "top-p"),
+        ({"seed": -2}, "seed"),
+        ({"num_samples": 5}, "number of samples"),
+        ({"num_samples": "3"}, "number of samples must be a number"),
+    ],
+)
+def test_validate_request_bounds(change, message):
+    request = {"prompt": "Hi", **GOOD, **change}
+    with pytest.raises(GPT2Error, match=message):
+        validate_request(**request)
+
+
+def test_validate_request_normalises():
+    out = validate_request("Hi", 8.0, 1, 0, 1.0, -1, 2)
+    assert out == dict(max_new_tokens=8, temperature=1.0, top_k=None, top_p=1.0, seed=None, num_samples=2)
+
+
+def test_model_summary_reads_checkpoint_meta(checkpoint):
+    import gpt2
+
+    info = model_summary(checkpoint, gpt2.load(checkpoint))
+    assert info["size"] == "tiny" and info["context"] == 128
+    assert (info["step"], info["tokens"], info["val_loss"], info["hellaswag"]) == (1234, 5_000_000, 4.321, 0.2891)
+    assert info["parameters"] == GPT(GPTConfig.named("tiny")).num_parameters()
+
+
+def _markdown_text(demo) -> str:
+    import gradio as gr
+
+    return "\n".join(b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.value)
+
+
+def test_no_model_page_explains_how_to_get_one(tmp_path):
+    from gpt2.app import build_app
+
+    page = _markdown_text(build_app(None))
+    assert "make demo" in page and "gpt2 import hf gpt2 --out" in page and "gpt2 serve --model" in page
+    missing = _markdown_text(build_app(str(tmp_path / "missing")))
+    assert "Could not load" in missing and "model not found" in missing and "make demo" in missing
+
+
+def test_serve_bad_port_is_one_error_line(capsys):
+    assert main(["serve", "--port", "70000"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --port must be in [1, 65535], got 70000"]
+
+
+def test_root_app_py_is_the_serve_command(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["app.py", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "app.py"), run_name="__main__")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "serve" in out and "--model" in out and "--host" in out and "--port" in out
