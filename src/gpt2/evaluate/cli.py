@@ -28,11 +28,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_common(parser: argparse.ArgumentParser, default_batch: int) -> None:
+def _add_common(parser: argparse.ArgumentParser, default_batch: int, batch_unit: str) -> None:
     parser.add_argument(
         "--model", required=True, help="checkpoint dir, run dir (its latest checkpoint), Hugging Face dir or hub name"
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=default_batch, help="per forward pass")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=default_batch, help=f"{batch_unit} per forward pass (per rank)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(
         "--dtype",
@@ -52,7 +54,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         help="HellaSwag accuracy (acc, acc_norm, acc_norm_token)",
         description="HellaSwag accuracy, scored like lm-evaluation-harness (see docs/evaluation.md).",
     )
-    _add_common(hellaswag, DEFAULT_BATCH_SIZE)
+    _add_common(hellaswag, DEFAULT_BATCH_SIZE, "items (4 rows each)")
     hellaswag.add_argument(
         "--data",
         default=None,
@@ -65,7 +67,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         help="mean loss and perplexity on validation tokens",
         description="Mean cross-entropy (nats/token) and perplexity over a fixed, deterministic set of tokens.",
     )
-    _add_common(loss, 8)
+    _add_common(loss, 8, "sequences")
     source = loss.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="prepared dataset directory (gpt2 prepare)")
     source.add_argument("--text", help="raw .txt / .jsonl / .jsonl.gz / .parquet file, tokenized on the fly")
