@@ -135,6 +135,13 @@ def test_unsupported_hf_configs_are_rejected(hf_dir, tmp_path, changes, message)
         load_hf_model(str(_edited_hf_dir(hf_dir, tmp_path, **changes)))
 
 
+def test_missing_hf_dir(tmp_path):
+    with pytest.raises(GPT2Error, match="Hugging Face model directory not found"):
+        load_hf_model(str(tmp_path / "nothere"))
+    with pytest.raises(GPT2Error, match="not a Hugging Face model directory \\(no config.json\\)"):
+        load_hf_model(str(tmp_path))
+
+
 def test_hf_dir_without_weights_is_clear_error(hf_dir, tmp_path):
     path = _edited_hf_dir(hf_dir, tmp_path)
     (path / "model.safetensors").unlink()

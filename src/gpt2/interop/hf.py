@@ -95,6 +95,8 @@ def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
     local = _is_local(src)
     if local:
         path = Path(src).expanduser()
+        if not path.exists():
+            raise GPT2Error(f"Hugging Face model directory not found: {src}")
         if not (path / "config.json").is_file():
             raise GPT2Error(f"{src}: not a Hugging Face model directory (no config.json)")
         try:
