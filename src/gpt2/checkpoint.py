@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +46,23 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` via a temp file + rename (readers never see half a file)."""
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # reading the umask means setting it; put it back at once
+
+
+def atomic_write_bytes(path: str | Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` via a temp file in the same directory, fsync, then rename.
+
+    Readers never see half a file: a crash or Ctrl-C leaves the old file (if any) intact and no
+    truncated file under the final name. The file gets the usual permissions (0666 & ~umask).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -62,6 +71,11 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` via a temp file + rename (readers never see half a file)."""
+    atomic_write_bytes(path, [(json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")])
 
 
 @contextlib.contextmanager
