@@ -5,10 +5,10 @@ import struct
 import numpy as np
 import pytest
 
+from gpt2.checkpoint import atomic_write_bytes
 from gpt2.data.shards import (
     HEADER_BYTES,
     SHARD_MAGIC,
-    atomic_write,
     encode_header,
     file_sha256,
     open_shard,
@@ -100,6 +100,6 @@ def test_atomic_write_keeps_old_file_when_interrupted(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        atomic_write(path, chunks())
+        atomic_write_bytes(path, chunks())
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left behind

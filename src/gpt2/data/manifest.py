@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gpt2.data.shards import SHARD_SUFFIXES, atomic_write, file_sha256, shard_num_tokens
+from gpt2.data.shards import SHARD_SUFFIXES, file_sha256, shard_num_tokens
 from gpt2.errors import GPT2Error
 from gpt2.tokenizer import TOKENIZER_HASH
 
@@ -52,8 +52,9 @@ def new_manifest(source: str, options: dict[str, Any] | None = None) -> dict[str
 
 def write_manifest(data_dir: str | Path, manifest: dict[str, Any]) -> None:
     """Atomically (temp + fsync + rename) write ``manifest`` to ``data_dir/manifest.json``."""
-    text = json.dumps(manifest, indent=2) + "\n"
-    atomic_write(Path(data_dir) / MANIFEST_NAME, [text.encode("utf-8")])
+    from gpt2.checkpoint import write_json_atomic
+
+    write_json_atomic(Path(data_dir) / MANIFEST_NAME, manifest)
 
 
 def _validate(manifest: Any, path: Path) -> dict[str, Any]:

@@ -9,15 +9,12 @@ with ``allow_pickle=False`` so a hostile file cannot run code.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from gpt2.checkpoint import atomic_write_bytes
 from gpt2.errors import GPT2Error
 
 SHARD_MAGIC = 20240520
@@ -26,18 +23,6 @@ HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 TOKEN_DTYPE = np.dtype("<u2")  # GPT-2 ids < 50257 fit in uint16
 SHARD_SUFFIXES = (".bin", ".npy")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # reading the umask means setting it; put it back at once
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable (a crash right after cannot resurrect the old name)."""
-    with contextlib.suppress(OSError):  # some filesystems refuse to open directories
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def encode_header(num_tokens: int) -> bytes:
@@ -47,33 +32,10 @@ def encode_header(num_tokens: int) -> bytes:
     return header.tobytes()
 
 
-def atomic_write(path: str | Path, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` to ``path`` via a temp file in the same directory, fsync, then rename.
-
-    A crash or Ctrl-C never leaves a truncated file under the final name; the old file (if any) stays
-    intact until the new one is complete.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give data files the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def write_shard(path: str | Path, tokens: np.ndarray) -> str:
     """Write ``tokens`` (1-D, values < 65536) as an llm.c shard; returns the file's SHA-256 (hex).
 
-    Written with ``atomic_write`` (temp + fsync + rename).
+    Written with ``atomic_write_bytes`` (temp + fsync + rename): never a truncated shard under ``path``.
     """
     path = Path(path)
     tokens = np.asarray(tokens)
@@ -83,7 +45,7 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> str:
         raise GPT2Error(f"token ids out of uint16 range while writing {path}")
     data = tokens.astype(TOKEN_DTYPE, copy=False)
     header, body = encode_header(len(data)), data.tobytes()
-    atomic_write(path, (header, body))
+    atomic_write_bytes(path, (header, body))
     digest = hashlib.sha256(header)
     digest.update(body)
     return digest.hexdigest()
