@@ -1,0 +1,73 @@
+"""Shared pieces of the training tests: a small prepared dataset and tiny-run command lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from itertools import islice
+from pathlib import Path
+
+from gpt2.data import prepare_documents
+from gpt2.train.runlog import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+WIKI = REPO.parent / "shared" / "data" / "wiki" / "enwiki_sample.jsonl"
+GPT2_BIN = Path(sys.executable).with_name("gpt2")
+
+# A tiny model on short sequences: 2 layers x 64 channels, 128 tokens per optimizer step
+# (micro-batch 2 x 32 tokens x 2 accumulation steps, so accumulation is always exercised).
+TINY_RUN = ["--size", "tiny", "--seq-len", "32", "--micro-batch", "2", "--batch-tokens", "128"]
+QUIET = ["--eval-every", "0", "--hellaswag-every", "0", "--sample-every", "0", "--device", "cpu", "--seed", "7"]
+
+
+def synthetic_texts(count: int, seed: int = 0) -> list[str]:
+    """Deterministic pseudo-English documents (for machines without ../shared/data)."""
+    rng = random.Random(seed)
+    words = ["the", "a", "of", "model", "data", "train", "loss", "token", "step", "river", "city", "music"]
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(80, 200))) + "." for _ in range(count)]
+
+
+def wiki_texts(count: int) -> list[str] | None:
+    """The first ``count`` articles of the Wikipedia sample, or None when ../shared/data is absent."""
+    if not WIKI.is_file():
+        return None
+    with WIKI.open(encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in islice(f, count)]
+
+
+def prepared_dataset(base: Path, wiki_only: bool = False) -> Path | None:
+    """A small dataset under ``base`` (built once per session): a Wikipedia slice when available,
+    else synthetic text (None with ``wiki_only`` when the slice is unavailable)."""
+    texts = wiki_texts(80)
+    if texts is None and wiki_only:
+        return None
+    out = base / ("wiki-slice" if texts is not None else "synthetic")
+    if not (out / "manifest.json").is_file():
+        prepare_documents(texts or synthetic_texts(200), out, shard_tokens=10_000, val_tokens=4_000)
+    return out
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    return [row["loss"] for row in read_metrics(run_dir / "metrics.jsonl") if row["type"] == "train"]
+
+
+def subprocess_env() -> dict[str, str]:
+    # One thread per process: 2 cores are shared, and identical thread counts keep runs bitwise comparable.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def start_train(args: list[str], log: Path) -> subprocess.Popen:
+    """``gpt2 train ARGS`` in a subprocess, output to ``log``."""
+    handle = log.open("w")
+    return subprocess.Popen(
+        [str(GPT2_BIN), "train", *args], stdout=handle, stderr=subprocess.STDOUT, env=subprocess_env()
+    )
+
+
+def run_train(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(GPT2_BIN), "train", *args], capture_output=True, text=True, env=subprocess_env(), timeout=timeout
+    )
