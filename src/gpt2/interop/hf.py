@@ -112,6 +112,8 @@ def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
     transformers = _load_transformers()
     try:
         # The real hub code path: downloads (or reuses the HF cache) when the hub is reachable.
+        if not local:  # check the small config.json before downloading gigabytes of weights
+            config = config_from_hf(transformers.AutoConfig.from_pretrained(src).to_dict(), src)
         hf_model = transformers.GPT2LMHeadModel.from_pretrained(src, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         if local:
@@ -121,8 +123,6 @@ def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
             f"({str(exc).splitlines()[0]}), and there is no local directory {src!r}. "
             "To use a local copy, pass its directory: gpt2 import hf PATH --out DIR"
         ) from None
-    if not local:
-        config = config_from_hf(hf_model.config.to_dict(), src)
     model = model_from_hf_state(config, hf_model.state_dict(), src)
     return model.to(device).eval()
 
@@ -142,7 +142,7 @@ def hf_config_dict(config: GPTConfig) -> dict[str, Any]:
         "activation_function": "gelu_new",
         "layer_norm_epsilon": LAYER_NORM_EPS,
         "initializer_range": 0.02,
-        "resid_pdrop": 0.0,
+        "resid_pdrop": 0.0,  # our models train without dropout (as the seed); fine-tuners may raise these
         "embd_pdrop": 0.0,
         "attn_pdrop": 0.0,
         "scale_attn_weights": True,
