@@ -19,7 +19,7 @@ $(STAMP): requirements/lock.txt requirements/dev.txt pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m gpt2 info 124M
+	$(PY) -m gpt2.demo
 
 browser:
 	bash scripts/install-browser.sh
