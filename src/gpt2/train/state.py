@@ -31,6 +31,8 @@ import torch.nn as nn
 
 from gpt2.checkpoint import (
     LATEST_FILE,
+    TIED_KEY,
+    WEIGHTS_FILE,
     atomic_directory,
     latest_checkpoint,
     load_tensor_tree,
@@ -240,6 +242,13 @@ def check_resumable(checkpoint: Path, config: GPTConfig) -> dict[str, Any]:
     return read_trainer_state(checkpoint)
 
 
+def _read_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's state dict, with the tied head (stored once) filled back in."""
+    weights = read_safetensors(checkpoint / WEIGHTS_FILE)
+    weights[TIED_KEY] = weights["transformer.wte.weight"]
+    return weights
+
+
 def load_training_checkpoint(
     checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: DistContext, fsdp: bool
 ) -> dict[str, Any]:
@@ -252,15 +261,13 @@ def load_training_checkpoint(
     if fsdp:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-        weights = read_safetensors(checkpoint / "model.safetensors") if ctx.is_main else {}
+        weights = _read_weights(checkpoint) if ctx.is_main else {}
         optim_state = load_tensor_tree(checkpoint, OPTIMIZER_TREE) if ctx.is_main else {}
         options = _fsdp_options(broadcast_from_rank0=True)
         set_model_state_dict(model, weights, options=options)
         set_optimizer_state_dict(model, optimizer, optim_state, options=options)
     else:
-        weights = read_safetensors(checkpoint / "model.safetensors")
-        weights["lm_head.weight"] = weights["transformer.wte.weight"]
-        model.load_state_dict(weights)
+        model.load_state_dict(_read_weights(checkpoint))
         load_optimizer_state_by_name(model, optimizer, load_tensor_tree(checkpoint, OPTIMIZER_TREE))
     rng = load_tensor_tree(checkpoint, RNG_TREE)["ranks"] if ctx.is_main else None
     rng = broadcast_from_main(rng, ctx)
