@@ -18,6 +18,16 @@ from gpt2.cli import main
 REQUIRED_KEYS = {"name", "ours", "reference", "unit", "ratio"}
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """--threads sets torch's global thread count; give the rest of the test session its own back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(["bench", *argv])
     captured = capsys.readouterr()
@@ -38,7 +48,8 @@ def assert_valid_results(entries: list, suite: str) -> None:
 
 def test_train_quick_json(capsys, tmp_path):
     out_file = tmp_path / "bench.json"
-    code, out, err = run_cli(capsys, "train", "--quick", "--json", "--repeat", "1", "--out", str(out_file))
+    quick = ("--quick", "--json", "--repeat", "1", "--threads", "1")
+    code, out, err = run_cli(capsys, "train", *quick, "--out", str(out_file))
     assert code == 0, err
     entries = json.loads(out)
     assert_valid_results(entries, "train")
@@ -54,7 +65,7 @@ def test_train_quick_json(capsys, tmp_path):
 def test_other_suites_quick(capsys, suite):
     if importlib.util.find_spec(f"gpt2.bench.{suite}") is None:
         pytest.skip(f"suite gpt2.bench.{suite} has not landed yet")
-    code, out, err = run_cli(capsys, suite, "--quick", "--json", "--repeat", "1")
+    code, out, err = run_cli(capsys, suite, "--quick", "--json", "--repeat", "1", "--threads", "1")
     assert code == 0, err
     assert_valid_results(json.loads(out), suite)
 
@@ -106,6 +117,7 @@ def _cuda_available() -> bool:
     "argv, message",
     [
         (["train", "--repeat", "0"], "--repeat must be at least 1, got 0"),
+        (["train", "--threads", "0"], "--threads must be at least 1"),
         (["nosuch"], "unknown benchmark suite 'nosuch'"),
         (["train", "--device", "tpu9"], "--device"),
     ],

@@ -33,6 +33,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed repeats per measurement; the median is reported")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--quick", action="store_true", help="tiny sizes that finish in seconds (a smoke test)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads, the same for ours and the reference")
     parser.add_argument("--out", metavar="FILE", help="also write the JSON array to FILE")
     parser.add_argument(
         "--plot-dir", metavar="DIR", help="suites that draw figures (scaling) write their PNGs into DIR"
@@ -82,6 +83,8 @@ def validate_args(args: argparse.Namespace) -> list[str]:
         raise GPT2Error(f"unknown benchmark suite {args.suite!r}; choose one of: {', '.join(SUITES)}, all")
     if args.repeat < 1:
         raise GPT2Error(f"--repeat must be at least 1, got {args.repeat}")
+    if args.threads is not None and args.threads < 1:
+        raise GPT2Error(f"--threads must be at least 1, got {args.threads}")
     import torch
 
     try:
@@ -100,8 +103,8 @@ def _finite_or_none(value: Any) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
-def run_suite(suite: str, device: str, repeat: int, quick: bool, plot_dir: str | None = None) -> list[dict[str, Any]]:
-    """Results of one suite as dicts; a missing or failing suite gives one entry with an ``error`` key."""
+def run_suite(suite: str, device: str, repeat: int, quick: bool) -> list[dict[str, Any]]:
+    """Results of one suite as dicts; a missing suite gives one entry with an ``error`` key, a failing one raises."""
     module_name = f"gpt2.bench.{suite}"
     try:
         module = importlib.import_module(module_name)
@@ -112,10 +115,15 @@ def run_suite(suite: str, device: str, repeat: int, quick: bool, plot_dir: str |
     results = [result.to_dict() for result in module.run(device=device, repeat=repeat, quick=quick)]
     for entry in results:
         entry.setdefault("suite", suite)
-    if plot_dir and hasattr(module, "write_plots"):
-        for path in module.write_plots(results, plot_dir):
-            print(f"wrote {path}", file=sys.stderr)
     return results
+
+
+def write_suite_plots(suite: str, entries: list[dict[str, Any]], plot_dir: str) -> None:
+    """Let a suite that defines ``write_plots(entries, dir)`` draw its figures."""
+    module = importlib.import_module(f"gpt2.bench.{suite}")
+    if hasattr(module, "write_plots"):
+        for path in module.write_plots(entries, plot_dir):
+            print(f"wrote {path}", file=sys.stderr)
 
 
 def error_entry(suite: str, message: str) -> dict[str, Any]:
@@ -129,14 +137,17 @@ def collect(suites: list[str], device: str, repeat: int, quick: bool, plot_dir: 
     entries: list[dict[str, Any]] = []
     for suite in suites:
         try:
-            results = run_suite(suite, device, repeat, quick, plot_dir)
+            results = run_suite(suite, device, repeat, quick)
+            for entry in results:
+                entry.update({key: _finite_or_none(value) for key, value in entry.items()})
+                entry.update(machine=machine, date=date)
+            if plot_dir and not any("error" in entry for entry in results):
+                write_suite_plots(suite, results, plot_dir)
         except Exception as exc:  # one broken suite must not hide the others' numbers
             if debug:
                 traceback.print_exc()
             results = [error_entry(suite, f"{type(exc).__name__}: {exc}")]
-        for entry in results:
-            entry.update({key: _finite_or_none(value) for key, value in entry.items()})
-            entry.update(machine=machine, date=date)
+            results[0].update(machine=machine, date=date)
         entries.extend(results)
     return entries
 
@@ -177,6 +188,10 @@ def format_table(entries: list[dict[str, Any]]) -> str:
 
 def run_bench(args: argparse.Namespace) -> int:
     suites = validate_args(args)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     entries = collect(suites, args.device, args.repeat, args.quick, args.plot_dir, getattr(args, "debug", False))
     if args.out:
         from gpt2.checkpoint import write_json_atomic

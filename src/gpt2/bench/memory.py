@@ -61,32 +61,56 @@ def resolve_job(job: str) -> Callable[..., Callable[[], Any]]:
     return getattr(importlib.import_module(module_name), function_name)
 
 
-def measure_here(job: str, kwargs: dict[str, Any]) -> int:
-    """Run ``job`` in this process; bytes of RSS it added at its peak (meaningful only in a fresh process)."""
-    work = resolve_job(job)(**kwargs)
-    _reset_peak_rss()
-    before = _status_bytes("VmRSS")
-    if before is None:  # no /proc: fall back to the lifetime peak, which the imports may dominate
-        before = _peak_rss_bytes()
-    work()
-    return max(0, _peak_rss_bytes() - before)
+def measure_here(job: str, kwargs_list: list[dict[str, Any]]) -> list[int]:
+    """Run ``job(**kwargs)`` for each kwargs in turn in this process; bytes of RSS each one added at its peak.
+
+    Meaningful only in a fresh process; for more than one job, freed tensors must go back to the
+    operating system (see :func:`cpu_peak_memory_series`), else a later job reuses earlier pages unseen.
+    """
+    peaks = []
+    for kwargs in kwargs_list:
+        work = resolve_job(job)(**kwargs)
+        _reset_peak_rss()
+        before = _status_bytes("VmRSS")
+        if before is None:  # no /proc: fall back to the lifetime peak, which the imports may dominate
+            before = _peak_rss_bytes()
+        work()
+        peaks.append(max(0, _peak_rss_bytes() - before))
+        del work
+    return peaks
 
 
-def cpu_peak_memory_bytes(job: str, kwargs: dict[str, Any], num_threads: int, timeout_s: float = 600) -> int:
-    """Peak extra RSS in bytes of ``job(**kwargs)()`` run in a fresh process with ``num_threads`` torch threads."""
-    payload = json.dumps({"job": job, "kwargs": kwargs, "threads": num_threads})
-    env = {**os.environ, "OMP_NUM_THREADS": str(num_threads)}
+def _run_worker(job: str, kwargs_list: list[dict[str, Any]], num_threads: int, env: dict, timeout_s: float):
+    payload = json.dumps({"job": job, "kwargs_list": kwargs_list, "threads": num_threads})
     proc = subprocess.run(
         [sys.executable, "-m", "gpt2.bench.memory", payload],
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, "OMP_NUM_THREADS": str(num_threads), **env},
         timeout=timeout_s,
     )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise GPT2Error(f"memory measurement of {job} failed (exit {proc.returncode}): {last}")
-    return int(json.loads(proc.stdout.strip().splitlines()[-1])["peak_bytes"])
+    return [int(b) for b in json.loads(proc.stdout.strip().splitlines()[-1])["peak_bytes"]]
+
+
+def cpu_peak_memory_bytes(job: str, kwargs: dict[str, Any], num_threads: int, timeout_s: float = 600) -> int:
+    """Peak extra RSS in bytes of ``job(**kwargs)()`` run alone in a fresh process with ``num_threads`` threads."""
+    return _run_worker(job, [kwargs], num_threads, {}, timeout_s)[0]
+
+
+def cpu_peak_memory_series(
+    job: str, kwargs_list: list[dict[str, Any]], num_threads: int, timeout_s: float = 600
+) -> list[int]:
+    """Peak extra RSS in bytes of each ``job(**kwargs)()``, run one after another in one fresh process.
+
+    Cheaper than a process per point (one import of torch) for a sweep. glibc is told to serve every
+    allocation above 64 KiB with its own mmap and to unmap it on free (a fixed threshold also turns off
+    its adaptive one), so a finished point's tensors leave the process and the next point's peak is its own.
+    """
+    env = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
+    return _run_worker(job, kwargs_list, num_threads, env, timeout_s)
 
 
 def cuda_peak_memory_bytes(work: Callable[[], Any], device: str) -> int:
@@ -119,7 +143,7 @@ def _main(argv: list[str]) -> int:
     request = json.loads(argv[0])
     torch.set_num_threads(int(request["threads"]))
     _warm_up_torch()
-    print(json.dumps({"peak_bytes": measure_here(request["job"], request["kwargs"])}))
+    print(json.dumps({"peak_bytes": measure_here(request["job"], request["kwargs_list"])}))
     return 0
 
 
