@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from gpt2.cli import main
 from train_helpers import QUIET, TINY_RUN, prepared_dataset, run_train
@@ -48,6 +49,8 @@ def fails_cleanly(argv: list[str], capsys, message: str) -> None:
         (["--size", "mini"], "cannot resume from"),  # the run holds a tiny model
         (["--no-resume"], "--no-resume"),
         (["--lr", "-1"], "--lr must be positive"),
+        (["--fsdp"], "--fsdp needs several processes"),
+        (["--device", "tpu"], "--device 'tpu' is not a device"),
     ],
 )
 def test_bad_options_leave_the_run_untouched(existing_run, dataset, capsys, extra, message):
@@ -56,6 +59,12 @@ def test_bad_options_leave_the_run_untouched(existing_run, dataset, capsys, extr
         [*TINY_RUN, *QUIET, "--data", str(dataset), "--out", str(existing_run), "--steps", "3", *extra], capsys, message
     )  # noqa: E501
     assert snapshot(existing_run) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_cuda(existing_run, dataset, capsys):
+    argv = [*TINY_RUN, "--data", str(dataset), "--out", str(existing_run), "--device", "cuda"]
+    fails_cleanly(argv, capsys, "--device cuda: CUDA is not available")
 
 
 def test_data_dir_without_manifest(existing_run, tmp_path, capsys):

@@ -112,6 +112,8 @@ class TrainConfig:
             raise GPT2Error(f"--dtype must be auto, bf16, fp16 or fp32, got {self.dtype!r}")
         if self.peak_flops is not None and self.peak_flops <= 0:
             raise GPT2Error(f"--peak-flops must be positive, got {self.peak_flops}")
+        if self.fsdp and world_size < 2:
+            raise GPT2Error("--fsdp needs several processes (launch with torchrun --nproc_per_node=N)")
         self.grad_accum_steps(world_size)
 
     @property

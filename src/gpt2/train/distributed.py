@@ -98,8 +98,6 @@ def wrap_model(model: nn.Module, ctx: DistContext, fsdp: bool, compile_model: bo
     FSDP it is sharded in place (every rank must then call it together), otherwise it is plain.
     """
     if fsdp:
-        if not ctx.distributed:
-            raise GPT2Error("--fsdp needs several processes (launch with torchrun --nproc_per_node=N)")
         from torch.distributed.fsdp import fully_shard
 
         # Shard each block separately so only one block's full weights exist at a time, then the rest
