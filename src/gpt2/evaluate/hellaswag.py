@@ -226,11 +226,11 @@ def score_items(
     )
     out = []
     for k, item in enumerate(items):
-        mine = scores[k * NUM_ENDINGS : (k + 1) * NUM_ENDINGS]
+        ending_scores = scores[k * NUM_ENDINGS : (k + 1) * NUM_ENDINGS]
         out.append(
             ItemScores(
-                logprobs=tuple(s.logprob for s in mine),
-                num_tokens=tuple(s.num_tokens for s in mine),
+                logprobs=tuple(s.logprob for s in ending_scores),
+                num_tokens=tuple(s.num_tokens for s in ending_scores),
                 num_chars=tuple(len(e) for e in item.endings),
             )
         )
