@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPT2Error, GPTConfig, save_model
-from gpt2.app import EXAMPLE_PROMPTS, MAX_PROMPT_CHARS, model_summary, validate_request
+from gpt2.app import EXAMPLE_PROMPTS, MAX_NEW_TOKENS, MAX_PROMPT_CHARS, model_summary, validate_request
 from gpt2.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,6 +102,23 @@ def test_browser_prompt_generate_and_error_message(server):
             (REPO / "artifacts").mkdir(exist_ok=True)
             page.screenshot(path=str(REPO / "artifacts" / "app_screenshot.png"), full_page=True)
 
+            # the stop button cancels a long generation: the output stops growing
+            page.locator("#max-new-tokens input[type=number]").fill(str(MAX_NEW_TOKENS))
+            page.locator("#max-new-tokens input[type=number]").press("Enter")
+            page.locator("#prompt textarea").fill("Stop me")
+            page.locator("#generate").click()
+            page.wait_for_function(
+                "() => { const v = document.querySelector('#output textarea')?.value || '';"
+                " return v.startsWith('Stop me') && v.length > 12; }",
+                timeout=60_000,
+            )
+            page.locator("#stop").click()
+            page.wait_for_timeout(1500)
+            stopped = page.locator("#output textarea").input_value()
+            page.wait_for_timeout(1500)
+            assert page.locator("#output textarea").input_value() == stopped
+            assert "done in" not in page.locator("#status").inner_text()
+
             # an over-long prompt: a readable message in the page, not a traceback
             page.locator("#prompt textarea").fill("x" * (MAX_PROMPT_CHARS + 1))
             page.locator("#generate").click()
@@ -128,6 +145,13 @@ def test_twenty_concurrent_users_all_answered(server):
     assert len(answers) == 20
     for prompt, answer in zip(prompts, answers, strict=True):
         assert answer.startswith(prompt) and len(answer) > len(prompt)
+
+
+def test_prompt_longer_than_window_is_truncated_with_a_note(server):
+    from gradio_client import Client
+
+    text, status = Client(server, verbose=False).predict("word " * 300, 4, 0.8, 50, 0.95, 3, 1, api_name="/generate")
+    assert text.startswith("word word") and "note: prompt has 30" in status and "tokens; kept the last" in status
 
 
 @pytest.mark.parametrize(

@@ -203,7 +203,9 @@ def build_app(model_spec: str | None, device: str = "cpu") -> Any:
                 status = gr.Markdown(elem_id="status")
                 gr.Examples(EXAMPLE_PROMPTS, inputs=[prompt], label="Example prompts")
             with gr.Column(scale=2):
-                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=64, step=1, label="Max new tokens")
+                max_new_tokens = gr.Slider(
+                    1, MAX_NEW_TOKENS, value=64, step=1, label="Max new tokens", elem_id="max-new-tokens"
+                )
                 temperature = gr.Slider(*TEMPERATURE_RANGE, value=0.8, step=0.05, label="Temperature")
                 top_k = gr.Slider(*TOP_K_RANGE, value=50, step=1, label="Top-k (0 = off)")
                 top_p = gr.Slider(*TOP_P_RANGE, value=0.95, step=0.01, label="Top-p (1 = off)")

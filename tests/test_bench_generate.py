@@ -1,0 +1,31 @@
+"""The generate benchmark's own pieces (the quick run of the whole suite is in test_bench.py)."""
+
+import torch
+
+from gpt2.bench.generate import bench_setup, decoders, hf_twin
+from gpt2.model import GPT
+
+
+def test_setups_fit_the_window_and_the_real_vocab():
+    for device, quick in ((torch.device("cpu"), False), (torch.device("cpu"), True), (torch.device("cuda"), False)):
+        config, prompt, new, batches = bench_setup(device, quick)
+        assert prompt + new <= config.block_size and config.vocab_size == 50257
+        assert batches == ((1, 2) if quick else (1, 8))
+    assert bench_setup(torch.device("cpu"), False)[2] == 256
+
+
+def test_hf_twin_computes_the_same_function_and_decoders_agree():
+    config = bench_setup(torch.device("cpu"), True)[0]
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.3)  # far-apart logits: greedy choices do not hinge on float rounding
+    hf = hf_twin(model)
+    idx = torch.randint(0, 50257, (2, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(idx).logits, model(idx)[0], rtol=1e-4, atol=1e-4)
+    fns = decoders(model, hf, idx[0].tolist(), 12, 2, torch.device("cpu"))
+    ours = fns["ours"]()
+    assert len(ours) == 12 and ours == fns["hf"]() == fns["no_cache"]()
