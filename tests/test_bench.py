@@ -113,6 +113,15 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def test_markdown_output(capsys, fake_suites):
+    code, out, _ = run_cli(capsys, "all", "--markdown")
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].startswith("| name | ours | reference | unit | ratio |")
+    assert "| fake speed | 2 | 1 | tok/s | 2x | ref |" in lines
+    assert any(line.startswith("| fake_missing |") and "error: suite module" in line for line in lines)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

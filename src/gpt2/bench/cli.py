@@ -29,7 +29,9 @@ VERSIONED_PACKAGES = ("torch", "transformers", "numpy", "tiktoken")
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", help=f"which benchmark to run: {', '.join(SUITES)} or all")
-    parser.add_argument("--json", action="store_true", help="print one JSON array of results instead of a table")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON array of results instead of a table")
+    output.add_argument("--markdown", action="store_true", help="print the table as Markdown (for docs/benchmarks.md)")
     parser.add_argument("--repeat", type=int, default=3, help="timed repeats per measurement; the median is reported")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--quick", action="store_true", help="tiny sizes that finish in seconds (a smoke test)")
@@ -160,12 +162,28 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def format_table(entries: list[dict[str, Any]]) -> str:
-    """A fixed-width table: name, ours, reference, unit, ratio (errors on their own line), then the machine."""
-    rows = [("name", "ours", "reference", "unit", "ratio")]
+def _rows(entries: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    rows = []
     for e in entries:
         ratio = "ERROR" if "error" in e else (_fmt(e["ratio"]) + "x" if e["ratio"] is not None else "-")
-        rows.append((e["name"], _fmt(e["ours"]), _fmt(e["reference"]), e["unit"], ratio))
+        rows.append((e["name"], _fmt(e["ours"]), _fmt(e["reference"]), e["unit"], ratio, e.get("reference_name", "")))
+    return rows
+
+
+def format_markdown(entries: list[dict[str, Any]]) -> str:
+    """A Markdown table of the results (errors included), for pasting into docs."""
+    lines = ["| name | ours | reference | unit | ratio | reference is |", "|---|--:|--:|---|--:|---|"]
+    for e, row in zip(entries, _rows(entries), strict=True):
+        cells = list(row)
+        if "error" in e:
+            cells[-1] = f"error: {e['error']}"
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def format_table(entries: list[dict[str, Any]]) -> str:
+    """A fixed-width table: name, ours, reference, unit, ratio (errors on their own line), then the machine."""
+    rows = [("name", "ours", "reference", "unit", "ratio")] + [row[:5] for row in _rows(entries)]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = []
     for row in rows:
@@ -197,7 +215,10 @@ def run_bench(args: argparse.Namespace) -> int:
         from gpt2.checkpoint import write_json_atomic
 
         write_json_atomic(args.out, entries)
-    print(json.dumps(entries) if args.json else format_table(entries))
+    if args.json:
+        print(json.dumps(entries))
+    else:
+        print(format_markdown(entries) if args.markdown else format_table(entries))
     failed = [e["suite"] for e in entries if "error" in e]
     if failed:
         print(f"error: benchmark suite(s) failed: {', '.join(failed)}", file=sys.stderr)
