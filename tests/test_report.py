@@ -23,41 +23,24 @@ def make_run(run_dir: Path, steps: int = 60, tokens_per_step: int = 1024, decay:
     rows = []
     for step in range(1, steps + 1):
         loss = 3 + 8 * math.exp(-step / decay)
+        tokens = step * tokens_per_step
         rows.append(
-            {
-                "type": "train",
-                "step": step,
-                "loss": loss,
-                "lr": 6e-4 * min(1.0, step / 10),
-                "grad_norm": 1.0,
-                "tokens": step * tokens_per_step,
-                "tok_per_s": 1000.0 + step,
-                "mfu": 0.02,
-                "dt_ms": 1000.0,
-                "time": float(step),
-            }  # fmt: skip
-        )
+            dict(type="train", step=step, loss=loss, lr=6e-4 * min(1.0, step / 10), grad_norm=1.0, tokens=tokens,
+                 tok_per_s=1000.0 + step, mfu=0.02, dt_ms=1000.0, time=float(step))
+        )  # fmt: skip
         if step % 20 == 0:
-            tokens = step * tokens_per_step
-            rows.append({"type": "eval", "step": step, "tokens": tokens, "val_loss": loss + 0.1})
+            rows.append(dict(type="eval", step=step, tokens=tokens, val_loss=loss + 0.1))
             rows.append(
-                {
-                    "type": "eval",
-                    "step": step,
-                    "tokens": tokens,
-                    "hellaswag_acc": 0.25,
-                    "hellaswag_n": 40,
-                    "hellaswag_acc_norm": 0.25 + step / 1000,
-                    "hellaswag_acc_norm_token": 0.24 + step / 1000,
-                }  # fmt: skip
-            )
-            rows.append(
-                {"type": "sample", "step": step, "tokens": tokens, "prompt": "To be", "text": f" or not {step}"}
-            )
+                dict(type="eval", step=step, tokens=tokens, hellaswag_acc=0.25, hellaswag_n=40,
+                     hellaswag_acc_norm=0.25 + step / 1000, hellaswag_acc_norm_token=0.24 + step / 1000)
+            )  # fmt: skip
+            for i in range(2):  # num_samples = 2: two continuations of the same prompt
+                rows.append(dict(type="sample", step=step, tokens=tokens, prompt="To be", text=f" or {i} {step}"))
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (run_dir / "run.json").write_text(
-        json.dumps({"config": TINY, "device": "cpu", "world_size": 1, "batch_size": 4, "optim": {"lr": 6e-4}})
-    )
+    # as gpt2.train writes it: the resolved TrainConfig (model shape nested) plus facts about the run
+    run_info = dict(config=dict(model=TINY, lr=6e-4, steps=steps), model=TINY, device="cpu", world_size=1,
+                    data="data/shakespeare", torch="2.13.0")  # fmt: skip
+    (run_dir / "run.json").write_text(json.dumps(run_info))
     return run_dir
 
 
@@ -91,8 +74,10 @@ def test_report_contains_the_run_numbers(tmp_path):
     assert "HellaSwag (step 60, 40 items)" in text
     assert "1,031 tokens/s" in text  # median of 1002..1060 (the first step is warm-up, left out)
     assert "| MFU | 2.0% (median) |" in text
-    assert "| `optim.lr` | 0.0006 |" in text
-    assert "## Samples at step 60" in text and " or not 60" in text and " or not 40" not in text
+    assert "| `lr` | 0.0006 |" in text and "| `steps` | 60 |" in text and "| `torch` | 2.13.0 |" in text
+    assert "| data | data/shakespeare |" in text
+    assert "## Samples at step 60" in text and text.count("**Prompt:** To be") == 1
+    assert "```text\nTo be or 0 60\n```" in text and "```text\nTo be or 1 60\n```" in text and " 40\n" not in text
     assert "![loss, learning rate, HellaSwag and throughput of run](plot.png)" in text
     assert (run / "plot.png").stat().st_size > 10_000
 

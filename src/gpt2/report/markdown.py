@@ -12,7 +12,12 @@ from typing import Any
 from gpt2.config import CONFIGS, GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.report.metrics import RunMetrics, read_run
-from gpt2.report.plot import GPT2_124M_HELLASWAG_BUILD_NANOGPT, GPT2_124M_HELLASWAG_LM_EVAL, write_plot
+from gpt2.report.plot import (
+    GPT2_124M_HELLASWAG_BUILD_NANOGPT,
+    GPT2_124M_HELLASWAG_LM_EVAL,
+    GPT2_124M_VAL_LOSS,
+    write_plot,
+)
 from gpt2.report.units import human_count, human_duration
 
 REPORT_FILE = "report.md"
@@ -115,22 +120,41 @@ def summary_rows(run: RunMetrics) -> list[tuple[str, str]]:
     mfu = [r["mfu"] for r in steady if isinstance(r.get("mfu"), (int, float))]
     if mfu:
         rows.append(("MFU", f"{100 * statistics.median(mfu):.1f}% (median)"))
-    for key, label in (("device", "device"), ("world_size", "processes (world size)"), ("data_dir", "data")):
+    for key, label in (("device", "device"), ("world_size", "processes (world size)"), ("data", "data")):
         if run.run_info.get(key) is not None:
             rows.append((label, str(run.run_info[key])))
     return rows
 
 
 def latest_samples(run: RunMetrics) -> tuple[Any, list[dict[str, Any]]]:
-    """(step, sample rows) of the newest step that logged samples; a prompt re-logged after a resume counts once."""
+    """(step, sample rows) of the newest step that logged samples; an identical row re-logged after a resume once."""
     if not run.samples:
         return None, []
     step = run.samples[-1].get("step")
-    by_prompt: dict[str, dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
     for row in run.samples:
-        if row.get("step") == step:
-            by_prompt[str(row.get("prompt", ""))] = row
-    return step, list(by_prompt.values())
+        if row.get("step") == step and row not in rows:
+            rows.append(row)
+    return step, rows
+
+
+def _settings_tables(run_info: dict[str, Any]) -> list[str]:
+    """Hyper-parameters (run.json's ``config`` minus the model shape, shown above) and the rest of run.json."""
+    lines: list[str] = []
+    config = run_info.get("config")
+    if isinstance(config, dict):
+        hyper = [(k, v) for k, v in _flatten(config) if not k.startswith("model.") and k != "model"]
+        if hyper:
+            lines += ["", "<details><summary>Hyper-parameters</summary>", "", "| option | value |", "|---|---|"]
+            lines += [f"| `{_cell(k)}` | {_cell(v)} |" for k, v in hyper]
+            lines += ["", "</details>"]
+    shown_above = ("config", "model", "parameters")
+    rest = [(k, v) for k, v in _flatten(run_info) if k.split(".")[0] not in shown_above]
+    if rest:
+        lines += ["", "<details><summary>Run (run.json)</summary>", "", "| field | value |", "|---|---|"]
+        lines += [f"| `{_cell(k)}` | {_cell(v)} |" for k, v in rest]
+        lines += ["", "</details>"]
+    return lines
 
 
 def render_report(run: RunMetrics, plot_link: str | None = None) -> str:
@@ -142,18 +166,21 @@ def render_report(run: RunMetrics, plot_link: str | None = None) -> str:
     lines += [f"| {_cell(what)} | {_cell(value)} |" for what, value in summary_rows(run)]
     lines += [
         "",
-        "GPT-2 124M references (OpenAI weights): val loss 3.2924 on FineWeb-Edu val; HellaSwag acc_norm 0.311 "
-        "(lm-eval) / 0.294 (build-nanogpt). They are only comparable for runs trained and evaluated on FineWeb-Edu.",
+        f"GPT-2 124M references (OpenAI weights): val loss {GPT2_124M_VAL_LOSS} on FineWeb-Edu val; HellaSwag "
+        f"acc_norm {GPT2_124M_HELLASWAG_LM_EVAL} (lm-eval) / {GPT2_124M_HELLASWAG_BUILD_NANOGPT} (build-nanogpt). "
+        "They are only comparable for runs trained and evaluated on FineWeb-Edu.",
     ]
-    settings = [(k, v) for k, v in _flatten(run.run_info) if not k.startswith("config")]
-    if settings:
-        lines += ["", "## Settings (run.json)", "", "| setting | value |", "|---|---|"]
-        lines += [f"| `{_cell(k)}` | {_cell(v)} |" for k, v in settings]
     step, samples = latest_samples(run)
     if samples:
         lines += ["", f"## Samples at step {step}", ""]
+        previous_prompt = None
         for row in samples:
-            lines += [f"**Prompt:** {_cell(row.get('prompt', ''))}", "", _fence(str(row.get("text", ""))), ""]
+            prompt = str(row.get("prompt", ""))
+            if prompt != previous_prompt:  # one heading per prompt; each block shows prompt + continuation
+                lines += [f"**Prompt:** {_cell(prompt) or '(empty)'}", ""]
+                previous_prompt = prompt
+            lines += [_fence(prompt + str(row.get("text", ""))), ""]
+    lines += _settings_tables(run.run_info)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
