@@ -1,8 +1,12 @@
 """`gpt2 prepare` end to end through the CLI: sources, determinism, restart, and every bad input."""
 
 import json
+import os
 import runpy
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +195,55 @@ def test_enwiki_sample_slice(tmp_path, capsys):
     first_title = json.loads(ENWIKI.open().readline())["title"]
     val = TokenShardLoader(tmp_path / "wiki", "val", batch_size=1, seq_len=16).next_batch()[0][0]
     assert get_tokenizer().decode(val).startswith("<|endoftext|>" + first_title)
+
+
+def test_kill_9_midway_then_rerun_equals_uninterrupted(tmp_path, capsys):
+    """A real `kill -9` of `gpt2 prepare` mid-run: the input is a FIFO, so the process is provably
+    still running (blocked on more input) after its first shards are on disk when it is killed."""
+    lines = [json.dumps({"text": f"Line {i}: " + "words and more words " * (i % 9 + 1)}) + "\n" for i in range(400)]
+    options = ["--shard-tokens", "1000", "--val-tokens", "1000", "--workers", "1", "--quiet"]
+    reference = tmp_path / "reference.jsonl"
+    reference.write_text("".join(lines))
+    assert prepare(capsys, "files", reference, "--out", tmp_path / "ref", *options)[0] == 0
+
+    corpus = tmp_path / "corpus.jsonl"
+    os.mkfifo(corpus)
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "gpt2", "prepare", "files", str(corpus), "--out", str(out), *options]
+    process = subprocess.Popen(command)
+    deadline = time.monotonic() + 90
+    try:
+        while True:  # open the FIFO once the process reads it (never block if it died instead)
+            assert process.poll() is None, "gpt2 prepare exited before reading its input"
+            assert time.monotonic() < deadline, "gpt2 prepare did not open its input"
+            try:
+                fd = os.open(corpus, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:  # ENXIO: no reader yet
+                time.sleep(0.05)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "w") as fifo:
+            fifo.writelines(lines[:200])
+            fifo.flush()
+            manifest = out / "manifest.json"
+            while not (manifest.is_file() and len(json.loads(manifest.read_text())["shards"]) >= 3):
+                assert process.poll() is None and time.monotonic() < deadline, "no shards written"
+                time.sleep(0.05)
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+    except BrokenPipeError:
+        pass
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    partial = read_manifest(out, require_complete=False)
+    assert process.returncode == -signal.SIGKILL and not partial["complete"] and len(partial["shards"]) >= 3
+    corpus.unlink()
+    corpus.write_text("".join(lines))  # the same path, now complete: the same command resumes
+    assert prepare(capsys, "files", corpus, "--out", out, *options)[0] == 0
+    assert snapshot(out).keys() == snapshot(tmp_path / "ref").keys()
+    assert {k: v for k, v in snapshot(out).items() if k != "manifest.json"} == {
+        k: v for k, v in snapshot(tmp_path / "ref").items() if k != "manifest.json"
+    }
+    assert read_manifest(out)["shards"] == read_manifest(tmp_path / "ref")["shards"]

@@ -42,7 +42,7 @@ def resolve_files(paths: Sequence[str | Path]) -> list[Path]:
             if not found:
                 raise GPT2Error(f"{path}: directory has no {', '.join(FILE_SUFFIXES)} files")
             files.extend(found)
-        elif path.is_file():
+        elif path.exists():  # a regular file, or a named pipe / device streaming one
             file_kind(path)
             files.append(path)
         else:
