@@ -43,6 +43,12 @@ def test_max_tokens_is_exact_and_empty_docs_are_skipped(tmp_path):
     assert open_shard(tmp_path / manifest["shards"][0]["file"])[0] == 50256
 
 
+def test_shard_size_limits(tmp_path):
+    for bad in (0, 2**31):
+        with pytest.raises(GPT2Error, match="--shard-tokens must be in"):
+            ShardWriter(tmp_path / f"d{bad}", source="x", shard_tokens=bad, val_tokens=0)
+
+
 def test_empty_corpus_is_an_error(tmp_path):
     with pytest.raises(GPT2Error, match="empty corpus"):
         prepare_documents(["", ""], tmp_path / "d", source="nothing", **OPTS)

@@ -129,7 +129,9 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-files", nargs="+", metavar="FILE", help="fineweb-edu: read these local parquet/jsonl")
     parser.add_argument("--text-field", default="text", help="JSON field / parquet column of the text")
     parser.add_argument("--txt-split", action="store_true", help=".txt: one document per blank-line-separated block")
-    parser.add_argument("--shard-tokens", type=parse_count, default=DEFAULT_SHARD_TOKENS, help="tokens per shard")
+    parser.add_argument(
+        "--shard-tokens", type=parse_count, default=DEFAULT_SHARD_TOKENS, help="tokens per shard (default: 100M)"
+    )
     val = parser.add_mutually_exclusive_group()
     val.add_argument("--val-tokens", type=parse_count, help="tokens of the val split (default: files 1M, demo 100k)")
     val.add_argument("--val-shards", type=int, help="val split = the first N shards (fineweb-edu default: 1)")

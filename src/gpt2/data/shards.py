@@ -21,6 +21,7 @@ SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
+MAX_SHARD_TOKENS = 2**31 - 1  # the token count is an int32 header field
 TOKEN_DTYPE = np.dtype("<u2")  # GPT-2 ids < 50257 fit in uint16
 SHARD_SUFFIXES = (".bin", ".npy")
 

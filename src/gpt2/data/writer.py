@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from gpt2.data.manifest import MANIFEST_NAME, new_manifest, read_manifest, write_manifest
-from gpt2.data.shards import read_bin_header, write_shard
+from gpt2.data.shards import MAX_SHARD_TOKENS, read_bin_header, write_shard
 from gpt2.errors import GPT2Error
 
 
@@ -47,8 +47,10 @@ class ShardWriter:
         max_tokens: int | None = None,
         options: dict[str, Any] | None = None,
     ):
-        if shard_tokens < 1:
-            raise GPT2Error(f"--shard-tokens must be >= 1, got {shard_tokens}")
+        if not 1 <= shard_tokens <= MAX_SHARD_TOKENS:
+            raise GPT2Error(
+                f"--shard-tokens must be in [1, {MAX_SHARD_TOKENS}] (an int32 header field), got {shard_tokens}"
+            )
         if val_tokens < 0 or (max_tokens is not None and max_tokens < 1):
             raise GPT2Error("--val-tokens must be >= 0 and --max-tokens >= 1")
         self.out_dir = Path(out_dir)
