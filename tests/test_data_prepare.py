@@ -110,6 +110,7 @@ def test_bad_inputs_exit_1_with_one_error_line_and_lose_nothing(tmp_path, capsys
         if out == tmp_path / "new":  # (the existing dataset refuses the other source before reading it)
             assert message.format(d=tmp_path) in err[0]
     assert snapshot(existing) == before
+    assert not (tmp_path / "new").exists()  # a run that fails before its first shard leaves nothing behind
 
 
 @pytest.mark.parametrize(

@@ -72,9 +72,8 @@ def test_bad_inputs_name_file_and_line(tmp_path):
 
 def test_missing_file_is_reported_before_reading_anything(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])
-    documents = file_documents([tmp_path / "a.jsonl", tmp_path / "later_missing.txt"])
     with pytest.raises(GPT2Error, match="later_missing.txt"):
-        next(documents)
+        file_documents([tmp_path / "a.jsonl", tmp_path / "later_missing.txt"])  # raised at the call
 
 
 def test_fineweb_edu_through_local_stand_in(tmp_path):

