@@ -63,8 +63,12 @@ def test_ddp_two_processes_match_one_process(dataset, reference, tmp_path):
 def test_fsdp_two_processes_match_and_resume(dataset, reference, tmp_path):
     out = tmp_path / "fsdp"
     common = [*RUN, "--fsdp", "--data", str(dataset), "--out", str(out)]
-    first = torchrun(["-m", "gpt2", "train"], [*common, "--steps", "4"])
+    # the in-loop hooks need every rank in each forward pass of a sharded model: run them too
+    hooks = ["--eval-every", "4", "--eval-tokens", "256", "--sample-every", "4", "--sample-tokens", "4"]
+    first = torchrun(["-m", "gpt2", "train"], [*common, *hooks, "--steps", "4"])
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [row["type"] for row in rows[4:]] == ["eval", "sample", "sample"] and rows[4]["val_loss"] < 11
     # keep a copy of the FSDP checkpoint of step 4 to continue in a single process without FSDP
     single = tmp_path / "single"
     single.mkdir()

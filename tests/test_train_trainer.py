@@ -179,6 +179,8 @@ def test_resume_after_sigkill_reproduces_losses_bitwise(interrupted_runs):
         range(1, 11)
     )
     assert resumed == full  # float equality of every per-step loss: bitwise identical
+    times = [row["time"] for row in read_metrics(runs["killed"] / "metrics.jsonl")]
+    assert times == sorted(times)  # training time continues across the restart
     a, b = load_checkpoint(runs["full"] / "step_000010"), load_checkpoint(runs["killed"] / "step_000010")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 

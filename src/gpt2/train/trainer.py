@@ -137,6 +137,8 @@ class Trainer:
         self.peak_flops = device_peak_flops(self.device, cfg.peak_flops)
         self.evaluation = InLoopEvaluation(cfg, self.device, self.amp_dtype, self.warn)
         self.step = 0
+        self.elapsed_before = 0.0  # seconds trained before this process (from the checkpoint)
+        self.start = time.time()
         self.last_eval: dict[str, Any] = {}
         self.metrics: MetricsLog | None = None
 
@@ -174,6 +176,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
         self.last_eval = dict(state.get("last_eval", {}))
+        self.elapsed_before = float(state.get("elapsed", 0.0))
         if state.get("world_size") != self.ctx.world_size or state.get("batch_tokens") != self.cfg.batch_tokens:
             self.warn(
                 "world size or batch differs from the saved run: training continues at the same token, "
@@ -231,6 +234,8 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(self.grad_accum):
             x, y = self.loader.next_batch()
+            if self.device.type == "cuda":  # page-locked memory lets the copy overlap with compute
+                x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             # Only the last micro-step all-reduces gradients; the others just accumulate locally.
             with gradient_sync(self.runner, self.model, micro == self.grad_accum - 1):
@@ -274,7 +279,9 @@ class Trainer:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=self.step, disable=None if ctx.is_main else True, unit="step")
-        start, bad_in_row, last_loss, stopped = time.time(), 0, None, False
+        # "time" in metrics counts training time over all sessions of the run (continues after a resume)
+        self.start = time.time() - self.elapsed_before
+        bad_in_row, last_loss, stopped = 0, None, False
         try:
             with StopRequest() as stop:
                 while self.step < cfg.steps:
@@ -286,7 +293,7 @@ class Trainer:
                     self.step += 1
                     bad_in_row = 0 if finite else bad_in_row + 1
                     last_loss = loss.item() if finite else last_loss
-                    self._log_train_row(loss, grad_norm, finite, dt, start)
+                    self._log_train_row(loss, grad_norm, finite, dt)
                     bar.update(1)
                     if not finite:
                         self._on_non_finite(loss, bad_in_row)
@@ -305,7 +312,7 @@ class Trainer:
         self.log(f"{'stopped by signal' if stopped else 'finished'} at step {self.step}; checkpoints in {self.run_dir}")
         return {"step": self.step, "loss": last_loss, "stopped": reason, **self.last_eval}
 
-    def _log_train_row(self, loss: torch.Tensor, norm: torch.Tensor, finite: bool, dt: float, start: float) -> None:
+    def _log_train_row(self, loss: torch.Tensor, norm: torch.Tensor, finite: bool, dt: float) -> None:
         cfg = self.cfg
         tok_per_s = cfg.batch_tokens / dt
         row = {
@@ -318,7 +325,7 @@ class Trainer:
             "tok_per_s": tok_per_s,
             "mfu": model_flops_utilization(self.flops_per_token, tok_per_s, self.peak_flops, self.ctx.world_size),
             "dt_ms": 1000 * dt,
-            "time": time.time() - start,
+            "time": time.time() - self.start,
         }
         if not finite:
             row["skipped"] = True
@@ -371,6 +378,7 @@ class Trainer:
             "world_size": self.ctx.world_size,
             "batch_tokens": cfg.batch_tokens,
             "last_eval": self.last_eval,
+            "elapsed": time.time() - self.start,
             "config": cfg.to_dict(),
         }
         if self.scaler.is_enabled():
