@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from gpt2.cli import main
-from train_helpers import QUIET, TINY_RUN, prepared_dataset, run_train
+from gpt2.data import prepare_documents
+from train_helpers import QUIET, TINY_RUN, prepared_dataset, run_train, synthetic_texts
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,15 @@ def test_resume_from_a_checkpoint_of_another_config(existing_run, dataset, tmp_p
     before = snapshot(existing_run)
     argv = [*TINY_RUN, *QUIET, "--config", str(config), "--data", str(dataset), "--out", str(existing_run)]
     fails_cleanly(argv, capsys, "it was trained with another model config (n_embd=64 (run wants 128))")
+    assert snapshot(existing_run) == before
+
+
+def test_resume_on_another_dataset(existing_run, tmp_path, capsys):
+    other = tmp_path / "other-data"
+    prepare_documents(synthetic_texts(30, seed=1), other, shard_tokens=2_000, val_tokens=500)
+    before = snapshot(existing_run)
+    argv = [*TINY_RUN, *QUIET, "--data", str(other), "--out", str(existing_run)]
+    fails_cleanly(argv, capsys, "cannot resume the data loader")
     assert snapshot(existing_run) == before
 
 

@@ -109,7 +109,9 @@ class Trainer:
             cfg.data, "train", cfg.micro_batch, cfg.seq_len, ctx.rank, ctx.world_size, cfg.seed, cfg.shuffle
         )
         self.resume_from = self._find_resume_checkpoint()
-        self.resume_state = check_resumable(self.resume_from, cfg.model) if self.resume_from else None
+        if self.resume_from is not None:
+            # refuses another model config, and a dataset/seed the data position does not belong to
+            self.loader.load_state_dict(check_resumable(self.resume_from, cfg.model)["loader"])
         self.amp_dtype = resolve_amp_dtype(cfg.dtype, self.device)
         self.compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
         if self.compile and self.device.type == "mps":
@@ -171,7 +173,6 @@ class Trainer:
     def _restore(self) -> None:
         assert self.resume_from is not None
         state = load_training_checkpoint(self.resume_from, self.model, self.optimizer, self.ctx, self.cfg.fsdp)
-        self.loader.load_state_dict(state["loader"])
         if "scaler" in state and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
