@@ -62,7 +62,7 @@ def scaling_plan(device: torch.device, quick: bool) -> ScalingPlan:
     # mini's shape with the full 1024-token context, so T can reach GPT-2's
     mini_1k = dataclasses.replace(GPTConfig.named("mini"), block_size=1024)
     ddp = {"size": "tiny", "micro_batch": 8, "seq_len": 128, "steps": 6}
-    return ScalingPlan(mini_1k, "mini (block 1024)", (128, 256, 512, 1024), 1, (1, 2, 4, 8), 128, NEW_TOKENS, ddp)
+    return ScalingPlan(mini_1k, "mini (block 1024)", (128, 256, 512, 1024), 1, (1, 2, 4, 8), 64, NEW_TOKENS, ddp)
 
 
 def make_generation(config: GPTConfig, batch: int, context: int, new_tokens: int, device: torch.device):

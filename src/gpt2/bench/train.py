@@ -4,7 +4,7 @@ One step = forward + backward + AdamW update on one micro-batch, for both models
 config (vocab 50304, no dropout), the same batch, the same precision, the same optimizer settings
 and the same number of threads. Reference: ``transformers.GPT2LMHeadModel`` with SDPA attention.
 
-CPU: fp32, eager, the ``mini`` config (B=4, T=256) and 124M (B=1, T=128, fewer repeats; skipped
+CPU: fp32, eager, the ``mini`` config (B=2, T=256) and 124M (B=1, T=128, fewer repeats; skipped
 in quick mode). CUDA: bf16 autocast, ``torch.compile``, fused AdamW and flash SDPA for both, 124M at
 T=1024 with micro-batch 16/32/64, plus MFU against the card's bf16 peak.
 """
@@ -55,9 +55,10 @@ def train_cases(device: torch.device, repeat: int, quick: bool) -> list[TrainCas
     if quick:
         return [TrainCase("tiny", 2, 64, repeat)]
     if device.type == "cuda":
-        return [TrainCase("124M", batch, 1024, repeat) for batch in (16, 32, 64)]
-    # 124M costs ~5x a mini step per token on CPU; fewer repeats keep the suite within minutes.
-    return [TrainCase("mini", 4, 256, repeat), TrainCase("124M", 1, 128, max(1, repeat // 2))]
+        # a GPU step takes ~0.1-0.5 s: at least 10 timed steps for a steady median
+        return [TrainCase("124M", batch, 1024, max(repeat, 10)) for batch in (16, 32, 64)]
+    # 124M costs ~4x a mini step per token on CPU; fewer repeats keep the suite within minutes.
+    return [TrainCase("mini", 2, 256, repeat), TrainCase("124M", 1, 128, max(1, repeat // 2))]
 
 
 def build_model(impl: str, config: GPTConfig) -> nn.Module:
