@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from gpt2.checkpoint import read_meta
 from gpt2.train.config import build_config
@@ -85,3 +86,19 @@ def test_fsdp_two_processes_match_and_resume(dataset, reference, tmp_path):
     options.update(eval_every=0, hellaswag_every=0, sample_every=0, device="cpu", seed=7)
     train(build_config({**options, "data": str(dataset), "out": str(single), "steps": 6}, "cpu"))
     assert train_losses(single) == pytest.approx(expected[4:], rel=1e-5, abs=1e-5)
+
+
+def test_single_process_context_and_devices(monkeypatch):
+    from gpt2 import GPT2Error
+    from gpt2.train.distributed import all_reduce_mean, any_rank, resolve_device, setup_distributed
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    ctx = setup_distributed("cpu")
+    assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.distributed) == (0, 1, True, False)
+    value = torch.tensor(2.5)
+    assert all_reduce_mean(value, ctx) is value and any_rank(True, ctx) and not any_rank(False, ctx)
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(GPT2Error, match="CUDA is not available"):
+            resolve_device("cuda:1")
