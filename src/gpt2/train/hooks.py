@@ -52,52 +52,48 @@ class InLoopEvaluation:
         model.eval()
         try:
             if self._due(step, cfg.eval_every, last) and "val loss" not in self.disabled:
-                metrics.update(self.val_loss(model))
+                metrics.update(self._call("val loss", self.val_loss, model, {}))
             if self._due(step, cfg.hellaswag_interval, last) and "hellaswag" not in self.disabled:
-                metrics.update(self.hellaswag(model))
+                metrics.update(self._call("hellaswag", self.hellaswag, model, {}))
             if self._due(step, cfg.sample_interval, last) and "sampling" not in self.disabled:
-                samples = self.samples(model)
+                samples = self._call("sampling", self.samples, model, [])
         finally:
             model.train(was_training)
         return metrics, samples
 
+    def _call(self, name: str, hook: Callable[[nn.Module], Any], model: nn.Module, empty: Any) -> Any:
+        """``hook(model)``; a missing module or missing data disables the hook (one warning) and gives ``empty``."""
+        try:
+            return hook(model)
+        except ImportError as exc:  # the evaluation / generation package is not installed (yet)
+            self._disable(name, f"its module is not available ({exc})")
+        except GPT2Error as exc:  # e.g. no val split, HellaSwag file missing and the hub unreachable
+            self._disable(name, str(exc))
+        return empty
+
     def val_loss(self, model: nn.Module) -> dict[str, Any]:
-        try:
-            from gpt2.evaluate.loss import evaluate_loss
-        except ImportError as exc:
-            self._disable("val loss", f"gpt2.evaluate.loss is not available ({exc})")
-            return {}
+        from gpt2.evaluate.loss import evaluate_loss
+
         cfg = self.config
-        try:
-            result = evaluate_loss(
-                model,
-                cfg.data,
-                split="val",
-                max_tokens=cfg.eval_tokens,
-                batch_size=cfg.micro_batch,
-                seq_len=cfg.seq_len,
-                device=str(self.device),
-                dtype=self.amp_dtype,
-            )
-        except GPT2Error as exc:  # e.g. the dataset has no val split
-            self._disable("val loss", str(exc))
-            return {}
+        result = evaluate_loss(
+            model,
+            cfg.data,
+            split="val",
+            max_tokens=cfg.eval_tokens,
+            batch_size=cfg.micro_batch,
+            seq_len=cfg.seq_len,
+            device=str(self.device),
+            dtype=self.amp_dtype,
+        )
         return {"val_loss": result["loss"]}
 
     def hellaswag(self, model: nn.Module) -> dict[str, Any]:
-        try:
-            from gpt2.evaluate.hellaswag import hellaswag_accuracy, load_hellaswag
-        except ImportError as exc:
-            self._disable("hellaswag", f"gpt2.evaluate.hellaswag is not available ({exc})")
-            return {}
+        from gpt2.evaluate.hellaswag import hellaswag_accuracy, load_hellaswag
+
         cfg = self.config
-        try:
-            if self._hellaswag_items is None:
-                self._hellaswag_items = load_hellaswag(cfg.hellaswag_path, limit=cfg.hellaswag_limit)
-            result = hellaswag_accuracy(model, self._hellaswag_items, device=str(self.device), dtype=self.amp_dtype)
-        except GPT2Error as exc:  # e.g. the HellaSwag file is missing and the hub unreachable
-            self._disable("hellaswag", str(exc))
-            return {}
+        if self._hellaswag_items is None:
+            self._hellaswag_items = load_hellaswag(cfg.hellaswag_path, limit=cfg.hellaswag_limit)
+        result = hellaswag_accuracy(model, self._hellaswag_items, device=str(self.device), dtype=self.amp_dtype)
         return {
             "hellaswag_acc": result["acc"],
             "hellaswag_acc_norm": result["acc_norm"],
@@ -106,23 +102,16 @@ class InLoopEvaluation:
         }
 
     def samples(self, model: nn.Module) -> list[dict[str, Any]]:
-        try:
-            from gpt2.generate import generate
-        except ImportError as exc:
-            self._disable("sampling", f"gpt2.generate is not available ({exc})")
-            return []
+        from gpt2.generate import generate
+
         cfg = self.config
-        try:
-            texts = generate(
-                model,
-                cfg.sample_prompt,
-                max_new_tokens=min(cfg.sample_tokens, cfg.model.block_size - 1),
-                top_k=50,
-                num_samples=cfg.num_samples,
-                seed=cfg.seed,  # the same seed every time, so samples of different steps are comparable
-                device=str(self.device),
-            )
-        except GPT2Error as exc:
-            self._disable("sampling", str(exc))
-            return []
+        texts = generate(
+            model,
+            cfg.sample_prompt,
+            max_new_tokens=min(cfg.sample_tokens, cfg.model.block_size - 1),
+            top_k=50,
+            num_samples=cfg.num_samples,
+            seed=cfg.seed,  # the same seed every time, so samples of different steps are comparable
+            device=str(self.device),
+        )
         return [{"prompt": cfg.sample_prompt, "text": text} for text in texts]
