@@ -152,3 +152,27 @@ def test_interleaved_median_seconds_times_every_function():
     medians = interleaved_median_seconds({"a": lambda: bump("a"), "b": lambda: bump("b")}, repeat=3, warmup=2)
     assert calls == {"a": 5, "b": 5}
     assert set(medians) == {"a", "b"} and all(t >= 0 for t in medians.values())
+
+
+def test_tensor_memory_tracker_counts_live_tensor_bytes_exactly():
+    import torch
+
+    from gpt2.bench.memory import TensorMemoryTracker, peak_memory_bytes
+
+    mib = 2**20
+    with TensorMemoryTracker() as tracker:
+        a = torch.ones(mib // 4)  # 1 MiB of float32
+        view = a[:10]  # shares a's storage: not counted again
+        a.add_(1)  # in place: same storage
+        b = torch.zeros(2 * mib // 4)  # +2 MiB -> 3 MiB live
+        del a, view
+        c = torch.zeros(mib // 4)  # a is gone before c arrives: 3 MiB live again, not 4
+        assert tracker.current_bytes == 3 * mib
+        del b, c
+    assert tracker.peak_bytes == 3 * mib
+
+    def train_step():
+        layer = torch.nn.Linear(256, 256)  # 256*256 + 256 floats
+        layer(torch.ones(8, 256)).sum().backward()
+
+    assert peak_memory_bytes(train_step, "cpu") >= 2 * (256 * 256 + 256) * 4  # weights and their gradients

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from gpt2.bench.core import BenchResult, median_seconds
-from gpt2.bench.memory import cpu_peak_memory_series, cuda_peak_memory_bytes
+from gpt2.bench.memory import peak_memory_bytes
 from gpt2.bench.train import autocast_dtype, make_train_step
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.errors import GPT2Error
@@ -87,24 +87,6 @@ def make_generation(config: GPTConfig, batch: int, context: int, new_tokens: int
     return generate
 
 
-def memory_job(kind: str, config: dict[str, int], batch: int, seq: int, new_tokens: int) -> Callable[[], None]:
-    """Job for :mod:`gpt2.bench.memory`: two training steps, or one generation, on CPU."""
-    from gpt2.tokenizer import get_tokenizer
-
-    cfg, cpu = GPTConfig.from_dict(config), torch.device("cpu")
-    get_tokenizer()  # the decoder looks up <|endoftext|>: load the BPE tables (~50 MB) before the baseline
-
-    def work() -> None:
-        if kind == "train":
-            step = make_train_step("ours", cfg, batch, seq, cpu)
-            step()
-            step()  # AdamW allocates its moments in the first step; the second has the steady-state peak
-        else:
-            make_generation(cfg, batch, seq, new_tokens, cpu)()
-
-    return work
-
-
 def _points(plan: ScalingPlan) -> list[tuple[str, int, int]]:
     """(sweep, batch, seq) of every point: the sequence-length sweep, then the batch sweep."""
     by_seq = [("seq_len", plan.seq_batch, t) for t in plan.seq_lens]
@@ -115,29 +97,33 @@ Shape = tuple[str, int, int]  # (kind: train | generate, batch, seq)
 
 
 def _measure(plan: ScalingPlan, shapes: list[Shape], device: torch.device, repeat: int) -> dict[Shape, tuple]:
-    """(median seconds, peak bytes) of each distinct shape (the two sweeps share their first point)."""
+    """(median seconds, peak bytes) of each distinct shape (the two sweeps share their first point).
+
+    Peak memory counts the model's weights too (built inside the measurement)."""
 
     def workload(kind: str, batch: int, seq: int) -> Callable[[], None]:
         if kind == "train":
             return make_train_step("ours", plan.config, batch, seq, device)
         return make_generation(plan.config, batch, seq, plan.new_tokens, device)
 
-    if device.type == "cuda":
-        measured = {}
-        for shape in shapes:
+    measured = {}
+    for shape in shapes:
+        if device.type == "cuda":  # the allocator's peak comes free with the timing
             timed: list[float] = []
             work = lambda shape=shape, out=timed: out.append(median_seconds(workload(*shape), repeat, warmup=1))
-            peak = cuda_peak_memory_bytes(work, device)
+            peak = peak_memory_bytes(work, device)
             measured[shape] = (timed[0], peak)
-        return measured
-    seconds = [median_seconds(workload(*shape), repeat, warmup=1) for shape in shapes]
-    jobs = [
-        {"kind": kind, "config": plan.config.to_dict(), "batch": b, "seq": t, "new_tokens": plan.new_tokens}
-        for kind, b, t in shapes
-    ]
-    # one fresh process for all points: a process per point would spend more on importing torch than measuring
-    peaks = cpu_peak_memory_series("gpt2.bench.scaling:memory_job", jobs, torch.get_num_threads())
-    return dict(zip(shapes, zip(seconds, peaks, strict=True), strict=True))
+        else:  # counting tensors costs Python work per operator: time first, then count in an untimed run
+            seconds = median_seconds(workload(*shape), repeat, warmup=1)
+            measured[shape] = (seconds, peak_memory_bytes(lambda shape=shape: _run_for_memory(workload, shape), device))
+    return measured
+
+
+def _run_for_memory(workload: Callable[..., Callable[[], None]], shape: Shape) -> None:
+    """Build the workload and run it: twice for training (AdamW allocates its moments in the first step)."""
+    work = workload(*shape)
+    for _ in range(2 if shape[0] == "train" else 1):
+        work()
 
 
 def _sweep_results(plan: ScalingPlan, measured: dict[Shape, tuple]) -> list[BenchResult]:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from gpt2.bench.core import BenchResult, interleaved_median_seconds, median_seconds
-from gpt2.bench.memory import cpu_peak_memory_bytes, cuda_peak_memory_bytes
+from gpt2.bench.memory import peak_memory_bytes
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.model import GPT, optimizer_param_groups
 
@@ -104,8 +104,9 @@ def make_train_step(impl: str, config: GPTConfig, batch: int, seq: int, device: 
 
     def step() -> None:
         with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+            # Keep only the loss: holding the (B, T, V) logits through backward would cost B*T*V*4 bytes.
             if impl == "ours":
-                _, loss = runner(x, y)
+                loss = runner(x, y)[1]
             else:  # HF shifts the labels itself; no KV cache in training
                 loss = runner(input_ids=x, labels=x, use_cache=False).loss
         loss.backward()
@@ -115,24 +116,6 @@ def make_train_step(impl: str, config: GPTConfig, batch: int, seq: int, device: 
             torch.cuda.synchronize(device)
 
     return step
-
-
-def memory_job(impl: str, config: dict[str, int], batch: int, seq: int, steps: int = 2) -> Callable[[], None]:
-    """Job for :mod:`gpt2.bench.memory`: build a model and run ``steps`` training steps on CPU.
-
-    Two steps, because AdamW allocates its moments in the first one: the second step's peak
-    (weights + moments + gradients + activations) is the steady-state one.
-    """
-    if impl == "hf":
-        import transformers  # noqa: F401  (imported before the baseline so its modules are not counted)
-    cfg = GPTConfig.from_dict(config)
-
-    def work() -> None:
-        step = make_train_step(impl, cfg, batch, seq, torch.device("cpu"))
-        for _ in range(steps):
-            step()
-
-    return work
 
 
 def case_config(case: TrainCase) -> GPTConfig:
@@ -146,26 +129,28 @@ def _free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def _two_steps(impl: str, config: GPTConfig, batch: int, seq: int, device: torch.device) -> None:
+    """Build and take two steps: AdamW allocates its moments in the first, so the second has the steady-state
+    peak (weights + moments + gradients + activations)."""
+    step = make_train_step(impl, config, batch, seq, device)
+    step()
+    step()
+
+
 def _measure_cpu(case: TrainCase, config: GPTConfig, device: torch.device) -> tuple[dict, dict]:
-    """CPU: both models timed in alternation in this process; each one's memory in a fresh process."""
+    """CPU: both models timed in alternation; then each one's memory in a separate, untimed run."""
     steps = {impl: make_train_step(impl, config, case.batch, case.seq, device) for impl in IMPLEMENTATIONS}
     seconds = interleaved_median_seconds(steps, repeat=case.repeat, warmup=1)
     del steps
     _free_memory(device)
-    threads = torch.get_num_threads()
-    peak = {
-        impl: cpu_peak_memory_bytes(
-            "gpt2.bench.train:memory_job",
-            {"impl": impl, "config": config.to_dict(), "batch": case.batch, "seq": case.seq},
-            num_threads=threads,
-        )
-        for impl in IMPLEMENTATIONS
-    }
+    peak = {}
+    for impl in IMPLEMENTATIONS:
+        peak[impl] = peak_memory_bytes(lambda impl=impl: _two_steps(impl, config, case.batch, case.seq, device), device)
     return seconds, peak
 
 
 def _measure_cuda(case: TrainCase, config: GPTConfig, device: torch.device) -> tuple[dict, dict]:
-    """CUDA: one model at a time (a dedicated GPU is steady), its peak from the caching allocator."""
+    """CUDA: one model at a time (a dedicated GPU is steady); the allocator's peak comes free with the timing."""
     seconds, peak = {}, {}
     for impl in IMPLEMENTATIONS:
 
@@ -174,7 +159,7 @@ def _measure_cuda(case: TrainCase, config: GPTConfig, device: torch.device) -> t
             # several warm-up steps: the first ones compile the graph and autotune kernels
             seconds[impl] = median_seconds(step, repeat=case.repeat, warmup=3)
 
-        peak[impl] = cuda_peak_memory_bytes(timed, device)
+        peak[impl] = peak_memory_bytes(timed, device)
         _free_memory(device)
     return seconds, peak
 
@@ -212,7 +197,7 @@ def run(device: str = "cpu", repeat: int = 3, quick: bool = False) -> list[Bench
             extra["peak_flops"] = peak_flops
         results.append(BenchResult(f"train {case.label} tok/s", ours, ref, "tok/s", ours / ref, REFERENCE_NAME, extra))
         memory_extra = {key: extra[key] for key in ("suite", "size", "batch", "seq_len", "dtype")}
-        memory_extra["method"] = "cuda max_memory_allocated" if dev.type == "cuda" else "peak RSS, fresh process"
+        memory_extra["method"] = "cuda max_memory_allocated" if dev.type == "cuda" else "peak live tensor bytes"
         results.append(
             BenchResult(
                 f"train {case.label} peak memory",
