@@ -13,6 +13,7 @@ finished shards. Every file is written temp + fsync + rename.
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ class ShardWriter:
         for shard in self.manifest["shards"]:
             self._written[shard["split"]] += shard["tokens"]
         # Pieces (document index, offset of piece inside the document, tokens) not yet in a shard.
-        self._pieces: list[tuple[int, int, np.ndarray]] = []
+        self._pieces: deque[tuple[int, int, np.ndarray]] = deque()
         self._buffered = 0
 
     # -- opening / resuming ------------------------------------------------------------------------
@@ -151,7 +152,7 @@ class ShardWriter:
             take = min(count - taken, len(tokens))
             parts.append(tokens[:take])
             if take == len(tokens):
-                self._pieces.pop(0)
+                self._pieces.popleft()
             else:
                 self._pieces[0] = (index, offset + take, tokens[take:])
             taken += take
