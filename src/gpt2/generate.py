@@ -289,23 +289,6 @@ def generate(model: torch.nn.Module, prompt: str, **kwargs) -> list[str]:
 # `gpt2 sample`
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda, mps or cpu (the first available); other names are checked to exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise GPT2Error(f"--device: unknown device {name!r} (use cpu, cuda, cuda:N, mps or auto)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GPT2Error(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise GPT2Error(f"--device {name}: MPS is not available on this machine")
-    return device
-
-
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint dir, run dir, Hugging Face dir or hub name")
     parser.add_argument("--prompt", default="", help="text to continue (empty: start from <|endoftext|>)")
@@ -323,6 +306,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     import gpt2
+    from gpt2.train.distributed import resolve_device  # the same device rules as gpt2 train / eval
 
     if args.stream and args.num_samples != 1:
         raise GPT2Error("--stream prints one sample as it is generated; use it with -n 1")
