@@ -15,7 +15,7 @@ from gpt2.train.runlog import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 WIKI = REPO.parent / "shared" / "data" / "wiki" / "enwiki_sample.jsonl"
-GPT2_BIN = Path(sys.executable).with_name("gpt2")
+GPT2_TRAIN = [sys.executable, "-m", "gpt2", "train"]  # the `gpt2 train` command of this interpreter
 
 # A tiny model on short sequences: 2 layers x 64 channels, 128 tokens per optimizer step
 # (micro-batch 2 x 32 tokens x 2 accumulation steps, so accumulation is always exercised).
@@ -62,12 +62,8 @@ def subprocess_env() -> dict[str, str]:
 def start_train(args: list[str], log: Path) -> subprocess.Popen:
     """``gpt2 train ARGS`` in a subprocess, output to ``log``."""
     handle = log.open("w")
-    return subprocess.Popen(
-        [str(GPT2_BIN), "train", *args], stdout=handle, stderr=subprocess.STDOUT, env=subprocess_env()
-    )
+    return subprocess.Popen([*GPT2_TRAIN, *args], stdout=handle, stderr=subprocess.STDOUT, env=subprocess_env())
 
 
 def run_train(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(GPT2_BIN), "train", *args], capture_output=True, text=True, env=subprocess_env(), timeout=timeout
-    )
+    return subprocess.run([*GPT2_TRAIN, *args], capture_output=True, text=True, env=subprocess_env(), timeout=timeout)
