@@ -25,16 +25,11 @@ from gpt2.bench.core import BenchResult, interleaved_median_seconds, median_seco
 from gpt2.bench.memory import peak_memory_bytes
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.model import GPT, optimizer_param_groups
+from gpt2.train.mfu import device_peak_flops, model_flops_utilization  # the same MFU as `gpt2 train` prints
 
 REFERENCE_NAME = "transformers GPT2LMHeadModel (sdpa)"
 IMPLEMENTATIONS = ("ours", "hf")
 MIB = 2**20
-
-try:
-    # MFU and the autocast policy come from the trainer, so bench and `gpt2 train` report the same figure.
-    from gpt2.train.mfu import device_peak_flops, model_flops_utilization
-except ImportError:  # pragma: no cover - BENCH FALLBACK: only while gpt2.train.mfu is missing from a checkout
-    device_peak_flops = model_flops_utilization = None
 
 
 @dataclass(frozen=True)
@@ -190,11 +185,10 @@ def run(device: str = "cpu", repeat: int = 3, quick: bool = False) -> list[Bench
             "ours_seconds_per_step": seconds["ours"],
             "reference_seconds_per_step": seconds["hf"],
         }
-        if device_peak_flops is not None:
-            peak_flops = device_peak_flops(dev)
-            extra["mfu"] = model_flops_utilization(flops_per_token, ours, peak_flops)
-            extra["reference_mfu"] = model_flops_utilization(flops_per_token, ref, peak_flops)
-            extra["peak_flops"] = peak_flops
+        peak_flops = device_peak_flops(dev)  # None on CPU: MFU is only defined against a GPU's bf16 peak
+        extra["mfu"] = model_flops_utilization(flops_per_token, ours, peak_flops)
+        extra["reference_mfu"] = model_flops_utilization(flops_per_token, ref, peak_flops)
+        extra["peak_flops"] = peak_flops
         results.append(BenchResult(f"train {case.label} tok/s", ours, ref, "tok/s", ours / ref, REFERENCE_NAME, extra))
         memory_extra = {key: extra[key] for key in ("suite", "size", "batch", "seq_len", "dtype")}
         memory_extra["method"] = "cuda max_memory_allocated" if dev.type == "cuda" else "peak live tensor bytes"
