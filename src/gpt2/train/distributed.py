@@ -151,8 +151,8 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
     return bool(value.item() > 0)
 
 
-def gather_to_main(obj: Any, ctx: DistContext) -> list[Any]:
-    """``obj`` of every rank, in rank order, on every rank (small picklable-free JSON-like objects)."""
+def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
+    """``obj`` of every rank, in rank order, on every rank (small objects such as RNG states; pickled in memory)."""
     if not ctx.distributed:
         return [obj]
     out: list[Any] = [None] * ctx.world_size

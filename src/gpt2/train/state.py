@@ -44,7 +44,7 @@ from gpt2.checkpoint import (
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT
-from gpt2.train.distributed import DistContext, barrier, broadcast_from_main, gather_to_main
+from gpt2.train.distributed import DistContext, all_gather_objects, barrier, broadcast_from_main
 
 TRAINER_FILE = "trainer.json"
 OPTIMIZER_TREE = "optimizer"
@@ -191,7 +191,7 @@ def save_training_checkpoint(
 ) -> Path:
     """Write ``RUN_DIR/step_{step}`` and repoint ``latest``; call on every rank (collectives inside)."""
     model_state, optim_state = gather_full_state(model, optimizer, fsdp)
-    rng_states = gather_to_main(capture_rng_state(ctx.device), ctx)
+    rng_states = all_gather_objects(capture_rng_state(ctx.device), ctx)
     path = run_dir / checkpoint_name(step)
     if ctx.is_main:
         config: GPTConfig = model.config
