@@ -198,3 +198,28 @@ def test_resume_continues_a_finished_run_when_steps_grow(dataset, tmp_path):
     train(tiny_config(dataset, out, steps=2))
     assert main(["train", *TINY_RUN, *QUIET, "--data", str(dataset), "--out", str(out), "--steps", "3"]) == 0
     assert [row["step"] for row in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_disk_full_during_a_save_keeps_the_previous_checkpoint(dataset, tmp_path, monkeypatch):
+    import errno
+
+    from gpt2.train import state
+
+    real_save = state.save_tensor_tree
+    calls = {"n": 0}
+
+    def filling_disk(directory, name, tree):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the first checkpoint (optimizer + rng trees) fits, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(directory, name, tree)
+
+    monkeypatch.setattr(state, "save_tensor_tree", filling_disk)
+    out = tmp_path / "run"
+    with pytest.raises(
+        GPT2Error, match=r"step 4 .* failed \(No space left on device\); the previous checkpoint is intact"
+    ):
+        train(tiny_config(dataset, out, steps=6, save_every=2))
+    assert (out / "latest").read_text().strip() == "step_000002"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith((".step", "step"))) == ["step_000002"]
+    assert load_checkpoint(out / "step_000002") is not None and read_meta(out / "step_000002")["step"] == 2
