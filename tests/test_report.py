@@ -60,7 +60,7 @@ def test_plot_two_runs_is_a_valid_png(tmp_path):
 
 
 def test_report_contains_the_run_numbers(tmp_path):
-    run = make_run(tmp_path / "run")
+    run = make_run(tmp_path / "demo" / "run")
     out = write_report(run)
     assert out == run / "report.md"
     text = out.read_text()
@@ -78,7 +78,8 @@ def test_report_contains_the_run_numbers(tmp_path):
     assert "| data | data/shakespeare |" in text
     assert "## Samples at step 60" in text and text.count("**Prompt:** To be") == 1
     assert "```text\nTo be or 0 60\n```" in text and "```text\nTo be or 1 60\n```" in text and " 40\n" not in text
-    assert "![loss, learning rate, HellaSwag and throughput of run](plot.png)" in text
+    assert "# Training report: demo/run" in text  # "run" alone says nothing: the parent's name is added
+    assert "![loss, learning rate, HellaSwag and throughput of demo/run](plot.png)" in text
     assert (run / "plot.png").stat().st_size > 10_000
 
 

@@ -128,6 +128,17 @@ def _read_run_info(run_dir: Path) -> dict[str, Any]:
     return data
 
 
+GENERIC_DIR_NAMES = ("run", "out", "output", "latest")  # say nothing alone: label such runs "parent/name"
+
+
+def run_label(run_dir: str | Path, components: int = 1) -> str:
+    """A short legend label for a run: its directory name, with the parent's when the name alone says nothing."""
+    parts = Path(run_dir).resolve().parts
+    if parts and parts[-1] in GENERIC_DIR_NAMES:
+        components = max(components, 2)
+    return "/".join(parts[-components:])
+
+
 def read_run(run_dir: str | Path, name: str | None = None) -> RunMetrics:
     """Read ``RUN_DIR/metrics.jsonl`` (required) and ``RUN_DIR/run.json`` (optional) of one training run."""
     run_dir = Path(run_dir)
@@ -139,7 +150,7 @@ def read_run(run_dir: str | Path, name: str | None = None) -> RunMetrics:
     rows = _parse_lines(path)
     if not rows:
         raise GPT2Error(f"{path} is empty: the run has not logged a step yet")
-    label = name or run_dir.resolve().name
+    label = name or run_label(run_dir)
     return RunMetrics(
         run_dir=run_dir,
         name=label,
@@ -153,7 +164,7 @@ def read_run(run_dir: str | Path, name: str | None = None) -> RunMetrics:
 def read_runs(run_dirs: list[str | Path]) -> list[RunMetrics]:
     """Read several runs, labelling each by its directory name (made unique with parent names if they collide)."""
     paths = [Path(d) for d in run_dirs]
-    names = [p.resolve().name for p in paths]
+    names = [run_label(p) for p in paths]
     if len(set(names)) < len(names):
-        names = [str(Path(*p.resolve().parts[-2:])) for p in paths]
+        names = [run_label(p, components=2) for p in paths]
     return [read_run(p, n) for p, n in zip(paths, names, strict=True)]
