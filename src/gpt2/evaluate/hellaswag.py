@@ -210,12 +210,10 @@ def score_items(
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-    share_context: bool | None = None,
 ) -> list[ItemScores]:
     """Scores of every ending of every item, in this process only (no distributed sharding).
 
-    ``batch_size`` items (``4 * batch_size`` rows) go through the model per forward pass;
-    ``share_context`` as in :func:`gpt2.evaluate.scoring.score_requests` (default: on CPU).
+    ``batch_size`` items (``4 * batch_size`` rows) go through the model per forward pass.
     """
     tokenizer = get_tokenizer()
     requests, names = [], []
@@ -224,13 +222,7 @@ def score_items(
             requests.append(encode_pair(tokenizer, item.ctx, " " + ending))
             names.append(item.source or "HellaSwag item")
     scores: list[ContinuationScore] = score_requests(
-        model,
-        requests,
-        batch_rows=NUM_ENDINGS * max(1, batch_size),
-        device=device,
-        dtype=dtype,
-        names=names,
-        share_context=share_context,
+        model, requests, batch_rows=NUM_ENDINGS * max(1, batch_size), device=device, dtype=dtype, names=names
     )
     out = []
     for k, item in enumerate(items):
