@@ -17,7 +17,11 @@ def test_unknown_name_is_clear_error():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"n_embd": 100, "n_head": 3}, "divisible"), ({"vocab_size": 1000}, "at least 50257"), ({"n_layer": 0}, "positive")],
+    [
+        ({"n_embd": 100, "n_head": 3}, "divisible"),
+        ({"vocab_size": 1000}, "at least 50257"),
+        ({"n_layer": 0}, "positive"),
+    ],
 )
 def test_invalid_configs_rejected(kwargs, message):
     with pytest.raises(GPT2Error, match=message):
