@@ -11,7 +11,7 @@ Compared in the same run, on the same model, items and precision:
 
 Items: the HellaSwag validation file when one is at hand (``$GPT2_HELLASWAG``, the download
 cache, or ``../shared/data/hellaswag`` next to a source checkout), otherwise synthetic items of
-similar length. Sizes: quick = tiny model, 8 items; CPU = ``mini`` (64 items) and 124M (16 items);
+similar length. Sizes: quick = tiny model, 4 items; CPU = ``mini`` (64 items) and 124M (16 items);
 CUDA = 124M, 512 items, bf16 autocast on both sides.
 """
 
@@ -138,7 +138,7 @@ def _lm_eval_scorer(model: GPT, items: list[HellaSwagItem], batch_size: int, wor
 def _cases(device: torch.device, quick: bool) -> list[tuple[str, int, int]]:
     """(config name, items, batch size in items)."""
     if quick:
-        return [("tiny", 8, 4)]
+        return [("tiny", 4, 2)]
     if device.type == "cuda":
         return [("124M", 512, 64)]
     return [("mini", 64, 16), ("124M", 16, 16)]
