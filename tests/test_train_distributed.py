@@ -81,7 +81,7 @@ def test_ddp_then_fsdp_match_one_process(dataset, reference, tmp_path):
     # float summation order; compared by norm, since Adam turns tiny gradient noise into lr-sized element steps)
     ours, ref = load_checkpoint(out / "step_000006"), load_checkpoint(reference / "step_000006")
     for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values(), strict=True):
-        assert relative_difference(a, b) < 1e-4, name
+        assert relative_difference(a, b) < 2e-3, name  # a wrong gather or shard order would be O(1)
     moments = load_tensor_tree(out / "step_000006", "optimizer")
     ref_moments = load_tensor_tree(reference / "step_000006", "optimizer")
     assert moments["state"].keys() == ref_moments["state"].keys()
