@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import sys
+import time
 import traceback
 from importlib import metadata
 from pathlib import Path
@@ -138,11 +139,13 @@ def collect(suites: list[str], device: str, repeat: int, quick: bool, plot_dir: 
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     entries: list[dict[str, Any]] = []
     for suite in suites:
+        started = time.perf_counter()
         try:
             results = run_suite(suite, device, repeat, quick)
+            elapsed = time.perf_counter() - started
             for entry in results:
                 entry.update({key: _finite_or_none(value) for key, value in entry.items()})
-                entry.update(machine=machine, date=date)
+                entry.update(machine=machine, date=date, suite_seconds=elapsed)
             if plot_dir and not any("error" in entry for entry in results):
                 write_suite_plots(suite, results, plot_dir)
         except Exception as exc:  # one broken suite must not hide the others' numbers
