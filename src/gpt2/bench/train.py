@@ -64,18 +64,11 @@ def build_model(impl: str, config: GPTConfig) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
+    from gpt2.interop.hf import hf_config_dict
+
     hf_logging.set_verbosity_error()  # its "loss_type=None ... using ForCausalLMLoss" notice is expected here
-    hf_config = GPT2Config(
-        vocab_size=config.vocab_size,
-        n_positions=config.block_size,
-        n_embd=config.n_embd,
-        n_layer=config.n_layer,
-        n_head=config.n_head,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        attn_implementation="sdpa",
-    )
+    # The exported-model config (dropout 0, tied embeddings, gelu_new), but with our padded vocab: same shape.
+    hf_config = GPT2Config(**{**hf_config_dict(config), "vocab_size": config.vocab_size}, attn_implementation="sdpa")
     return GPT2LMHeadModel(hf_config)
 
 
