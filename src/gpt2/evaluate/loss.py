@@ -39,7 +39,7 @@ def _summed_loss(
         for x, y in batches:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast_context(device, dtype):
-                _, loss = model(x, y)
+                loss = model(x, y)[1]  # do not keep the (B, T, V) logits alive
             valid = int((y != IGNORE_INDEX).sum())
             if valid:  # the model's loss is the mean over the batch's non-ignored targets
                 total += loss.double() * valid
