@@ -1,6 +1,6 @@
 """Seed-compatible entry point: ``python app.py`` serves the web app, like ``gpt2 serve``.
 
-    python app.py                       # serves runs/demo (made by `make demo`) if it exists
+    python app.py                       # serves runs/demo/run (made by `make demo`) if it exists
     python app.py --model models/gpt2   # any checkpoint, run dir, Hugging Face dir or hub name
     python app.py --port 8000 --host 127.0.0.1
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gpt2.cli import main
 
-DEMO_RUN = Path(__file__).resolve().parent / "runs" / "demo"
+DEMO_RUN = Path(__file__).resolve().parent / "runs" / "demo" / "run"
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

@@ -45,7 +45,7 @@ Start the app with a model: `gpt2 serve --model PATH` (or `python app.py --model
 one of our checkpoints, a training run directory, a Hugging Face GPT-2 directory or a hub name.
 Ways to get one:
 
-* **Train the demo model** (a few minutes on a laptop CPU): `make demo`, then `gpt2 serve --model runs/demo`.
+* **Train the demo model** (a few minutes on a laptop CPU): `make demo`, then `gpt2 serve --model runs/demo/run`.
 * **Import OpenAI's GPT-2** (needs the Hugging Face Hub once):
   `gpt2 import hf gpt2 --out models/gpt2`, then `gpt2 serve --model models/gpt2`.
 * **Train your own**: see `gpt2 train --help`.
