@@ -39,3 +39,27 @@ def test_hf_twin_computes_the_same_function_and_decoders_agree():
     fns = decoders(model, hf, idx[0].tolist(), 12, 2, torch.device("cpu"))
     ours = fns["ours"]()
     assert len(ours) == 12 and ours == fns["hf"]() == fns["no_cache"]()
+
+
+def test_cpu_no_cache_ratio_times_both_sides_over_the_same_short_length(monkeypatch):
+    """The full CPU path (no-cache over fewer tokens, half repeats at batch > 1), on a tiny model."""
+    from gpt2.bench import generate as bench_generate
+
+    tiny = bench_setup(torch.device("cpu"), True)[0]
+    monkeypatch.setattr(bench_generate, "bench_setup", lambda device, quick: (tiny, 8, 12, (1, 2)))
+    monkeypatch.setattr(bench_generate, "NO_CACHE_NEW_TOKENS_CPU", 4)
+    results = bench_generate.run("cpu", repeat=2, quick=False)
+    assert [r.name for r in results] == [
+        "generate B=1 vs HF",
+        "generate B=1 vs no cache",
+        "generate B=2 vs HF",
+        "generate B=2 vs no cache",
+    ]
+    for vs_hf, vs_no_cache in (results[:2], results[2:]):
+        assert vs_no_cache.extra["no_cache_new_tokens"] == 4 and vs_hf.extra["new_tokens"] == 12
+        assert "first 4 new tokens" in vs_no_cache.extra["note"]
+        assert all(x > 0 for x in (vs_hf.ours, vs_hf.reference, vs_no_cache.ours, vs_no_cache.reference))
+        assert vs_no_cache.ratio == pytest.approx(vs_no_cache.ours / vs_no_cache.reference)
+    assert bench_generate.batch_repeat(torch.device("cpu"), 3, False, 8) == 1
+    assert bench_generate.batch_repeat(torch.device("cpu"), 3, False, 1) == 3
+    assert bench_generate.batch_repeat(torch.device("cpu"), 3, True, 8) == 3
