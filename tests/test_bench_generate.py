@@ -6,14 +6,7 @@ import torch
 from gpt2.bench.generate import bench_setup, decoders, hf_twin
 from gpt2.model import GPT
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and 2+ OpenMP threads thrash on a busy shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_setups_fit_the_window_and_the_real_vocab():

@@ -9,13 +9,7 @@ from gpt2.sampling import SamplingOptions
 PROMPTS = ["Hello, my name is", "The quick brown fox", "x"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models decode fastest on one thread, and 2+ OpenMP threads thrash on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sharp_model(seed: int = 0, **config) -> GPT:
