@@ -12,12 +12,8 @@ mid-save never leaves a half-written checkpoint under the final name.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
+from gpt2.fileio import atomic_directory
 from gpt2.model import GPT
 
 FORMAT_NAME = "gpt2-from-scratch"
@@ -35,75 +32,6 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"
 TIED_KEY = "lm_head.weight"  # alias of transformer.wte.weight, not stored
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # reading the umask means setting it; put it back at once
-
-
-def atomic_write_bytes(path: str | Path, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` to ``path`` via a temp file in the same directory, fsync, then rename.
-
-    Readers never see half a file: a crash or Ctrl-C leaves the old file (if any) intact and no
-    truncated file under the final name. The file gets the usual permissions (0666 & ~umask).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` via a temp file + rename (readers never see half a file)."""
-    atomic_write_bytes(path, [(json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")])
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory next to ``path``; on success it replaces ``path`` whole.
-
-    On an exception the temporary directory is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
-        yield tmp
-        for child in tmp.iterdir():
-            if child.is_file():
-                with open(child, "rb") as f:
-                    os.fsync(f.fileno())
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_model_files(directory: str | Path, model: GPT, meta: dict[str, Any] | None = None) -> None:

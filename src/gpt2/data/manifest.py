@@ -52,7 +52,7 @@ def new_manifest(source: str, options: dict[str, Any] | None = None) -> dict[str
 
 def write_manifest(data_dir: str | Path, manifest: dict[str, Any]) -> None:
     """Atomically (temp + fsync + rename) write ``manifest`` to ``data_dir/manifest.json``."""
-    from gpt2.checkpoint import write_json_atomic
+    from gpt2.fileio import write_json_atomic
 
     write_json_atomic(Path(data_dir) / MANIFEST_NAME, manifest)
 

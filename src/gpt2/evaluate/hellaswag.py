@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from torch import nn
 from gpt2.errors import GPT2Error
 from gpt2.evaluate.distributed import all_reduce_sum, rank_and_world_size
 from gpt2.evaluate.scoring import ContinuationScore, encode_pair, resolve_device, score_requests, unwrap_model
+from gpt2.fileio import atomic_output
 from gpt2.tokenizer import get_tokenizer
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
@@ -154,13 +154,10 @@ def download_hellaswag(cache_dir: str | Path | None = None, url: str | None = No
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+        with atomic_output(target) as tmp, open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             shutil.copyfileobj(response, out)
-        os.replace(tmp, target)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise GPT2Error(
             f"could not download HellaSwag from {url} ({exc}); "
             "pass a local copy with --data FILE (e.g. ../shared/data/hellaswag/hellaswag_val.jsonl)"

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from gpt2.checkpoint import FORMAT_NAME, atomic_directory, model_from_state_dict
+from gpt2.checkpoint import FORMAT_NAME, model_from_state_dict
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.errors import GPT2Error
+from gpt2.fileio import atomic_directory
 from gpt2.interop.state_dict import check_tied_head, drop_attention_buffers, transpose_conv1d
 from gpt2.model import GPT
 from gpt2.tokenizer import EOT_ID, EOT_TOKEN, bpe_files

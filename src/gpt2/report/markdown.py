@@ -11,6 +11,7 @@ from typing import Any
 
 from gpt2.config import CONFIGS, GPTConfig
 from gpt2.errors import GPT2Error
+from gpt2.fileio import atomic_write_text
 from gpt2.report.metrics import RunMetrics, read_run
 from gpt2.report.plot import (
     GPT2_124M_HELLASWAG_BUILD_NANOGPT,
@@ -197,9 +198,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, plot: bool 
     if plot_path.is_file():
         link = Path(os.path.relpath(plot_path.resolve(), out.resolve().parent)).as_posix()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(render_report(run, link), encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, render_report(run, link))
     return out
 
 

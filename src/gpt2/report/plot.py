@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 
 from gpt2.errors import GPT2Error
+from gpt2.fileio import atomic_output
 from gpt2.report.metrics import RunMetrics, read_runs
 from gpt2.report.units import human_count
 
@@ -165,13 +165,11 @@ def write_plot(run_dirs: list[str | Path] | str | Path, out: str | Path, log_x: 
     fig.suptitle(
         f"{names}\nred lines: OpenAI GPT-2 124M on FineWeb-Edu — only comparable for FineWeb-Edu runs", fontsize=11
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(tmp, dpi=100, format="png")
+        with atomic_output(out) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
     finally:
         plt.close(fig)
-    os.replace(tmp, out)
     return out
 
 

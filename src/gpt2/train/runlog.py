@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
+from gpt2.fileio import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 RUN_FILE = "run.json"
@@ -80,10 +81,7 @@ def truncate_metrics(run_dir: Path, last_step: int) -> int:
         return 0
     rows = read_metrics(path)
     kept = [row for row in rows if isinstance(row.get("step"), int) and row["step"] <= last_step]
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{METRICS_FILE}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row) + "\n" for row in kept)
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
     return len(rows) - len(kept)
 
 

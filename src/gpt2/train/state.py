@@ -15,13 +15,10 @@ gathering the full state first.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +30,6 @@ from gpt2.checkpoint import (
     LATEST_FILE,
     TIED_KEY,
     WEIGHTS_FILE,
-    atomic_directory,
     latest_checkpoint,
     load_tensor_tree,
     read_config,
@@ -43,6 +39,7 @@ from gpt2.checkpoint import (
 )
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
+from gpt2.fileio import atomic_directory, atomic_write_text, write_json
 from gpt2.model import GPT
 from gpt2.train.distributed import DistContext, all_gather_objects, barrier, broadcast_from_main
 
@@ -138,17 +135,7 @@ def gather_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: 
 
 def _write_latest(run_dir: Path, name: str) -> None:
     """Point RUN_DIR/latest at ``name`` by temp file + rename: readers see the old or the new name, never half."""
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{LATEST_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(name + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, run_dir / LATEST_FILE)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(run_dir / LATEST_FILE, name + "\n")
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -205,7 +192,7 @@ def save_training_checkpoint(
             write_model_files(tmp, plain, meta)
             save_tensor_tree(tmp, OPTIMIZER_TREE, optim_state)
             save_tensor_tree(tmp, RNG_TREE, {"ranks": rng_states})
-            (tmp / TRAINER_FILE).write_text(json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
+            write_json(tmp / TRAINER_FILE, trainer_state)
         _write_latest(run_dir, path.name)
         prune_checkpoints(run_dir, keep_last)
     barrier(ctx)

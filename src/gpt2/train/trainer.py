@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
-from gpt2.checkpoint import latest_checkpoint, write_json_atomic
+from gpt2.checkpoint import latest_checkpoint
 from gpt2.errors import GPT2Error
+from gpt2.fileio import write_json_atomic
 from gpt2.model import GPT, optimizer_param_groups
 from gpt2.train.config import TrainConfig
 from gpt2.train.distributed import DistContext, all_reduce_mean, any_rank, gradient_sync, wrap_model

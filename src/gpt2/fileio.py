@@ -1,0 +1,148 @@
+"""Crash-safe file writes and checked JSON reads: the one place every writer and reader of our files goes through.
+
+Every file we write (shards, manifests, checkpoints, ``latest``, ``run.json``, reports, plots, downloads) is
+written under a temporary name in the same directory, fsynced and renamed into place, so a reader — or the
+next run after a crash — sees the old file or the new one, never half of one. Results get the permissions
+of any other file the user creates (0666 / 0777 minus the umask), not the 0600 / 0700 of ``tempfile``.
+
+Light on purpose: no torch, no numpy, so ``gpt2.data`` and the CLI can use it without paying for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from gpt2.errors import GPT2Error
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # reading the umask means setting it; put it back at once
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a directory entry (a rename) to disk; best effort where the OS does not allow it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` via a temp file in the same directory, fsync, then rename.
+
+    A crash or Ctrl-C leaves the old file (if any) intact and no truncated file under the final name.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp creates 0600
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write_bytes` for a UTF-8 text."""
+    atomic_write_bytes(path, [text.encode("utf-8")])
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` (temp file + rename)."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_json(path: str | Path, data: Any, sort_keys: bool = True) -> None:
+    """Write ``data`` as indented JSON into a file of a directory that is itself renamed into place later."""
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` for a writer that wants a file name (e.g. matplotlib).
+
+    On success the file is fsynced and renamed onto ``path``; on an exception it is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, FILE_MODE)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory next to ``path``; on success it replaces ``path`` whole.
+
+    On an exception the temporary directory is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        os.chmod(tmp, DIR_MODE)  # mkdtemp creates 0700
+        yield tmp
+        for child in tmp.iterdir():
+            if child.is_file():
+                os.chmod(child, FILE_MODE)
+                with open(child, "rb") as f:
+                    os.fsync(f.fileno())
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """The JSON value in ``path``; a missing or corrupt file is a GPT2Error naming ``what`` and the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GPT2Error(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise GPT2Error(f"{what} {path} is a directory, expected a JSON file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GPT2Error(f"corrupt {what} {path}: not valid JSON ({exc})") from None
+
+
+def read_json_object(path: str | Path, what: str = "file") -> dict[str, Any]:
+    """:func:`read_json` for a file that must hold a JSON object."""
+    data = read_json(path, what)
+    if not isinstance(data, dict):
+        raise GPT2Error(f"corrupt {what} {path}: expected a JSON object, got {type(data).__name__}")
+    return data
