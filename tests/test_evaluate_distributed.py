@@ -11,9 +11,9 @@ import torch.multiprocessing as mp
 
 from evaluate_helpers import ITEMS, tiny_model, write_jsonl
 from gpt2.data import prepare_documents
-from gpt2.evaluate.distributed import all_reduce_sum, rank_and_world_size
 from gpt2.evaluate.hellaswag import hellaswag_accuracy, load_hellaswag
 from gpt2.evaluate.loss import evaluate_loss, evaluate_text_loss
+from gpt2.runtime.distributed import all_reduce_sum, rank_and_world_size
 
 WORLD_SIZE = 2
 BATCH = 2  # per rank; one process reads the same tokens with BATCH * WORLD_SIZE

@@ -36,7 +36,7 @@ def greedy_reference(model: GPT, ids: list[int], steps: int) -> list[int]:
     tokens, start = list(ids), 0
     with torch.no_grad():
         for _ in range(steps):
-            logits, _ = model(torch.tensor([tokens[start:]]), last_logits_only=True)
+            logits, _ = model(torch.tensor([tokens[start:]]), logits_at=-1)
             tokens.append(int(logits[0, -1, :50257].argmax()))
             if len(tokens) - start > block:
                 start = len(tokens) - keep
@@ -160,8 +160,8 @@ def test_truncated_trailing_bytes_become_replacement_char():
 class EndsImmediately(GPT):
     """A model that always prefers <|endoftext|> (to test stopping at EOT)."""
 
-    def forward(self, idx, targets=None, kv_cache=None, last_logits_only=False):
-        logits, loss = super().forward(idx, targets, kv_cache, last_logits_only)
+    def forward(self, idx, targets=None, kv_cache=None, logits_at=None):
+        logits, loss = super().forward(idx, targets, kv_cache, logits_at)
         logits[..., 50256] += 1000.0
         return logits, loss
 

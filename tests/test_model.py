@@ -59,10 +59,34 @@ def test_forward_shapes(tiny):
     idx = random_tokens(3, 17)
     with torch.no_grad():
         logits, loss = tiny(idx)
-        last, _ = tiny(idx, last_logits_only=True)
+        last, _ = tiny(idx, logits_at=-1)
+        third, _ = tiny(idx, logits_at=2)
     assert logits.shape == (3, 17, 50304) and loss is None
-    assert last.shape == (3, 1, 50304)
+    assert last.shape == (3, 1, 50304) and third.shape == (3, 1, 50304)
     torch.testing.assert_close(last[:, 0], logits[:, -1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(third[:, 0], logits[:, 2], atol=1e-5, rtol=0)
+
+
+def test_logits_at_a_position_mask(tiny):
+    idx = random_tokens(2, 9, seed=3)
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[0, 5:] = True  # rows may select different numbers of positions
+    mask[1, 2] = True
+    with torch.no_grad():
+        full, _ = tiny(idx)
+        picked, loss = tiny(idx, logits_at=mask)
+    assert picked.shape == (5, 50304) and loss is None
+    torch.testing.assert_close(picked, full[mask], atol=1e-5, rtol=0)  # row-major order: row 0's, then row 1's
+
+
+def test_bad_logits_at_is_an_error(tiny):
+    idx = random_tokens(2, 9)
+    with pytest.raises(GPT2Error, match="logits_at=9 is outside the 9 input positions"):
+        tiny(idx, logits_at=9)
+    with pytest.raises(GPT2Error, match=r"must be an int or a \(2, 9\) bool tensor, got torch.int64"):
+        tiny(idx, logits_at=torch.tensor([1, 2]))
+    with pytest.raises(GPT2Error, match="the loss needs the logits of every position"):
+        tiny(idx, idx, logits_at=-1)
 
 
 def test_loss_is_mean_cross_entropy_and_ignores_minus_one(tiny):

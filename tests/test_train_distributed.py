@@ -17,8 +17,8 @@ import torch
 from gpt2 import GPT, GPTConfig
 from gpt2.checkpoint import load_checkpoint, load_tensor_tree, read_meta
 from gpt2.model import optimizer_param_groups
+from gpt2.runtime.distributed import DistContext
 from gpt2.train.config import build_config
-from gpt2.train.distributed import DistContext
 from gpt2.train.runlog import read_metrics
 from gpt2.train.state import load_training_checkpoint
 from gpt2.train.trainer import train
@@ -93,19 +93,3 @@ def test_ddp_then_fsdp_match_one_process(dataset, reference, tmp_path):
     optimizer = torch.optim.AdamW(optimizer_param_groups(model, 0.1), lr=3e-3)
     load_training_checkpoint(out / "step_000006", model, optimizer, DistContext(), fsdp=False)
     assert len(optimizer.state) == len(moments["state"])
-
-
-def test_single_process_context_and_devices(monkeypatch):
-    from gpt2 import GPT2Error
-    from gpt2.train.distributed import all_reduce_mean, any_rank, resolve_device, setup_distributed
-
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)
-    ctx = setup_distributed("cpu")
-    assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.distributed) == (0, 1, True, False)
-    value = torch.tensor(2.5)
-    assert all_reduce_mean(value, ctx) is value and any_rank(True, ctx) and not any_rank(False, ctx)
-    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
-        assert resolve_device("auto").type == "cpu"
-        with pytest.raises(GPT2Error, match="CUDA is not available"):
-            resolve_device("cuda:1")

@@ -166,7 +166,7 @@ def _load_model(spec: str | None, device: str) -> tuple[Any | None, str]:
     if not spec:
         return None, ""
     import gpt2
-    from gpt2.train.distributed import resolve_device
+    from gpt2.runtime.device import resolve_device
 
     try:
         return gpt2.load(spec, device=resolve_device(device)), ""

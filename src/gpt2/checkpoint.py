@@ -25,6 +25,7 @@ from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.fileio import atomic_directory
 from gpt2.model import GPT
+from gpt2.runtime.parallel import unwrap_model
 
 FORMAT_NAME = "gpt2-from-scratch"
 FORMAT_VERSION = 1
@@ -46,8 +47,7 @@ def write_model_files(directory: str | Path, model: GPT, meta: dict[str, Any] | 
 
 def save_model(path: str | Path, model: GPT, meta: dict[str, Any] | None = None) -> Path:
     """Atomically save ``model`` as a checkpoint directory at ``path``; returns the path."""
-    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-    model = getattr(model, "module", model)  # DDP wrapper
+    model = unwrap_model(model)  # torch.compile / DDP wrappers in any order
     with atomic_directory(path) as tmp:
         write_model_files(tmp, model, meta)
     return Path(path)

@@ -31,6 +31,8 @@ import torch
 
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT, KVCache
+from gpt2.runtime.device import model_device
+from gpt2.runtime.parallel import unwrap_model
 from gpt2.sampling import SamplingOptions, pick_next_tokens
 from gpt2.tokenizer import Tokenizer, get_tokenizer
 
@@ -47,11 +49,6 @@ def _default_notice(message: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The decode loop over token ids.
-
-
-def _unwrap(model: torch.nn.Module) -> GPT:
-    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-    return getattr(model, "module", model)  # DDP wrapper
 
 
 def fit_prompt(
@@ -74,7 +71,7 @@ def fit_prompt(
 
 def _prefill(model: GPT, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
     cache.pos = 0
-    logits, _ = model(tokens, kv_cache=cache, last_logits_only=True)
+    logits, _ = model(tokens, kv_cache=cache, logits_at=-1)
     return logits[:, -1, :]
 
 
@@ -96,9 +93,9 @@ def generate_token_ids(
     ``use_cache=False`` recomputes the whole window every step (the seed's method; kept for tests and
     the benchmark). The sampling generator is local, so the global torch RNG is left untouched.
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     config = model.config
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = model_device(model, device)
     dtype = next(model.parameters()).dtype
     ids = fit_prompt(prompt_ids, config.block_size, options.max_new_tokens, on_notice)
     B, P, N = options.num_samples, len(ids), options.max_new_tokens
@@ -123,7 +120,7 @@ def generate_token_ids(
         logits = _prefill(model, tokens[:1, :P], single).expand(B, -1)
         cache = KVCache(single.k.repeat(1, B, 1, 1, 1), single.v.repeat(1, B, 1, 1, 1), pos=single.pos)
     else:
-        logits = model(tokens[:, :P], last_logits_only=True)[0][:, -1, :]
+        logits = model(tokens[:, :P], logits_at=-1)[0][:, -1, :]
 
     eot = get_tokenizer().eot_id
     finished = torch.zeros(B, dtype=torch.bool, device=device)
@@ -144,9 +141,9 @@ def generate_token_ids(
                 logits = _prefill(model, tokens[:, start:n], cache)
                 continue
         if cache is not None:
-            logits = model(tokens[:, n - 1 : n], kv_cache=cache, last_logits_only=True)[0][:, -1, :]
+            logits = model(tokens[:, n - 1 : n], kv_cache=cache, logits_at=-1)[0][:, -1, :]
         else:
-            logits = model(tokens[:, start:n], last_logits_only=True)[0][:, -1, :]
+            logits = model(tokens[:, start:n], logits_at=-1)[0][:, -1, :]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,7 +303,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     import gpt2
-    from gpt2.train.distributed import resolve_device  # the same device rules as gpt2 train / eval
+    from gpt2.runtime.device import resolve_device  # the same device rules as gpt2 train / eval
 
     if args.stream and args.num_samples != 1:
         raise GPT2Error("--stream prints one sample as it is generated; use it with -n 1")

@@ -46,8 +46,11 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig):
+    """Multi-head causal self-attention of block ``layer`` (0-based; it is this block's slice of a KVCache)."""
+
+    def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
+        self.layer = layer
         # q, k, v projections for all heads in one matmul (GPT-2's c_attn layout, so HF weights load directly)
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
@@ -55,7 +58,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # (B, T, C) -> (B, H, T, D)
@@ -66,7 +69,7 @@ class CausalSelfAttention(nn.Module):
             # Training/eval: SDPA picks the flash (GPU) or fused (CPU) kernel; is_causal avoids materialising a mask.
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            start = cache.pos
+            start, layer = cache.pos, self.layer
             cache.k[layer, :, :, start : start + T] = k
             cache.v[layer, :, :, start : start + T] = v
             k = cache.k[layer, :, :, : start + T]
@@ -103,15 +106,15 @@ class Block(nn.Module):
     path from the output back to the embeddings, which is what makes deep stacks train.
     """
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -125,7 +128,7 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd),
             )
         )
@@ -168,15 +171,28 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
-        last_logits_only: bool = False,
+        logits_at: int | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits of shape (B, T, V) (or (B, 1, V) with ``last_logits_only``) and, given
-        ``targets`` (B, T) of token ids, the mean cross-entropy loss over targets != -1.
+        """Logits for the tokens ``idx`` (B, T) and, given ``targets`` (B, T) of token ids, the mean
+        cross-entropy loss over targets != -1 (None without targets).
 
+        ``logits_at`` selects the positions that get logits, which sets the logits' shape. The output
+        layer and its (B, T, V) result are most of the cost for small models (~30% at 124M), so callers
+        that read a few positions ask for just those:
+
+        * None: every position -> (B, T, V);
+        * an int ``p``: position ``p`` of every row, negative counting from the end (generation asks
+          for -1, the next-token distribution) -> (B, 1, V);
+        * a (B, T) bool tensor: the positions where it is True, in row-major order (scoring asks for
+          the continuation tokens) -> (N, V), N = ``logits_at.sum()``.
+
+        The loss needs every position's logits, so ``targets`` requires ``logits_at=None``.
         With ``kv_cache``, ``idx`` holds only the new tokens; they are placed at positions
         ``kv_cache.pos ...`` and the cache advances by T.
         """
         B, T = idx.shape
+        if logits_at is not None and targets is not None:
+            raise GPT2Error("GPT.forward: the loss needs the logits of every position; pass logits_at=None")
         start = 0 if kv_cache is None else kv_cache.pos
         if start + T > self.config.block_size:
             raise GPT2Error(
@@ -186,13 +202,13 @@ class GPT(nn.Module):
             raise GPT2Error(f"KV cache full: {start + T} positions needed, {kv_cache.max_len} allocated")
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, kv_cache, i)
+        for block in self.transformer.h:
+            x = block(x, kv_cache)
         x = self.transformer.ln_f(x)
         if kv_cache is not None:
             kv_cache.pos += T
-        if last_logits_only and targets is None:
-            return self.lm_head(x[:, -1:, :]), None
+        if logits_at is not None:
+            return self.lm_head(_select_positions(x, logits_at)), None
         logits = self.lm_head(x)
         loss = None
         if targets is not None:
@@ -200,6 +216,22 @@ class GPT(nn.Module):
                 logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX
             )
         return logits, loss
+
+
+def _select_positions(x: torch.Tensor, logits_at: int | torch.Tensor) -> torch.Tensor:
+    """The rows of ``x`` (B, T, C) that ``GPT.forward``'s ``logits_at`` names: (B, 1, C) or (N, C)."""
+    B, T, _ = x.shape
+    if isinstance(logits_at, int):
+        if not -T <= logits_at < T:
+            raise GPT2Error(f"GPT.forward: logits_at={logits_at} is outside the {T} input positions")
+        p = logits_at % T
+        return x[:, p : p + 1, :]  # a slice, not a gather: a view of x, no copy
+    if logits_at.dtype != torch.bool or tuple(logits_at.shape) != (B, T):
+        raise GPT2Error(
+            f"GPT.forward: logits_at must be an int or a ({B}, {T}) bool tensor, "
+            f"got {logits_at.dtype} of shape {tuple(logits_at.shape)}"
+        )
+    return x[logits_at]
 
 
 def optimizer_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

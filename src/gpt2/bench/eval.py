@@ -27,10 +27,12 @@ import torch
 from torch.nn import functional as F
 
 from gpt2.bench.core import BenchResult, interleaved_median_seconds
+from gpt2.bench.train import autocast_dtype
 from gpt2.config import GPTConfig
 from gpt2.evaluate.hellaswag import HellaSwagItem, default_cache_dir, hellaswag_accuracy, load_hellaswag
-from gpt2.evaluate.scoring import autocast_context, encode_pair
+from gpt2.evaluate.scoring import encode_pair
 from gpt2.model import GPT
+from gpt2.runtime.device import autocast
 from gpt2.tokenizer import get_tokenizer
 
 ONE_AT_A_TIME_NAME = "one item per forward pass (seed's hellaswag.py)"
@@ -103,7 +105,7 @@ def one_item_at_a_time_accuracy(model: GPT, items: list[HellaSwagItem], device: 
             tokens[row, : len(ids)] = torch.tensor(ids)
             mask[row, len(pair.context) : len(ids)] = 1
         tokens, mask = tokens.to(device), mask.to(device)
-        with autocast_context(device, dtype):
+        with autocast(device, dtype):
             logits, _ = model(tokens)
         losses = F.cross_entropy(
             logits[:, :-1, :].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none"
@@ -146,7 +148,7 @@ def _cases(device: torch.device, quick: bool) -> list[tuple[str, int, int]]:
 
 
 def _bench_case(size: str, n_items: int, batch: int, dev: torch.device, repeat: int, quick: bool) -> list[BenchResult]:
-    dtype = torch.bfloat16 if dev.type == "cuda" else None
+    dtype = autocast_dtype(dev)
     items, source = bench_items(n_items)
     torch.manual_seed(0)
     model = GPT(GPTConfig.named(size)).to(dev).eval()

@@ -32,6 +32,7 @@ from gpt2.bench.train import autocast_dtype, make_train_step
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT
+from gpt2.runtime.device import autocast
 
 MIB = 2**20
 NEW_TOKENS = 32  # tokens generated per generation measurement (quick: 8)
@@ -78,7 +79,7 @@ def make_generation(config: GPTConfig, batch: int, context: int, new_tokens: int
     amp = autocast_dtype(device)
 
     def generate() -> None:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        with autocast(device, amp):
             for _ in generate_token_ids(model, prompt.tolist(), options, device=device, stop_at_eot=False):
                 pass
         if device.type == "cuda":

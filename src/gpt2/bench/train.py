@@ -11,7 +11,6 @@ T=1024 with micro-batch 16/32/64, plus MFU against the card's bf16 peak.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from gpt2.bench.core import BenchResult, interleaved_median_seconds, median_seco
 from gpt2.bench.memory import peak_memory_bytes
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.model import GPT, optimizer_param_groups
+from gpt2.runtime.device import autocast, resolve_amp_dtype
 from gpt2.train.mfu import device_peak_flops, model_flops_utilization  # the same MFU as `gpt2 train` prints
 
 REFERENCE_NAME = "transformers GPT2LMHeadModel (sdpa)"
@@ -73,8 +73,9 @@ def build_model(impl: str, config: GPTConfig) -> nn.Module:
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA, plain fp32 on CPU (CPU bf16 is slower than fp32 without AMX), as in `gpt2 train`."""
-    return torch.bfloat16 if device.type == "cuda" else None
+    """The benchmarks' precision: bf16 autocast on CUDA, plain fp32 elsewhere (CPU bf16 is slower than fp32
+    without AMX), as ``gpt2 train --dtype auto`` picks on a bf16 GPU. None means no autocast."""
+    return resolve_amp_dtype("bf16" if device.type == "cuda" else "fp32", device)
 
 
 def make_train_step(impl: str, config: GPTConfig, batch: int, seq: int, device: torch.device) -> Callable[[], None]:
@@ -91,7 +92,7 @@ def make_train_step(impl: str, config: GPTConfig, batch: int, seq: int, device: 
     amp = autocast_dtype(device)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+        with autocast(device, amp):
             # Keep only the loss: holding the (B, T, V) logits through backward would cost B*T*V*4 bytes.
             if impl == "ours":
                 loss = runner(x, y)[1]

@@ -6,5 +6,6 @@
 ``gpt2.evaluate.cli``        the ``gpt2 eval`` command
 
 Every function works the same in one process and under torchrun: when torch.distributed is
-initialised each rank scores a disjoint slice and the totals are all-reduced.
+initialised each rank scores a disjoint slice and the totals are all-reduced (the collectives,
+devices, autocast and ``unwrap_model`` come from ``gpt2.runtime``).
 """

@@ -97,8 +97,8 @@ def _print_report(result: dict[str, Any], as_json: bool) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     import gpt2
-    from gpt2.train.distributed import setup_distributed, teardown_distributed
-    from gpt2.train.trainer import resolve_amp_dtype
+    from gpt2.runtime.device import resolve_amp_dtype
+    from gpt2.runtime.distributed import setup_distributed, teardown_distributed
 
     ctx = setup_distributed(args.device)
     try:

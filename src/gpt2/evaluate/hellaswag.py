@@ -34,9 +34,11 @@ import torch
 from torch import nn
 
 from gpt2.errors import GPT2Error
-from gpt2.evaluate.distributed import all_reduce_sum, rank_and_world_size
-from gpt2.evaluate.scoring import ContinuationScore, encode_pair, resolve_device, score_requests, unwrap_model
+from gpt2.evaluate.scoring import ContinuationScore, encode_pair, score_requests
 from gpt2.fileio import atomic_output
+from gpt2.runtime.device import model_device
+from gpt2.runtime.distributed import all_reduce_sum, rank_and_world_size
+from gpt2.runtime.parallel import unwrap_model
 from gpt2.tokenizer import get_tokenizer
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
@@ -260,6 +262,6 @@ def hellaswag_accuracy(
         correct[0] += s.pred == item.label
         correct[1] += s.pred_norm == item.label
         correct[2] += s.pred_norm_token == item.label
-    totals = all_reduce_sum([*correct, len(mine)], resolve_device(unwrap_model(model), device))
+    totals = all_reduce_sum([*correct, len(mine)], model_device(unwrap_model(model), device))
     acc, acc_norm, acc_norm_token, n = totals
     return {"acc": acc / n, "acc_norm": acc_norm / n, "acc_norm_token": acc_norm_token / n, "n": int(n)}

@@ -19,9 +19,11 @@ import torch
 from torch import nn
 
 from gpt2.errors import GPT2Error
-from gpt2.evaluate.distributed import all_reduce_sum, rank_and_world_size
-from gpt2.evaluate.scoring import autocast_context, check_model_vocab, resolve_device, unwrap_model
+from gpt2.evaluate.scoring import check_model_vocab
 from gpt2.model import IGNORE_INDEX
+from gpt2.runtime.device import autocast, model_device
+from gpt2.runtime.distributed import all_reduce_sum, rank_and_world_size
+from gpt2.runtime.parallel import unwrap_model
 
 
 @torch.no_grad()
@@ -38,7 +40,7 @@ def _summed_loss(
     try:
         for x, y in batches:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast_context(device, dtype):
+            with autocast(device, dtype):
                 loss = model(x, y)[1]  # do not keep the (B, T, V) logits alive
             valid = int((y != IGNORE_INDEX).sum())
             if valid:  # the model's loss is the mean over the batch's non-ignored targets
@@ -76,7 +78,7 @@ def evaluate_loss(
 
     check_model_vocab(model)
     net = unwrap_model(model)
-    device = resolve_device(net, device)
+    device = model_device(net, device)
     seq_len = seq_len or net.config.block_size
     if seq_len > net.config.block_size:
         raise GPT2Error(f"seq_len {seq_len} exceeds the model's context window ({net.config.block_size})")
@@ -128,7 +130,7 @@ def evaluate_text_loss(
     """
     check_model_vocab(model)
     net = unwrap_model(model)
-    device = resolve_device(net, device)
+    device = model_device(net, device)
     tokens = torch.from_numpy(text_file_tokens(path, text_field))
     if len(tokens) < 2:
         raise GPT2Error(f"{path}: too short to evaluate (needs at least one token of text)")

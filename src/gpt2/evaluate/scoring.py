@@ -17,8 +17,7 @@ padding cannot change any score. Rows are sorted by length before batching to ke
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +27,8 @@ from torch.nn import functional as F
 from gpt2.config import GPT2_VOCAB_SIZE
 from gpt2.errors import GPT2Error
 from gpt2.model import IGNORE_INDEX
+from gpt2.runtime.device import autocast, model_device
+from gpt2.runtime.parallel import unwrap_model
 from gpt2.tokenizer import Tokenizer
 
 
@@ -61,67 +62,14 @@ def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> Encode
     return EncodedRequest(context_ids, whole[len(context_ids) :])
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain model inside DDP (``.module``) and torch.compile (``._orig_mod``) wrappers.
-
-    Evaluation runs the plain module: DDP's forward would broadcast buffers and compiled code
-    would recompile for every new padded length.
-    """
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
-
-
 def check_model_vocab(model: nn.Module) -> None:
     """Raise a GPT2Error when the model cannot score GPT-2 tokens (an output layer below 50257 rows)."""
-    model = unwrap_model(model)
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    head = getattr(model, "lm_head", None)
-    if head is not None:
-        vocab = head.weight.shape[0]
-    if vocab is not None and vocab < GPT2_VOCAB_SIZE:
+    vocab = unwrap_model(model).lm_head.weight.shape[0]
+    if vocab < GPT2_VOCAB_SIZE:
         raise GPT2Error(
             f"model/tokenizer mismatch: the model has {vocab} output tokens, "
             f"the GPT-2 tokenizer needs {GPT2_VOCAB_SIZE}"
         )
-
-
-def resolve_device(model: nn.Module, device: torch.device | str | None = None) -> torch.device:
-    """``device`` as a torch.device, or where the model's weights are when it is None."""
-    if device is not None:
-        return torch.device(device)
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to ``dtype`` on ``device`` (a no-op context when dtype is None or float32)."""
-    if dtype is None or dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-@contextlib.contextmanager
-def _output_layer_only_at(model: nn.Module, positions: torch.Tensor) -> Iterator[None]:
-    """Make the model's output layer (``lm_head``) compute logits only where ``positions`` (B, T) is True.
-
-    The forward pass then returns logits of shape (N, V), N = positions.sum(). Scoring needs the
-    logits of the continuation tokens only, and the output layer plus its (B, T, 50304) result is
-    most of the cost for small models and a large share (~30%) of it for GPT-2 124M.
-    """
-    head = getattr(model, "lm_head", None)
-    if not isinstance(head, nn.Module):
-        yield
-        return
-    handle = head.register_forward_pre_hook(lambda module, args: (args[0][positions],))
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _build_row(request: EncodedRequest, block_size: int, where: str) -> tuple[list[int], list[int]]:
@@ -160,7 +108,7 @@ def score_requests(
     check_model_vocab(model)
     net = unwrap_model(model)
     block_size = net.config.block_size
-    device = resolve_device(net, device)
+    device = model_device(net, device)
     rows = [
         _build_row(req, block_size, names[i] if names is not None else f"request {i}") for i, req in enumerate(requests)
     ]
@@ -182,10 +130,10 @@ def score_requests(
                 targets[r, : len(row_targets)] = torch.tensor(row_targets)
             inputs, targets = inputs.to(device), targets.to(device)
             scored = targets != IGNORE_INDEX
-            with autocast_context(device, dtype), _output_layer_only_at(net, scored):
-                logits, _ = net(inputs)
-            if logits.dim() == 3:  # the model bypassed lm_head: select the scored positions here
-                logits = logits[scored]
+            # Logits only at the continuation tokens: the output layer and its (B, T, 50304) result
+            # are most of the cost for small models and ~30% of it for GPT-2 124M.
+            with autocast(device, dtype):
+                logits, _ = net(inputs, logits_at=scored)  # (N, V), N = scored.sum()
             row_of_position = scored.nonzero()[:, 0]
             token_logprobs = -F.cross_entropy(logits[:, :GPT2_VOCAB_SIZE].float(), targets[scored], reduction="none")
             sums = torch.zeros(len(batch), dtype=torch.float64, device=device)

@@ -79,7 +79,7 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from gpt2.train.distributed import resolve_device
+    from gpt2.runtime.device import resolve_device
     from gpt2.train.trainer import train
 
     options = options_from_args(args)

@@ -41,7 +41,7 @@ from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.fileio import atomic_directory, atomic_write_text, write_json
 from gpt2.model import GPT
-from gpt2.train.distributed import DistContext, all_gather_objects, barrier, broadcast_from_main
+from gpt2.runtime.distributed import DistContext, all_gather_objects, barrier, broadcast_from_main
 
 TRAINER_FILE = "trainer.json"
 OPTIMIZER_TREE = "optimizer"

@@ -24,8 +24,10 @@ from gpt2.checkpoint import latest_checkpoint
 from gpt2.errors import GPT2Error
 from gpt2.fileio import write_json_atomic
 from gpt2.model import GPT, optimizer_param_groups
+from gpt2.runtime.device import autocast, resolve_amp_dtype
+from gpt2.runtime.distributed import DistContext, all_reduce_mean, any_rank
+from gpt2.runtime.parallel import gradient_sync, wrap_model
 from gpt2.train.config import TrainConfig
-from gpt2.train.distributed import DistContext, all_reduce_mean, any_rank, gradient_sync, wrap_model
 from gpt2.train.hooks import InLoopEvaluation
 from gpt2.train.mfu import device_peak_flops, model_flops_utilization
 from gpt2.train.runlog import (
@@ -44,22 +46,6 @@ from gpt2.train.state import (
     remove_stale_temporaries,
     save_training_checkpoint,
 )
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-
-
-def resolve_amp_dtype(spec: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: ``auto`` = bf16 on CUDA GPUs that have it, fp16 on older ones, fp32 (no autocast) on CPU/MPS.
-
-    Weights and optimizer state stay fp32 either way; autocast only runs matmuls in the low precision.
-    """
-    if spec == "auto":
-        if device.type != "cuda":
-            return None  # CPU bf16 autocast is slower than fp32 on most CPUs; MPS support is partial
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if spec == "fp16" and device.type != "cuda":
-        raise GPT2Error("--dtype fp16 needs a CUDA GPU (use bf16 or fp32 on this device)")
-    return AMP_DTYPES[spec]
 
 
 class StopRequest:
@@ -220,11 +206,6 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Forward/backward over ``grad_accum`` micro-batches, then clip and update (unless non-finite).
 
@@ -243,7 +224,7 @@ class Trainer:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             # Only the last micro-step all-reduces gradients; the others just accumulate locally.
             with gradient_sync(self.runner, self.model, micro == self.grad_accum - 1):
-                with self.autocast():
+                with autocast(self.device, self.amp_dtype):
                     # Index the tuple instead of unpacking it: a name bound to the logits would keep
                     # B*T*V activations (6.6 GB at 124M, B=64, bf16) alive through the backward pass.
                     loss = self.runner(x, y)[1]
@@ -415,7 +396,7 @@ def train(config: TrainConfig, model: GPT | None = None) -> dict[str, Any]:
 
     ``model`` optionally supplies the initial model (it must have ``config.model``'s shape).
     """
-    from gpt2.train.distributed import setup_distributed, teardown_distributed
+    from gpt2.runtime.distributed import setup_distributed, teardown_distributed
 
     ctx = setup_distributed(config.device)
     try:
