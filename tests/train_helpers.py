@@ -11,7 +11,7 @@ from itertools import islice
 from pathlib import Path
 
 from gpt2.data import prepare_documents
-from gpt2.train.runlog import read_metrics
+from gpt2.rundir import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 WIKI = REPO.parent / "shared" / "data" / "wiki" / "enwiki_sample.jsonl"
@@ -51,7 +51,7 @@ def prepared_dataset(base: Path, wiki_only: bool = False) -> Path | None:
 
 
 def train_losses(run_dir: Path) -> list[float]:
-    return [row["loss"] for row in read_metrics(run_dir / "metrics.jsonl") if row["type"] == "train"]
+    return [row["loss"] for row in read_metrics(run_dir) if row["type"] == "train"]
 
 
 def subprocess_env() -> dict[str, str]:
