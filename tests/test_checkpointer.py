@@ -24,24 +24,15 @@ from gpt2.checkpoint import load_tensor_tree, save_tensor_tree
 from gpt2.model import optimizer_param_groups
 from gpt2.rundir import latest_checkpoint, list_checkpoints
 from gpt2.train.checkpointer import Checkpointer
-from gpt2.train.config import build_config
 from gpt2.train.distributed import DistContext
 from gpt2.train.state import ModelState, OptimizerState, RNGState, capture_rng_state, optimizer_state_by_name
 from gpt2.train.trainer import Trainer, train
-from train_helpers import prepared_dataset, train_losses
+from train_helpers import prepared_dataset, tiny_config, train_losses
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return prepared_dataset(tmp_path_factory.getbasetemp())
-
-
-def tiny_config(data: Path, out: Path, **overrides):
-    options = dict(
-        size="tiny", data=str(data), out=str(out), steps=4, batch_tokens=128, micro_batch=2, seq_len=32,
-        lr=3e-3, warmup_steps=2, eval_every=0, hellaswag_every=0, sample_every=0, save_every=0, seed=7,
-    )  # fmt: skip
-    return build_config({**options, **overrides}, "cpu")
 
 
 class Counter:

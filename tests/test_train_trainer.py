@@ -15,22 +15,13 @@ from gpt2 import GPT, GPT2Error, GPTConfig
 from gpt2.checkpoint import load_checkpoint, read_meta
 from gpt2.cli import main
 from gpt2.rundir import latest_checkpoint, read_metrics
-from gpt2.train.config import build_config
 from gpt2.train.trainer import train
-from train_helpers import QUIET, TINY_RUN, prepared_dataset, start_train, train_losses
+from train_helpers import QUIET, TINY_RUN, prepared_dataset, start_train, tiny_config, train_losses
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return prepared_dataset(tmp_path_factory.getbasetemp())
-
-
-def tiny_config(data: Path, out: Path, **overrides):
-    options = dict(
-        size="tiny", data=str(data), out=str(out), steps=6, batch_tokens=128, micro_batch=2, seq_len=32,
-        lr=3e-3, warmup_steps=2, eval_every=0, hellaswag_every=0, sample_every=0, save_every=0, seed=7,
-    )  # fmt: skip
-    return build_config({**options, **overrides}, "cpu")
 
 
 def test_tiny_model_learns_on_wikipedia_slice(tmp_path_factory, tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gpt2.data import prepare_documents
 from gpt2.rundir import read_metrics
+from gpt2.train.config import TrainConfig, build_config
 
 REPO = Path(__file__).resolve().parents[1]
 WIKI = REPO.parent / "shared" / "data" / "wiki" / "enwiki_sample.jsonl"
@@ -48,6 +49,15 @@ def prepared_dataset(base: Path, wiki_only: bool = False) -> Path | None:
     if not (out / "manifest.json").is_file():
         prepare_documents(texts or synthetic_texts(200), out, shard_tokens=10_000, val_tokens=4_000)
     return out
+
+
+def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    """The TrainConfig of TINY_RUN + QUIET (6 steps, lr 3e-3, no saves in between), with ``overrides``."""
+    options = dict(
+        size="tiny", data=str(data), out=str(out), steps=6, batch_tokens=128, micro_batch=2, seq_len=32,
+        lr=3e-3, warmup_steps=2, eval_every=0, hellaswag_every=0, sample_every=0, save_every=0, seed=7,
+    )  # fmt: skip
+    return build_config({**options, **overrides}, "cpu")
 
 
 def train_losses(run_dir: Path) -> list[float]:
