@@ -1,13 +1,7 @@
 """The stateful components of a training checkpoint: everything needed to continue a run as if it never stopped.
 
-    RUN_DIR/step_000123/
-      model.safetensors, config.json, meta.json   the model (loadable by ``gpt2.load``)
-      optimizer.safetensors + optimizer.json      AdamW moments, keyed by parameter name
-      rng.safetensors + rng.json                  python / numpy / torch / cuda RNG states of every rank
-      trainer.json                                step, tokens, data-loader position, hyper-parameters
-    RUN_DIR/latest                                 "step_000123", replaced only once that directory is complete
-
-Each line is one component (torchtitan's "Stateful"): an object with ``state_dict()`` /
+Model, optimizer, RNG states of every rank, train state: each is one component (torchtitan's
+"Stateful"; the directory layout is in :mod:`gpt2.train.checkpointer`): an object with ``state_dict()`` /
 ``load_state_dict()``, saved by :class:`gpt2.train.checkpointer.Checkpointer` under its name.
 A component that needs its own files (the model, ``trainer.json``) says so with
 ``write_files`` / ``read_files``; any other is a tensor tree ``NAME.safetensors + NAME.json``.
