@@ -17,10 +17,11 @@ import torch
 from gpt2 import GPT, GPTConfig
 from gpt2.checkpoint import load_checkpoint, load_tensor_tree, read_meta
 from gpt2.model import optimizer_param_groups
+from gpt2.rundir import read_metrics
 from gpt2.runtime.distributed import DistContext
+from gpt2.train.checkpointer import Checkpointer
 from gpt2.train.config import build_config
-from gpt2.train.runlog import read_metrics
-from gpt2.train.state import load_training_checkpoint
+from gpt2.train.state import ModelState, OptimizerState
 from gpt2.train.trainer import train
 from train_helpers import QUIET, REPO, prepared_dataset, subprocess_env, train_losses
 
@@ -68,9 +69,9 @@ def test_ddp_then_fsdp_match_one_process(dataset, reference, tmp_path):
     assert "resumed from" in fsdp.stdout
 
     assert train_losses(out) == pytest.approx(train_losses(reference), rel=1e-5, abs=1e-5)
-    rows = read_metrics(out / "metrics.jsonl")
+    rows = read_metrics(out)
     evals = {row["step"]: row["val_loss"] for row in rows if row["type"] == "eval"}
-    ref_rows = read_metrics(reference / "metrics.jsonl")
+    ref_rows = read_metrics(reference)
     ref_evals = {row["step"]: row["val_loss"] for row in ref_rows if row["type"] == "eval"}
     assert list(evals) == [3, 4, 6]  # --eval-every, and the last step of each session
     assert [evals[3], evals[6]] == pytest.approx([ref_evals[3], ref_evals[6]], rel=1e-5)  # sharded eval, all-reduced
@@ -91,5 +92,6 @@ def test_ddp_then_fsdp_match_one_process(dataset, reference, tmp_path):
     # ... which one process without FSDP can resume
     model = GPT(GPTConfig.named("tiny"))
     optimizer = torch.optim.AdamW(optimizer_param_groups(model, 0.1), lr=3e-3)
-    load_training_checkpoint(out / "step_000006", model, optimizer, DistContext(), fsdp=False)
+    components = {"model": ModelState(model, False, dict), "optimizer": OptimizerState(model, optimizer, False)}
+    Checkpointer(out, components, DistContext(), keep_last=0).load(out / "step_000006")  # just these two pieces
     assert len(optimizer.state) == len(moments["state"])

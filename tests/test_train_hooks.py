@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gpt2.checkpoint import latest_checkpoint, read_meta
+from gpt2.checkpoint import read_meta
+from gpt2.rundir import latest_checkpoint, read_metrics
 from gpt2.train.config import build_config
-from gpt2.train.runlog import read_metrics
 from gpt2.train.trainer import train
 from train_helpers import REPO, prepared_dataset
 
@@ -32,7 +32,7 @@ def test_val_loss_hellaswag_and_samples_are_logged(dataset, tmp_path):
     if not HELLASWAG.is_file():
         pytest.skip("../shared/data/hellaswag/hellaswag_val.jsonl not present")
     summary = train(hooked_config(dataset, tmp_path / "run", hellaswag_path=str(HELLASWAG)))
-    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    rows = read_metrics(tmp_path / "run")
     assert [row["type"] for row in rows] == ["train", "train", "eval", "sample", "sample"]
     evaluation = rows[2]
     assert evaluation["step"] == 2 and evaluation["tokens"] == 128 and 9 < evaluation["val_loss"] < 11.5
@@ -48,5 +48,5 @@ def test_a_hook_without_its_data_warns_once_and_training_goes_on(dataset, tmp_pa
     assert train(config)["step"] == 2
     err = capsys.readouterr().err
     assert err.count("warning: in-loop hellaswag disabled: HellaSwag file not found") == 1
-    evals = [row for row in read_metrics(tmp_path / "run" / "metrics.jsonl") if row["type"] == "eval"]
+    evals = [row for row in read_metrics(tmp_path / "run") if row["type"] == "eval"]
     assert [sorted(row) for row in evals] == [["step", "tokens", "type", "val_loss"]] * 2

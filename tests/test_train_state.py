@@ -1,4 +1,4 @@
-"""Checkpoint state pieces: RNG round trip, optimizer state by name, keep-last pruning, resume checks."""
+"""Checkpoint state pieces: RNG round trip, optimizer state by name, resume checks."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ import torch
 from gpt2 import GPT, GPT2Error, GPTConfig
 from gpt2.checkpoint import save_model
 from gpt2.model import optimizer_param_groups
+from gpt2.train.checkpointer import check_resumable
 from gpt2.train.state import (
     capture_rng_state,
-    check_resumable,
     load_optimizer_state_by_name,
     optimizer_state_by_name,
-    prune_checkpoints,
     restore_rng_state,
 )
 
@@ -59,16 +58,6 @@ def test_optimizer_state_by_name_round_trip():
     other = GPT(GPTConfig(block_size=128, n_layer=3, n_head=2, n_embd=64))
     with pytest.raises(GPT2Error, match="optimizer state does not match"):
         load_optimizer_state_by_name(other, torch.optim.AdamW(other.parameters()), named)
-
-
-def test_prune_keeps_the_newest_and_never_latest(tmp_path):
-    for step in (1, 2, 3, 4):
-        (tmp_path / f"step_{step:06d}").mkdir()
-    (tmp_path / "latest").write_text("step_000002\n")  # e.g. newer ones were written by a run being resumed
-    deleted = prune_checkpoints(tmp_path, keep_last=1)
-    assert sorted(p.name for p in deleted) == ["step_000001", "step_000003"]
-    assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_000002", "step_000004"]
-    assert prune_checkpoints(tmp_path, keep_last=0) == []  # 0 = keep everything
 
 
 def test_check_resumable_names_the_differences(tmp_path):

@@ -12,25 +12,16 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPT2Error, GPTConfig
-from gpt2.checkpoint import latest_checkpoint, load_checkpoint, read_meta
+from gpt2.checkpoint import load_checkpoint, read_meta
 from gpt2.cli import main
-from gpt2.train.config import build_config
-from gpt2.train.runlog import read_metrics
+from gpt2.rundir import latest_checkpoint, read_metrics
 from gpt2.train.trainer import train
-from train_helpers import QUIET, TINY_RUN, prepared_dataset, start_train, train_losses
+from train_helpers import QUIET, TINY_RUN, prepared_dataset, start_train, tiny_config, train_losses
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return prepared_dataset(tmp_path_factory.getbasetemp())
-
-
-def tiny_config(data: Path, out: Path, **overrides):
-    options = dict(
-        size="tiny", data=str(data), out=str(out), steps=6, batch_tokens=128, micro_batch=2, seq_len=32,
-        lr=3e-3, warmup_steps=2, eval_every=0, hellaswag_every=0, sample_every=0, save_every=0, seed=7,
-    )  # fmt: skip
-    return build_config({**options, **overrides}, "cpu")
 
 
 def test_tiny_model_learns_on_wikipedia_slice(tmp_path_factory, tmp_path):
@@ -44,7 +35,7 @@ def test_tiny_model_learns_on_wikipedia_slice(tmp_path_factory, tmp_path):
     assert len(losses) == 12 and summary["step"] == 12
     assert losses[0] == pytest.approx(math.log(50304), abs=0.3)  # a fresh model is ~uniform over the vocab
     assert sum(losses[-4:]) / 4 < losses[0] - 1.2, losses
-    evals = [row for row in read_metrics(tmp_path / "run" / "metrics.jsonl") if row["type"] == "eval"]
+    evals = [row for row in read_metrics(tmp_path / "run") if row["type"] == "eval"]
     assert [row["step"] for row in evals] == [12]
     assert evals[0]["val_loss"] < losses[0] - 1.0
     meta = read_meta(latest_checkpoint(tmp_path / "run"))
@@ -54,7 +45,7 @@ def test_tiny_model_learns_on_wikipedia_slice(tmp_path_factory, tmp_path):
 def test_metrics_rows_and_checkpoint_contents(dataset, tmp_path):
     out = tmp_path / "run"
     train(tiny_config(dataset, out, steps=4, save_every=2, keep_last=1))
-    rows = read_metrics(out / "metrics.jsonl")
+    rows = read_metrics(out)
     assert [row["step"] for row in rows] == [1, 2, 3, 4]
     for row in rows:
         assert row["type"] == "train" and row["tokens"] == row["step"] * 128 and row["mfu"] is None
@@ -98,7 +89,7 @@ def test_non_finite_loss_skips_update_then_recovers(dataset, tmp_path):
     model = GPT(GPTConfig.named("tiny"))
     _poison_forward(model, {3, 4, 6})  # 2 micro-steps per step: steps 2 and 3 blow up
     summary = train(tiny_config(dataset, tmp_path / "run", steps=5, max_bad_steps=3), model=model)
-    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    rows = read_metrics(tmp_path / "run")
     assert [row.get("skipped", False) for row in rows] == [False, True, True, False, False]
     assert rows[1]["loss"] is None and rows[3]["loss"] > 0
     assert summary["step"] == 5 and all(torch.isfinite(p).all() for p in model.parameters())
@@ -111,7 +102,7 @@ def test_non_finite_loss_aborts_after_max_bad_steps(dataset, tmp_path):
     with pytest.raises(GPT2Error, match=r"diverged: non-finite loss/gradients for 3 steps in a row \(up to step 3\)"):
         train(tiny_config(dataset, tmp_path / "run", steps=10, max_bad_steps=3), model=model)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # no update was applied
-    assert len(read_metrics(tmp_path / "run" / "metrics.jsonl")) == 3
+    assert len(read_metrics(tmp_path / "run")) == 3
 
 
 # ---------------------------------------------------------------- signals and exact resume (subprocesses)
@@ -175,11 +166,9 @@ def test_resume_after_sigkill_reproduces_losses_bitwise(interrupted_runs):
     assert info["resume_codes"]["killed"] == 0, info["resume_logs"]["killed"]
     assert "resumed from" in info["resume_logs"]["killed"]
     full, resumed = train_losses(runs["full"]), train_losses(runs["killed"])
-    assert len(full) == 10 and [row["step"] for row in read_metrics(runs["killed"] / "metrics.jsonl")] == list(
-        range(1, 11)
-    )
+    assert len(full) == 10 and [row["step"] for row in read_metrics(runs["killed"])] == list(range(1, 11))
     assert resumed == full  # float equality of every per-step loss: bitwise identical
-    times = [row["time"] for row in read_metrics(runs["killed"] / "metrics.jsonl")]
+    times = [row["time"] for row in read_metrics(runs["killed"])]
     assert times == sorted(times)  # training time continues across the restart
     a, b = load_checkpoint(runs["full"] / "step_000010"), load_checkpoint(runs["killed"] / "step_000010")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
@@ -197,15 +186,15 @@ def test_resume_continues_a_finished_run_when_steps_grow(dataset, tmp_path):
     out = tmp_path / "run"
     train(tiny_config(dataset, out, steps=2))
     assert main(["train", *TINY_RUN, *QUIET, "--data", str(dataset), "--out", str(out), "--steps", "3"]) == 0
-    assert [row["step"] for row in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
+    assert [row["step"] for row in read_metrics(out)] == [1, 2, 3]
 
 
 def test_disk_full_during_a_save_keeps_the_previous_checkpoint(dataset, tmp_path, monkeypatch):
     import errno
 
-    from gpt2.train import state
+    from gpt2.train import checkpointer
 
-    real_save = state.save_tensor_tree
+    real_save = checkpointer.save_tensor_tree
     calls = {"n": 0}
 
     def filling_disk(directory, name, tree):
@@ -214,7 +203,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(dataset, tmp_path
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(directory, name, tree)
 
-    monkeypatch.setattr(state, "save_tensor_tree", filling_disk)
+    monkeypatch.setattr(checkpointer, "save_tensor_tree", filling_disk)
     out = tmp_path / "run"
     with pytest.raises(
         GPT2Error, match=r"step 4 .* failed \(No space left on device\); the previous checkpoint is intact"

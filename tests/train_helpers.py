@@ -11,7 +11,8 @@ from itertools import islice
 from pathlib import Path
 
 from gpt2.data import prepare_documents
-from gpt2.train.runlog import read_metrics
+from gpt2.rundir import read_metrics
+from gpt2.train.config import TrainConfig, build_config
 
 REPO = Path(__file__).resolve().parents[1]
 WIKI = REPO.parent / "shared" / "data" / "wiki" / "enwiki_sample.jsonl"
@@ -50,8 +51,17 @@ def prepared_dataset(base: Path, wiki_only: bool = False) -> Path | None:
     return out
 
 
+def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    """The TrainConfig of TINY_RUN + QUIET (6 steps, lr 3e-3, no saves in between), with ``overrides``."""
+    options = dict(
+        size="tiny", data=str(data), out=str(out), steps=6, batch_tokens=128, micro_batch=2, seq_len=32,
+        lr=3e-3, warmup_steps=2, eval_every=0, hellaswag_every=0, sample_every=0, save_every=0, seed=7,
+    )  # fmt: skip
+    return build_config({**options, **overrides}, "cpu")
+
+
 def train_losses(run_dir: Path) -> list[float]:
-    return [row["loss"] for row in read_metrics(run_dir / "metrics.jsonl") if row["type"] == "train"]
+    return [row["loss"] for row in read_metrics(run_dir) if row["type"] == "train"]
 
 
 def subprocess_env() -> dict[str, str]:

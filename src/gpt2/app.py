@@ -54,8 +54,9 @@ Ways to get one:
 
 def model_summary(spec: str, model: Any) -> dict[str, Any]:
     """What the info panel shows: source, size name, parameters, context and the checkpoint's metadata."""
-    from gpt2.checkpoint import is_checkpoint_dir, latest_checkpoint, read_meta
+    from gpt2.checkpoint import is_checkpoint_dir, read_meta
     from gpt2.config import CONFIGS
+    from gpt2.rundir import latest_checkpoint
 
     config = model.config
     size = next((name for name, c in CONFIGS.items() if c == config), None)

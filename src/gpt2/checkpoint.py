@@ -25,6 +25,7 @@ from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.fileio import atomic_directory
 from gpt2.model import GPT
+from gpt2.rundir import latest_checkpoint  # the run-directory layout lives in rundir
 from gpt2.runtime.parallel import unwrap_model
 
 FORMAT_NAME = "gpt2-from-scratch"
@@ -226,18 +227,3 @@ def load(spec: str | Path, device: torch.device | str = "cpu") -> GPT:
     from gpt2.interop import load_hf_model
 
     return load_hf_model(str(spec), device=device)
-
-
-LATEST_FILE = "latest"  # in a run directory: the name of the newest complete checkpoint directory
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint that ``run_dir/latest`` points to, or None when there is none."""
-    pointer = Path(run_dir) / LATEST_FILE
-    if not pointer.is_file():
-        return None
-    name = pointer.read_text().strip()
-    target = Path(run_dir) / name
-    if not name or not target.is_dir():
-        raise GPT2Error(f"{pointer} points to {name!r}, which does not exist")
-    return target

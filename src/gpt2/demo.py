@@ -94,7 +94,8 @@ def find_hellaswag(allow_download: bool = True) -> tuple[Path | None, str]:
 
 def finished_step(run_dir: Path) -> int | None:
     """The step of the run's latest checkpoint, or None when there is none yet."""
-    from gpt2.checkpoint import latest_checkpoint, read_meta
+    from gpt2.checkpoint import read_meta
+    from gpt2.rundir import latest_checkpoint
 
     ckpt = latest_checkpoint(run_dir)
     return None if ckpt is None else int(read_meta(ckpt).get("step", 0))

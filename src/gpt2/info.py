@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from gpt2.checkpoint import is_checkpoint_dir, latest_checkpoint, read_config, read_meta
+from gpt2.checkpoint import is_checkpoint_dir, read_config, read_meta
 from gpt2.config import CONFIGS, SIZE_ALIASES, GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT
+from gpt2.rundir import latest_checkpoint
 
 
 def parameter_count(config: GPTConfig) -> int:

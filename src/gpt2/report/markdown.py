@@ -48,7 +48,8 @@ def run_config(run: RunMetrics) -> GPTConfig | None:
         return GPTConfig.from_dict(config.get("model", config) if isinstance(config.get("model"), dict) else config)
     if isinstance(config, str) and config in CONFIGS:
         return GPTConfig.named(config)
-    from gpt2.checkpoint import latest_checkpoint, read_config  # torch: only when run.json lacks the config
+    from gpt2.checkpoint import read_config  # torch: only when run.json lacks the config
+    from gpt2.rundir import latest_checkpoint
 
     ckpt = latest_checkpoint(run.run_dir)
     return read_config(ckpt) if ckpt is not None else None

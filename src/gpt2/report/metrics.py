@@ -1,4 +1,4 @@
-"""Reading a training run directory: ``run.json`` and ``metrics.jsonl`` (contract 4) into plain lists.
+"""A training run's ``run.json`` and ``metrics.jsonl`` (read by :mod:`gpt2.rundir`) as series for reports and plots.
 
 A run may still be training (the last line half-written) or may have been resumed (the trainer re-logs the
 steps after the last checkpoint), so reading is tolerant of exactly those two things and strict about anything
@@ -7,16 +7,12 @@ else: a corrupt line in the middle of the file is an error naming file and line,
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
-
-METRICS_FILE = "metrics.jsonl"
-RUN_FILE = "run.json"
-ROW_TYPES = ("train", "eval", "sample")
+from gpt2.rundir import METRICS_FILE, read_metrics, read_run_info
 
 
 @dataclass
@@ -75,26 +71,6 @@ class RunMetrics:
         return total + segment_max
 
 
-def _parse_lines(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            # A crash or a live trainer can leave the final line half-written (no newline yet): skip only that one.
-            if number == len(lines) and not text.endswith("\n"):
-                break
-            raise GPT2Error(f"{path}:{number}: not valid JSON ({exc.msg}); fix or delete that line") from None
-        if not isinstance(row, dict) or row.get("type") not in ROW_TYPES:
-            raise GPT2Error(f'{path}:{number}: expected a JSON object with "type" one of {", ".join(ROW_TYPES)}')
-        rows.append(row)
-    return rows
-
-
 def _drop_superseded(rows: list[dict[str, Any]], same_step_repeats: bool) -> list[dict[str, Any]]:
     """Keep only the newest rows when a resumed run re-logs steps: a step going backwards discards the older tail.
 
@@ -113,19 +89,6 @@ def _drop_superseded(rows: list[dict[str, Any]], same_step_repeats: bool) -> lis
                     break
         kept.append(row)
     return kept
-
-
-def _read_run_info(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / RUN_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GPT2Error(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise GPT2Error(f"{path}: expected a JSON object")
-    return data
 
 
 GENERIC_DIR_NAMES = ("run", "out", "output", "latest")  # say nothing alone: label such runs "parent/name"
@@ -147,14 +110,14 @@ def read_run(run_dir: str | Path, name: str | None = None) -> RunMetrics:
     path = run_dir / METRICS_FILE
     if not path.is_file():
         raise GPT2Error(f"{run_dir} has no {METRICS_FILE}: is it a training run directory (gpt2 train --out DIR)?")
-    rows = _parse_lines(path)
+    rows = read_metrics(run_dir)
     if not rows:
         raise GPT2Error(f"{path} is empty: the run has not logged a step yet")
     label = name or run_label(run_dir)
     return RunMetrics(
         run_dir=run_dir,
         name=label,
-        run_info=_read_run_info(run_dir),
+        run_info=read_run_info(run_dir),
         train=_drop_superseded([r for r in rows if r["type"] == "train"], same_step_repeats=False),
         evals=_drop_superseded([r for r in rows if r["type"] == "eval"], same_step_repeats=True),
         samples=_drop_superseded([r for r in rows if r["type"] == "sample"], same_step_repeats=True),

@@ -2,15 +2,18 @@
 
 ``gpt2.train.config``       TrainConfig, per-size defaults, --config files
 ``gpt2.train.schedule``     warmup + cosine learning rate
-``gpt2.train.state``        checkpoint save / resume (model, optimizer, RNG, data position)
-``gpt2.train.trainer``      the loop
+``gpt2.train.state``        the stateful pieces of a checkpoint: model, optimizer, RNG, train state (+ data position)
+``gpt2.train.checkpointer`` saves / restores those pieces as one ``step_N/`` directory
+``gpt2.train.trainer``      the wiring and the loop
 ``gpt2.train.hooks``        in-loop validation loss, HellaSwag and samples
-``gpt2.train.runlog``       metrics.jsonl, run.json, console lines, pre-flight checks
+``gpt2.train.console``      metrics rows and console lines
+``gpt2.train.signals``      SIGTERM / Ctrl-C: finish the step, save, exit
 ``gpt2.train.mfu``          peak FLOP/s table and MFU
 ``gpt2.train.cli``          the ``gpt2 train`` command
 
 Devices, autocast, the torchrun process group and DDP / FSDP2 wrapping live in ``gpt2.runtime``
 (shared with evaluation and generation, which never import ``gpt2.train``).
+The run directory itself (metrics.jsonl, run.json, step_N/, latest) is :mod:`gpt2.rundir`.
 """
 
 from gpt2.train.config import TrainConfig

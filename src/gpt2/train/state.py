@@ -1,56 +1,50 @@
-"""Training checkpoints: everything needed to continue a run as if it had never stopped.
+"""The stateful components of a training checkpoint: everything needed to continue a run as if it never stopped.
 
-    RUN_DIR/step_000123/
-      model.safetensors, config.json, meta.json   the model (loadable by ``gpt2.load``)
-      optimizer.safetensors + optimizer.json      AdamW moments, keyed by parameter name
-      rng.safetensors + rng.json                  python / numpy / torch / cuda RNG states of every rank
-      trainer.json                                step, tokens, data-loader position, hyper-parameters
-    RUN_DIR/latest                                 "step_000123", replaced only once that directory is complete
-
-The directory is written under a temporary name and renamed (``atomic_directory``), and
-``latest`` is swapped by rename afterwards, so a crash at any point leaves the previous
-checkpoint intact and pointed to. Only rank 0 writes; under FSDP every rank takes part in
-gathering the full state first.
+Model, optimizer, RNG states of every rank, train state: each is one component (torchtitan's
+"Stateful"; the directory layout is in :mod:`gpt2.train.checkpointer`): an object with ``state_dict()`` /
+``load_state_dict()``, saved by :class:`gpt2.train.checkpointer.Checkpointer` under its name.
+A component that needs its own files (the model, ``trainer.json``) says so with
+``write_files`` / ``read_files``; any other is a tensor tree ``NAME.safetensors + NAME.json``.
+Model and optimizer states are keyed by parameter NAME, so they do not depend on how the
+parameters were grouped or sharded. The data loader position and the GradScaler live inside
+``trainer.json`` (the layout every existing run directory has).
 """
 
 from __future__ import annotations
 
-import json
 import random
-import re
-import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from gpt2.checkpoint import (
-    LATEST_FILE,
-    TIED_KEY,
-    WEIGHTS_FILE,
-    latest_checkpoint,
-    load_tensor_tree,
-    read_config,
-    read_safetensors,
-    save_tensor_tree,
-    write_model_files,
-)
-from gpt2.config import GPTConfig
+from gpt2.checkpoint import TIED_KEY, WEIGHTS_FILE, read_safetensors, write_model_files
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_directory, atomic_write_text, write_json
+from gpt2.fileio import read_json_object, write_json
 from gpt2.model import GPT
-from gpt2.runtime.distributed import DistContext, all_gather_objects, barrier, broadcast_from_main
+from gpt2.runtime.distributed import DistContext, all_gather_objects, broadcast_from_main
+from gpt2.train.config import TrainConfig
 
 TRAINER_FILE = "trainer.json"
-OPTIMIZER_TREE = "optimizer"
-RNG_TREE = "rng"
-STEP_DIR = re.compile(r"^step_(\d+)$")
+SAVED_EVALS = ("val_loss", "hellaswag_acc_norm", "hellaswag_acc")  # last eval results copied into meta.json
 
 
-def checkpoint_name(step: int) -> str:
-    return f"step_{step:06d}"
+class Stateful(Protocol):
+    """What the checkpointer saves: ``state_dict()`` is called on every rank (it may be collective);
+    ``load_state_dict()`` gets what was saved (``{}`` on ranks other than 0 for a ``from_main_only``
+    component, which then broadcasts itself).
+
+    Optional: ``write_files(directory, state)`` / ``read_files(directory) -> state`` for a custom
+    on-disk form, and ``from_main_only = True`` when only rank 0 should read the files.
+    """
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 # ---------------------------------------------------------------- RNG states
@@ -120,144 +114,168 @@ def _fsdp_options(**kwargs: Any) -> Any:
     return StateDictOptions(full_state_dict=True, **kwargs)
 
 
-def gather_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool) -> tuple[dict, dict]:
-    """(model state dict, optimizer state by name), complete on rank 0. Collective under FSDP."""
-    if fsdp:
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
-
-        options = _fsdp_options(cpu_offload=True)
-        return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
-    return model.state_dict(), optimizer_state_by_name(model, optimizer)
+# ---------------------------------------------------------------- the components
 
 
-# ---------------------------------------------------------------- save
+class ModelState:
+    """The model weights, as ``model.safetensors + config.json + meta.json`` (loadable by ``gpt2.load``).
 
+    ``meta`` supplies the metadata written with them (step, tokens, losses). Under FSDP the full state is
+    gathered to rank 0 on save and broadcast from it on load.
+    """
 
-def _write_latest(run_dir: Path, name: str) -> None:
-    """Point RUN_DIR/latest at ``name`` by temp file + rename: readers see the old or the new name, never half."""
-    atomic_write_text(run_dir / LATEST_FILE, name + "\n")
+    def __init__(self, model: nn.Module, fsdp: bool, meta: Callable[[], dict[str, Any]]):
+        self.model, self.fsdp, self.meta = model, fsdp, meta
+        self.from_main_only = fsdp
 
+    def state_dict(self) -> dict[str, Any]:
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoint directories of a run, oldest first."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))]
-    return sorted(found)
+            return get_model_state_dict(self.model, options=_fsdp_options(cpu_offload=True))
+        return self.model.state_dict()
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
-def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
-    """Delete all but the newest ``keep_last`` checkpoints (never the one ``latest`` names); returns the deleted."""
-    if keep_last <= 0:
-        return []
-    latest = latest_checkpoint(run_dir)
-    checkpoints = [path for _, path in list_checkpoints(run_dir)]
-    doomed = [path for path in checkpoints[:-keep_last] if latest is None or path.name != latest.name]
-    for path in doomed:
-        shutil.rmtree(path, ignore_errors=True)
-    return doomed
-
-
-def remove_stale_temporaries(run_dir: Path) -> None:
-    """Remove half-written checkpoint directories left by a crash during a save."""
-    for path in run_dir.glob(".step_*.tmp-*"):
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def save_training_checkpoint(
-    run_dir: Path,
-    step: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    ctx: DistContext,
-    fsdp: bool,
-    trainer_state: dict[str, Any],
-    meta: dict[str, Any],
-    keep_last: int,
-) -> Path:
-    """Write ``RUN_DIR/step_{step}`` and repoint ``latest``; call on every rank (collectives inside)."""
-    model_state, optim_state = gather_full_state(model, optimizer, fsdp)
-    rng_states = all_gather_objects(capture_rng_state(ctx.device), ctx)
-    path = run_dir / checkpoint_name(step)
-    if ctx.is_main:
-        config: GPTConfig = model.config
-        if fsdp:
-            with torch.device("meta"):
-                plain = GPT(config)
-            plain.load_state_dict(model_state, assign=True, strict=False)
+            set_model_state_dict(self.model, state, options=_fsdp_options(broadcast_from_rank0=True))
         else:
-            plain = model
-        with atomic_directory(path) as tmp:
-            write_model_files(tmp, plain, meta)
-            save_tensor_tree(tmp, OPTIMIZER_TREE, optim_state)
-            save_tensor_tree(tmp, RNG_TREE, {"ranks": rng_states})
-            write_json(tmp / TRAINER_FILE, trainer_state)
-        _write_latest(run_dir, path.name)
-        prune_checkpoints(run_dir, keep_last)
-    barrier(ctx)
-    return path
+            self.model.load_state_dict(state)
+
+    def write_files(self, directory: Path, state: dict[str, Any]) -> None:
+        plain = self.model
+        if self.fsdp:  # the gathered full state in a plain (unsharded) GPT, built without allocating weights
+            with torch.device("meta"):
+                plain = GPT(self.model.config)
+            plain.load_state_dict(state, assign=True, strict=False)
+        write_model_files(directory, plain, self.meta())
+
+    def read_files(self, directory: Path) -> dict[str, Any]:
+        weights = read_safetensors(directory / WEIGHTS_FILE)
+        weights[TIED_KEY] = weights["transformer.wte.weight"]  # the tied head is stored once
+        return weights
 
 
-# ---------------------------------------------------------------- resume
+class OptimizerState:
+    """One optimizer's state keyed by parameter name (a tensor tree named after the component)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool):
+        self.model, self.optimizer, self.fsdp = model, optimizer, fsdp
+        self.from_main_only = fsdp
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+            return get_optimizer_state_dict(self.model, self.optimizer, options=_fsdp_options(cpu_offload=True))
+        return optimizer_state_by_name(self.model, self.optimizer)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+            options = _fsdp_options(broadcast_from_rank0=True)
+            set_optimizer_state_dict(self.model, self.optimizer, state, options=options)
+        else:
+            load_optimizer_state_by_name(self.model, self.optimizer, state)
+
+
+class RNGState:
+    """The RNG states of every rank, ``{"ranks": [rank 0's, rank 1's, ...]}``; each rank gets its own back."""
+
+    from_main_only = True
+
+    def __init__(self, ctx: DistContext):
+        self.ctx = ctx
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ranks": all_gather_objects(capture_rng_state(self.ctx.device), self.ctx)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ranks = broadcast_from_main(state.get("ranks"), self.ctx)
+        if self.ctx.rank < len(ranks):  # more ranks than the saving run: the new ones keep their seeds
+            restore_rng_state(ranks[self.ctx.rank], self.ctx.device)
 
 
 def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
+    """``CHECKPOINT/trainer.json``, checked to be a training checkpoint's."""
     file = checkpoint / TRAINER_FILE
     if not file.is_file():
         raise GPT2Error(f"{checkpoint} is not a training checkpoint (no {TRAINER_FILE}); it holds only a model")
-    try:
-        state = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GPT2Error(f"corrupt {file}: {exc}") from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+    state = read_json_object(file, "trainer state")
+    if not isinstance(state.get("step"), int):
         raise GPT2Error(f"corrupt {file}: no integer 'step'")
     return state
 
 
-def check_resumable(checkpoint: Path, config: GPTConfig) -> dict[str, Any]:
-    """Validate ``checkpoint`` against the model config of this run (reads only); returns its trainer state."""
-    saved = read_config(checkpoint)
-    if saved != config:
-        differences = ", ".join(
-            f"{k}={v} (run wants {config.to_dict()[k]})" for k, v in saved.to_dict().items() if config.to_dict()[k] != v
-        )
-        raise GPT2Error(
-            f"cannot resume from {checkpoint}: it was trained with another model config ({differences}); "
-            "use the same --size/--config, or a new --out directory"
-        )
-    return read_trainer_state(checkpoint)
+class TrainState:
+    """Where the run is: step, training time, last evaluation, the data loader position and the GradScaler.
 
-
-def _read_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The checkpoint's state dict, with the tied head (stored once) filled back in."""
-    weights = read_safetensors(checkpoint / WEIGHTS_FILE)
-    weights[TIED_KEY] = weights["transformer.wte.weight"]
-    return weights
-
-
-def load_training_checkpoint(
-    checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: DistContext, fsdp: bool
-) -> dict[str, Any]:
-    """Restore model, optimizer and this rank's RNG state from ``checkpoint``; returns its trainer state.
-
-    Rank 0 reads the files; under FSDP the full state is broadcast and re-sharded, otherwise every
-    rank reads them itself (RUN_DIR must then be on storage every node sees).
+    Saved as ``trainer.json`` (with the hyper-parameters, world size and batch, for the record and
+    for the "same run?" warning on resume). ``tokens`` = ``step * batch_tokens``.
     """
-    trainer_state = read_trainer_state(checkpoint)
-    if fsdp:
-        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-        weights = _read_weights(checkpoint) if ctx.is_main else {}
-        optim_state = load_tensor_tree(checkpoint, OPTIMIZER_TREE) if ctx.is_main else {}
-        options = _fsdp_options(broadcast_from_rank0=True)
-        set_model_state_dict(model, weights, options=options)
-        set_optimizer_state_dict(model, optimizer, optim_state, options=options)
-    else:
-        model.load_state_dict(_read_weights(checkpoint))
-        load_optimizer_state_by_name(model, optimizer, load_tensor_tree(checkpoint, OPTIMIZER_TREE))
-    rng = load_tensor_tree(checkpoint, RNG_TREE)["ranks"] if ctx.is_main else None
-    rng = broadcast_from_main(rng, ctx)
-    if ctx.rank < len(rng):
-        restore_rng_state(rng[ctx.rank], ctx.device)
-    return trainer_state
+    def __init__(self, config: TrainConfig, loader: Any, scaler: torch.amp.GradScaler, world_size: int):
+        self.config, self.loader, self.scaler, self.world_size = config, loader, scaler, world_size
+        self.step = 0
+        self.elapsed = 0.0  # seconds trained before this process (from the checkpoint)
+        self.last_eval: dict[str, Any] = {}
+        self.last_loss: float | None = None  # newest finite train loss (meta.json, the summary)
+        self.saved: dict[str, Any] = {}  # the trainer.json this run resumed from
+        self._clock_start = time.time()
+
+    @property
+    def tokens(self) -> int:
+        return self.step * self.config.batch_tokens
+
+    def start_clock(self) -> None:
+        """Start counting training time, continuing from the checkpoint's (``time`` in metrics spans sessions)."""
+        self._clock_start = time.time() - self.elapsed
+
+    def clock(self) -> float:
+        """Seconds trained over all sessions of the run."""
+        return time.time() - self._clock_start
+
+    def same_run_shape(self) -> bool:
+        """Whether the resumed-from run had this world size and batch (else losses differ from an unbroken run)."""
+        return self.saved.get("world_size") == self.world_size and self.saved.get("batch_tokens") == (
+            self.config.batch_tokens
+        )
+
+    def meta(self) -> dict[str, Any]:
+        """meta.json of a checkpoint: what ``gpt2 info`` and the app show about it."""
+        cfg = self.config
+        evals = {k: v for k, v in self.last_eval.items() if k in SAVED_EVALS}
+        base = {"step": self.step, "tokens": self.tokens, "train_loss": self.last_loss, "size": cfg.size}
+        return {**base, "data": str(cfg.data), **evals}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "loader": self.loader.state_dict(),
+            "world_size": self.world_size,
+            "batch_tokens": self.config.batch_tokens,
+            "last_eval": self.last_eval,
+            "elapsed": self.clock(),
+            "config": self.config.to_dict(),
+        }
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.saved = state
+        self.step = state["step"]
+        self.last_eval = dict(state.get("last_eval", {}))
+        self.elapsed = float(state.get("elapsed", 0.0))
+        self.loader.load_state_dict(state["loader"])
+        if "scaler" in state and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+
+    def write_files(self, directory: Path, state: dict[str, Any]) -> None:
+        write_json(directory / TRAINER_FILE, state)
+
+    def read_files(self, directory: Path) -> dict[str, Any]:
+        return read_trainer_state(directory)

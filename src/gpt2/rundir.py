@@ -1,0 +1,228 @@
+"""A training run directory: the one writer and reader of everything in it except the checkpoint files themselves.
+
+    RUN_DIR/
+      run.json          how the run was started (config, device, versions) and when it was resumed
+      metrics.jsonl     one JSON object per line: train / eval / sample rows (docs/training.md lists the fields)
+      step_000123/      a complete checkpoint (written by gpt2.train.checkpointer)
+      latest            "step_000123": the newest complete checkpoint, repointed only once it is complete
+      .step_000124.tmp-XXXX/   a checkpoint being written (or left half-written by a crash; removed on resume)
+
+``metrics.jsonl`` is appended and flushed after every row, so a crash loses at most the row being
+written; on resume the rows after the checkpoint's step (logged by the run that died) are dropped,
+so the file reads as one uninterrupted history.
+
+Light on purpose (no torch, no gpt2.train): the report, the app and ``gpt2 info`` read runs with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from gpt2.errors import GPT2Error
+from gpt2.fileio import atomic_write_text, read_json_object, write_json_atomic
+
+METRICS_FILE = "metrics.jsonl"
+RUN_FILE = "run.json"
+LATEST_FILE = "latest"  # the name of the newest complete checkpoint directory
+ROW_TYPES = ("train", "eval", "sample")
+STEP_DIR = re.compile(r"^step_(\d+)$")
+STALE_TEMPORARY = ".step_*.tmp-*"  # what fileio.atomic_directory names a step_N being written
+
+
+# ---------------------------------------------------------------- checkpoints and the latest pointer
+
+
+def checkpoint_name(step: int) -> str:
+    """The directory name of the checkpoint after ``step`` optimizer steps: ``step_000123``."""
+    return f"step_{step:06d}"
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint that ``run_dir/latest`` points to, or None when there is none."""
+    pointer = Path(run_dir) / LATEST_FILE
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    target = Path(run_dir) / name
+    if not name or "/" in name or not target.is_dir():
+        raise GPT2Error(f"{pointer} points to {name!r}, which does not exist")
+    return target
+
+
+def write_latest(run_dir: str | Path, name: str) -> None:
+    """Point ``run_dir/latest`` at ``name`` by temp file + rename: readers see the old or the new name, never half."""
+    atomic_write_text(Path(run_dir) / LATEST_FILE, name + "\n")
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of the complete checkpoint directories of a run, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))]
+    return sorted(found)
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` checkpoints (never the one ``latest`` names); returns the deleted.
+
+    ``keep_last`` 0 keeps everything.
+    """
+    if keep_last <= 0:
+        return []
+    latest = latest_checkpoint(run_dir)
+    checkpoints = [path for _, path in list_checkpoints(run_dir)]
+    doomed = [path for path in checkpoints[:-keep_last] if latest is None or path.name != latest.name]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Remove half-written checkpoint directories left by a crash during a save; returns the removed."""
+    stale = [path for path in Path(run_dir).glob(STALE_TEMPORARY) if path.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def find_resume_checkpoint(run_dir: Path, resume: bool | None) -> Path | None:
+    """The checkpoint a run continues from: ``latest`` for resume None (auto) or True; None for a fresh run.
+
+    Refuses ``--resume`` without a checkpoint, ``--no-resume`` over existing ones (they would be
+    overwritten), and checkpoint directories without a pointer (a damaged run to look at by hand).
+    """
+    latest = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    if latest is None and list_checkpoints(run_dir):
+        raise GPT2Error(f"{run_dir} has checkpoint directories but no 'latest' pointer; fix or move it")
+    if resume is True and latest is None:
+        raise GPT2Error(f"--resume: {run_dir} has no checkpoint to resume from")
+    if resume is False and latest is not None:
+        raise GPT2Error(
+            f"--no-resume: {run_dir} already holds checkpoints (latest {latest.name}); "
+            "choose a new --out so they are not overwritten"
+        )
+    return latest
+
+
+def check_run_dir(run_dir: Path, checkpoint_bytes: int, keep_last: int) -> None:
+    """Fail before training when RUN_DIR cannot be created or written, or its disk is nearly full.
+
+    Needs room for ``keep_last + 1`` checkpoints of ``checkpoint_bytes`` each (a new one is complete
+    before the oldest goes).
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise GPT2Error(f"--out {run_dir}: cannot create or write the run directory ({exc.strerror or exc})") from None
+    free = shutil.disk_usage(run_dir).free
+    needed = checkpoint_bytes * ((keep_last or 1) + 1)
+    if free < needed:
+        raise GPT2Error(
+            f"--out {run_dir}: only {free / 1e9:.2f} GB free, but {keep_last or 1} kept checkpoint(s) plus the one "
+            f"being written need ~{needed / 1e9:.2f} GB ({checkpoint_bytes / 1e9:.2f} GB each); free some space, "
+            "lower --keep-last or choose another --out"
+        )
+
+
+# ---------------------------------------------------------------- metrics.jsonl
+
+
+class MetricsLog:
+    """Appends rows to RUN_DIR/metrics.jsonl, flushed after each (rank 0 only)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / METRICS_FILE
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the whole run
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``RUN_DIR/metrics.jsonl`` in file order ([] when there is no such file).
+
+    Tolerant of exactly one thing: a torn last line (no newline yet: the trainer was killed mid-write, or
+    is writing it now) is skipped. Anything else that is not a JSON object with a known ``type`` is an error
+    naming the file and line, never silently dropped.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines) and not text.endswith("\n"):
+                break
+            raise GPT2Error(f"{path}:{number}: not valid JSON ({exc.msg}); fix or delete that line") from None
+        if not isinstance(row, dict) or row.get("type") not in ROW_TYPES:
+            raise GPT2Error(f'{path}:{number}: expected a JSON object with "type" one of {", ".join(ROW_TYPES)}')
+        rows.append(row)
+    return rows
+
+
+def truncate_metrics(run_dir: str | Path, last_step: int) -> int:
+    """Drop rows after ``last_step`` (logged by a run that died before its next checkpoint) and a torn last line.
+
+    Returns how many rows were dropped.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return 0
+    rows = read_metrics(run_dir)
+    kept = [row for row in rows if isinstance(row.get("step"), int) and row["step"] <= last_step]
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
+    return len(rows) - len(kept)
+
+
+# ---------------------------------------------------------------- run.json
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+    """``RUN_DIR/run.json`` ({} when the run has none); a corrupt one is an error naming the file."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return {}
+    return read_json_object(path, "run info")
+
+
+def write_run_info(run_dir: str | Path, info: dict[str, Any], resumed_at: int | None = None) -> dict[str, Any]:
+    """Write ``RUN_DIR/run.json`` from ``info`` (how this process trains); returns what was written.
+
+    A fresh run (``resumed_at`` None) starts the history: ``start_time`` now, no ``resumes``. A resumed
+    one keeps the first session's ``start_time`` and appends ``{"step", "time", "world_size"}`` to
+    ``resumes``; an unreadable old run.json is replaced rather than blocking the resume.
+    """
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    info = {**info, "start_time": now, "resumes": []}
+    if resumed_at is not None:
+        try:
+            old = read_run_info(run_dir)
+        except GPT2Error:
+            old = {}
+        if old:
+            info["start_time"] = old.get("start_time", now)
+            resume = {"step": resumed_at, "time": now, "world_size": info.get("world_size")}
+            info["resumes"] = [*old.get("resumes", []), resume]
+    write_json_atomic(Path(run_dir) / RUN_FILE, info)
+    return info

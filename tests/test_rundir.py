@@ -1,0 +1,162 @@
+"""The run directory: latest pointer, step_N listing and pruning, stale temporaries, metrics.jsonl, run.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gpt2
+from gpt2 import GPT2Error
+from gpt2.rundir import (
+    LATEST_FILE,
+    MetricsLog,
+    check_run_dir,
+    checkpoint_name,
+    find_resume_checkpoint,
+    latest_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    read_metrics,
+    read_run_info,
+    remove_stale_temporaries,
+    truncate_metrics,
+    write_latest,
+    write_run_info,
+)
+
+
+def make_steps(run_dir, *steps):
+    for step in steps:
+        (run_dir / checkpoint_name(step)).mkdir(parents=True)
+
+
+def test_rundir_does_not_import_torch():
+    # An empty stand-in for the package root, so only what gpt2.rundir itself imports gets loaded.
+    code = (
+        "import sys, types; pkg = types.ModuleType('gpt2'); pkg.__path__ = [sys.argv[1]]; sys.modules['gpt2'] = pkg; "
+        "import gpt2.rundir; print('torch' in sys.modules, any(m.startswith('gpt2.train') for m in sys.modules))"
+    )
+    package = str(Path(gpt2.__file__).parent)
+    out = subprocess.run([sys.executable, "-c", code, package], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_latest_pointer_round_trip_and_bad_pointer(tmp_path):
+    assert latest_checkpoint(tmp_path) is None  # no pointer yet
+    make_steps(tmp_path, 7)
+    write_latest(tmp_path, checkpoint_name(7))
+    assert (tmp_path / LATEST_FILE).read_text() == "step_000007\n"
+    assert latest_checkpoint(tmp_path) == tmp_path / "step_000007"
+    assert not list(tmp_path.glob(".latest*"))  # no temporary left behind
+    write_latest(tmp_path, "step_000009")  # points at a directory that is not there
+    with pytest.raises(GPT2Error, match=r"latest points to 'step_000009', which does not exist"):
+        latest_checkpoint(tmp_path)
+    (tmp_path / LATEST_FILE).write_text("\n")
+    with pytest.raises(GPT2Error, match="points to ''"):
+        latest_checkpoint(tmp_path)
+
+
+def test_list_only_complete_step_directories(tmp_path):
+    make_steps(tmp_path, 12, 3)
+    (tmp_path / ".step_000013.tmp-abc").mkdir()  # being written
+    (tmp_path / "step_000014").write_text("not a directory")
+    (tmp_path / "step_x").mkdir()
+    assert list_checkpoints(tmp_path) == [(3, tmp_path / "step_000003"), (12, tmp_path / "step_000012")]
+    assert list_checkpoints(tmp_path / "missing") == []
+
+
+def test_prune_keeps_the_newest_and_never_latest(tmp_path):
+    make_steps(tmp_path, 1, 2, 3, 4)
+    write_latest(tmp_path, "step_000002")  # e.g. newer ones were written by a run being resumed
+    deleted = prune_checkpoints(tmp_path, keep_last=1)
+    assert sorted(p.name for p in deleted) == ["step_000001", "step_000003"]
+    assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_000002", "step_000004"]
+    assert prune_checkpoints(tmp_path, keep_last=0) == []  # 0 = keep everything
+    assert latest_checkpoint(tmp_path) == tmp_path / "step_000002"
+
+
+def test_stale_temporaries_only_ours(tmp_path):
+    make_steps(tmp_path, 5)
+    ours = [tmp_path / ".step_000006.tmp-k2j4", tmp_path / ".step_000010.tmp-zz"]
+    for path in ours:
+        path.mkdir()
+        (path / "model.safetensors").write_bytes(b"half")
+    keep = [tmp_path / ".step_000006.old-123", tmp_path / ".metrics.jsonl.abc.tmp", tmp_path / "step_tmp-1"]
+    keep[0].mkdir()
+    keep[1].write_text("x")
+    keep[2].mkdir()
+    (tmp_path / ".step_000007.tmp-file").write_text("a file, not a checkpoint being written")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(ours)
+    assert not any(p.exists() for p in ours)
+    assert all(p.exists() for p in keep) and (tmp_path / ".step_000007.tmp-file").exists()
+    assert (tmp_path / "step_000005").is_dir()
+
+
+def test_find_resume_checkpoint(tmp_path):
+    assert find_resume_checkpoint(tmp_path / "new", None) is None
+    with pytest.raises(GPT2Error, match="--resume: .* has no checkpoint"):
+        find_resume_checkpoint(tmp_path, True)
+    make_steps(tmp_path, 2)
+    with pytest.raises(GPT2Error, match="checkpoint directories but no 'latest' pointer"):
+        find_resume_checkpoint(tmp_path, None)
+    write_latest(tmp_path, "step_000002")
+    assert find_resume_checkpoint(tmp_path, None) == find_resume_checkpoint(tmp_path, True) == tmp_path / "step_000002"
+    with pytest.raises(GPT2Error, match=r"--no-resume: .* already holds checkpoints \(latest step_000002\)"):
+        find_resume_checkpoint(tmp_path, False)
+
+
+def test_metrics_log_torn_line_and_truncate(tmp_path):
+    rows = [{"type": "train", "step": s, "loss": 1.0 / s} for s in range(1, 6)]
+    log = MetricsLog(tmp_path)
+    for row in rows:
+        log.write(row)
+    log.close()
+    assert read_metrics(tmp_path) == rows
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"type": "train", "st')  # killed mid-write
+    assert read_metrics(tmp_path) == rows  # the torn last line is skipped
+    assert truncate_metrics(tmp_path, 3) == 2
+    assert read_metrics(tmp_path) == rows[:3]
+    assert (tmp_path / "metrics.jsonl").read_text().endswith("\n")  # the torn line is gone too
+    assert truncate_metrics(tmp_path / "none", 3) == 0 and read_metrics(tmp_path / "none") == []
+
+
+def test_metrics_corrupt_middle_line_is_an_error(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"type": "train", "step": 1}\n{oops\n{"type": "train", "step": 2}\n')
+    with pytest.raises(GPT2Error, match=r"metrics.jsonl:2: not valid JSON"):
+        read_metrics(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text('{"type": "mystery", "step": 1}\n')
+    with pytest.raises(GPT2Error, match=r"metrics.jsonl:1: expected a JSON object with \"type\" one of"):
+        read_metrics(tmp_path)
+
+
+def test_run_info_fresh_then_resumes_merge(tmp_path):
+    first = write_run_info(tmp_path, {"world_size": 2, "device": "cpu"})
+    assert first["resumes"] == [] and read_run_info(tmp_path) == first
+    second = write_run_info(tmp_path, {"world_size": 1, "device": "cpu"}, resumed_at=40)
+    third = write_run_info(tmp_path, {"world_size": 4, "device": "cuda"}, resumed_at=80)
+    assert third["start_time"] == first["start_time"] and third["device"] == "cuda"
+    assert [(r["step"], r["world_size"]) for r in third["resumes"]] == [(40, 1), (80, 4)]
+    assert third["resumes"][0]["time"] == second["resumes"][0]["time"]
+    assert json.loads((tmp_path / "run.json").read_text()) == third
+    (tmp_path / "run.json").write_text("{torn")
+    with pytest.raises(GPT2Error, match="corrupt run info"):
+        read_run_info(tmp_path)
+    replaced = write_run_info(tmp_path, {"world_size": 1}, resumed_at=90)  # a bad old run.json never blocks a resume
+    assert replaced["resumes"] == [] and read_run_info(tmp_path) == replaced
+    assert read_run_info(tmp_path / "none") == {}
+
+
+def test_run_dir_checks(tmp_path):
+    check_run_dir(tmp_path / "new" / "run", checkpoint_bytes=1000, keep_last=3)
+    assert (tmp_path / "new" / "run").is_dir() and list((tmp_path / "new" / "run").iterdir()) == []
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(GPT2Error, match="cannot create or write the run directory"):
+        check_run_dir(blocker / "run", checkpoint_bytes=1000, keep_last=3)
+    with pytest.raises(GPT2Error, match=r"GB free, but 3 kept checkpoint\(s\) plus the one being written need"):
+        check_run_dir(tmp_path, checkpoint_bytes=10**18, keep_last=3)  # a disk that is (effectively) full
