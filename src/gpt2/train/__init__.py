@@ -8,10 +8,20 @@
 ``gpt2.train.hooks``        in-loop validation loss, HellaSwag and samples
 ``gpt2.train.runlog``       metrics.jsonl, run.json, console lines, pre-flight checks
 ``gpt2.train.mfu``          peak FLOP/s table and MFU
+``gpt2.train.options``      the flags, help and docs table generated from the TrainConfig fields
 ``gpt2.train.cli``          the ``gpt2 train`` command
+
+Names resolve on first use (lazy), so ``gpt2 train --help`` does not import torch.
 """
 
-from gpt2.train.config import TrainConfig
-from gpt2.train.trainer import train
+from typing import TYPE_CHECKING
 
-__all__ = ["TrainConfig", "train"]
+from gpt2._lazy import lazy_exports
+
+_EXPORTS = {"TrainConfig": "gpt2.train.config", "train": "gpt2.train.trainer"}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from gpt2.train.config import TrainConfig  # noqa: F401
+    from gpt2.train.trainer import train  # noqa: F401
