@@ -17,21 +17,11 @@ from gpt2._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "CONFIGS": "gpt2.config",
-    "GPTConfig": "gpt2.config",
-    "GPT2Error": "gpt2.errors",
-    "GPT": "gpt2.model",
-    "get_tokenizer": "gpt2.tokenizer",
-    "load": "gpt2.checkpoint",
-    "save_model": "gpt2.checkpoint",
-}
-__all__ = [*_EXPORTS, "__version__"]
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on demand
+if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
     from gpt2.checkpoint import load, save_model  # noqa: F401
     from gpt2.config import CONFIGS, GPTConfig  # noqa: F401
     from gpt2.errors import GPT2Error  # noqa: F401
     from gpt2.model import GPT  # noqa: F401
     from gpt2.tokenizer import get_tokenizer  # noqa: F401
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

@@ -1,8 +1,10 @@
 """The ``gpt2`` command line: one subcommand per stage of the pipeline.
 
-Each subcommand lives in the module that owns the feature; that module defines
-``add_<name>_arguments(parser)`` and ``run_<name>(args) -> int``. Only the module of
-the command being run is imported, so ``gpt2 --help`` and light commands start fast.
+One pattern for every command: ``COMMANDS`` maps its name to the light ``cli`` module of the package
+that owns it (``gpt2.data.cli``, ``gpt2.train.cli``, ...; ``gpt2.info`` is a one-module command), which
+defines ``add_<name>_arguments(parser)`` and ``run_<name>(args) -> int``. A cli module imports torch and
+the heavy code only inside ``run_<name>``, and only the module of the command being run is imported, so
+``gpt2 --help`` and ``gpt2 CMD --help`` (all but ``serve``) never load torch.
 """
 
 from __future__ import annotations

@@ -12,23 +12,11 @@ from typing import TYPE_CHECKING
 
 from gpt2._lazy import lazy_exports
 
-_EXPORTS = {
-    "ShardWriter": "gpt2.data.writer",
-    "TokenShardLoader": "gpt2.data.loader",
-    "open_shard": "gpt2.data.shards",
-    "prepare_documents": "gpt2.data.prepare",
-    "read_bin_header": "gpt2.data.shards",
-    "read_manifest": "gpt2.data.manifest",
-    "split_shards": "gpt2.data.manifest",
-    "write_manifest": "gpt2.data.manifest",
-    "write_shard": "gpt2.data.shards",
-}
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
     from gpt2.data.loader import TokenShardLoader  # noqa: F401
     from gpt2.data.manifest import read_manifest, split_shards, write_manifest  # noqa: F401
     from gpt2.data.prepare import prepare_documents  # noqa: F401
     from gpt2.data.shards import open_shard, read_bin_header, write_shard  # noqa: F401
     from gpt2.data.writer import ShardWriter  # noqa: F401
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

@@ -11,23 +11,7 @@ from typing import TYPE_CHECKING
 
 from gpt2._lazy import lazy_exports
 
-_EXPORTS = dict.fromkeys(
-    (
-        "SLIDE_KEEP_FRACTION",
-        "GenerationNotice",
-        "TextAssembler",
-        "fit_prompt",
-        "generate",
-        "generate_token_ids",
-        "stream",
-        "stream_samples",
-    ),
-    "gpt2.generate.decode",
-)
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
     from gpt2.generate.decode import (  # noqa: F401
         SLIDE_KEEP_FRACTION,
         GenerationNotice,
@@ -38,3 +22,5 @@ if TYPE_CHECKING:
         stream,
         stream_samples,
     )
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

@@ -12,15 +12,8 @@ from typing import TYPE_CHECKING
 
 from gpt2._lazy import lazy_exports
 
-_EXPORTS = {
-    "export_hf": "gpt2.interop.hf",
-    "load_hf_model": "gpt2.interop.hf",
-    "import_nanogpt": "gpt2.interop.nanogpt",
-    "load_nanogpt_checkpoint": "gpt2.interop.nanogpt",
-}
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
     from gpt2.interop.hf import export_hf, load_hf_model  # noqa: F401
     from gpt2.interop.nanogpt import import_nanogpt, load_nanogpt_checkpoint  # noqa: F401
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

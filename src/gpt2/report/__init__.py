@@ -12,18 +12,9 @@ from typing import TYPE_CHECKING
 
 from gpt2._lazy import lazy_exports
 
-_EXPORTS = {
-    "RunMetrics": "gpt2.report.metrics",
-    "read_run": "gpt2.report.metrics",
-    "read_runs": "gpt2.report.metrics",
-    "render_report": "gpt2.report.markdown",
-    "write_report": "gpt2.report.markdown",
-    "write_plot": "gpt2.report.plot",
-}
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
     from gpt2.report.markdown import render_report, write_report  # noqa: F401
     from gpt2.report.metrics import RunMetrics, read_run, read_runs  # noqa: F401
     from gpt2.report.plot import write_plot  # noqa: F401
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

@@ -18,10 +18,8 @@ from typing import TYPE_CHECKING
 
 from gpt2._lazy import lazy_exports
 
-_EXPORTS = {"TrainConfig": "gpt2.train.config", "train": "gpt2.train.trainer"}
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
     from gpt2.train.config import TrainConfig  # noqa: F401
     from gpt2.train.trainer import train  # noqa: F401
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__)
