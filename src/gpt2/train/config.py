@@ -120,13 +120,13 @@ class TrainConfig:
         """Raise GPT2Error naming the option when the configuration cannot work."""
         for name in OPTION_NAMES:
             check_option_value(name, getattr(self, name))
-        positive = ("steps", "batch_tokens", "micro_batch", "seq_len", "lr", "peak_flops")
-        non_negative = ("warmup_steps", "eval_every", "save_every", "keep_last", "grad_clip", "weight_decay")
-        for names, ok, rule in ((positive, lambda v: v > 0, "positive"), (non_negative, lambda v: v >= 0, ">= 0")):
-            for name in names:
-                value = getattr(self, name)
-                if value is not None and not ok(value):
-                    raise GPT2Error(f"{option_name(name)} must be {rule}, got {value}")
+        for name in ("steps", "batch_tokens", "micro_batch", "seq_len", "lr", "peak_flops"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:  # None (peak_flops) = decided later
+                raise GPT2Error(f"{option_name(name)} must be positive, got {value}")
+        for name in ("warmup_steps", "eval_every", "save_every", "keep_last", "grad_clip", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise GPT2Error(f"{option_name(name)} must be >= 0, got {getattr(self, name)}")
         if self.seq_len > self.model.block_size:
             raise GPT2Error(
                 f"{option_name('seq_len')} {self.seq_len} exceeds the model's context window "
