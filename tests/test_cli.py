@@ -111,3 +111,52 @@ def test_malicious_pt_is_refused_by_the_cli(tmp_path):
     assert_clean_error(result.returncode, result.stderr, "refusing to load")
     assert "posix.system" in result.stderr or "nt.system" in result.stderr
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+# -- a light package root: help and the error type never import torch -----------------------------------------
+
+HELP_WITHOUT_TORCH = """
+import sys
+from gpt2.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], *([name] for name in COMMANDS if name != "serve"), ["eval", "hellaswag"]],  # serve: Gradio's own imports
+    ids=lambda argv: " ".join(["gpt2", *argv, "--help"]),
+)
+def test_help_does_not_import_torch(argv, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    command = [sys.executable, "-c", HELP_WITHOUT_TORCH, *argv, "--help"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert "usage: gpt2" in result.stdout, result.stderr
+    assert result.stdout.rstrip().endswith("torch imported: False"), result.stdout[-300:]
+
+
+def test_import_gpt2_and_errors_do_not_import_torch():
+    code = "import sys, gpt2, gpt2.errors, gpt2.data, gpt2.train, gpt2.evaluate, gpt2.generate, gpt2.interop, "
+    code += "gpt2.report, gpt2.bench; print(gpt2.__version__, 'torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.stdout.split() == ["0.1.0", "False"], result.stderr
+
+
+@pytest.mark.parametrize("package", ["gpt2", "gpt2.data", "gpt2.train", "gpt2.generate", "gpt2.interop", "gpt2.report"])
+def test_lazy_exports_resolve(package):
+    import importlib
+
+    module = importlib.import_module(package)
+    assert len(module.__all__) >= 2  # read from the package's TYPE_CHECKING imports
+    for name in module.__all__:
+        value = getattr(module, name)
+        assert value is not None and name in dir(module), name
+        home = getattr(value, "__module__", None)
+        assert home is None or home.startswith("gpt2"), (name, home)
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        module.nope  # noqa: B018

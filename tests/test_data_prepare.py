@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from gpt2.cli import main
+from gpt2.data.cli import parse_count
 from gpt2.data.loader import TokenShardLoader
 from gpt2.data.manifest import read_manifest
-from gpt2.data.prepare import parse_count
 from gpt2.data.shards import encode_header
 from gpt2.tokenizer import get_tokenizer
 

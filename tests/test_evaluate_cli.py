@@ -106,3 +106,10 @@ def test_eval_loss_on_prepared_data_and_text(checkpoint, tmp_path, capsys):
     assert "perplexity" in out and "nats/token" in out
     assert main(["eval", "loss", "--model", str(checkpoint), "--data", str(tmp_path / "missing")]) == 1
     assert "missing" in capsys.readouterr().err
+
+
+def test_hellaswag_batch_help_shows_the_evaluator_default():
+    from gpt2.evaluate import cli as eval_cli
+    from gpt2.evaluate.hellaswag import DEFAULT_BATCH_SIZE
+
+    assert f"default: {DEFAULT_BATCH_SIZE})" in eval_cli.HELLASWAG_BATCH_HELP  # the help shows it without importing it

@@ -1,8 +1,10 @@
 """The ``gpt2`` command line: one subcommand per stage of the pipeline.
 
-Each subcommand lives in the module that owns the feature; that module defines
-``add_<name>_arguments(parser)`` and ``run_<name>(args) -> int``. Only the module of
-the command being run is imported, so ``gpt2 --help`` and light commands start fast.
+One pattern for every command: ``COMMANDS`` maps its name to the light ``cli`` module of the package
+that owns it (``gpt2.data.cli``, ``gpt2.train.cli``, ...; ``gpt2.info`` is a one-module command), which
+defines ``add_<name>_arguments(parser)`` and ``run_<name>(args) -> int``. A cli module imports torch and
+the heavy code only inside ``run_<name>``, and only the module of the command being run is imported, so
+``gpt2 --help`` and ``gpt2 CMD --help`` (all but ``serve``) never load torch.
 """
 
 from __future__ import annotations
@@ -17,17 +19,17 @@ from gpt2.errors import GPT2Error
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("gpt2.data.prepare", "tokenize a corpus (FineWeb-Edu, local files, the demo corpus) into shards"),
+    "prepare": ("gpt2.data.cli", "tokenize a corpus (FineWeb-Edu, local files, the demo corpus) into shards"),
     "train": ("gpt2.train.cli", "train a GPT-2 (single process or under torchrun)"),
     "eval": ("gpt2.evaluate.cli", "evaluate a model: HellaSwag or validation loss"),
-    "sample": ("gpt2.generate", "generate text from a prompt"),
+    "sample": ("gpt2.generate.cli", "generate text from a prompt"),
     "serve": ("gpt2.app", "serve a model in the Gradio web app"),
-    "import": ("gpt2.interop", "import weights from Hugging Face or a nanoGPT/seed .pt file"),
-    "export": ("gpt2.interop", "export a checkpoint to the Hugging Face format"),
+    "import": ("gpt2.interop.cli", "import weights from Hugging Face or a nanoGPT/seed .pt file"),
+    "export": ("gpt2.interop.cli", "export a checkpoint to the Hugging Face format"),
     "info": ("gpt2.info", "show the config, parameter count and metadata of a checkpoint or size"),
     "bench": ("gpt2.bench.cli", "benchmark our speed against reference implementations"),
-    "plot": ("gpt2.report", "plot loss, learning rate, HellaSwag and throughput of training runs"),
-    "report": ("gpt2.report", "write a Markdown summary of a training run"),
+    "plot": ("gpt2.report.cli", "plot loss, learning rate, HellaSwag and throughput of training runs"),
+    "report": ("gpt2.report.cli", "write a Markdown summary of a training run"),
 }
 
 

@@ -7,9 +7,7 @@ The GPT-2 sizes follow the GPT-2 paper / OpenAI release (n_layer, n_head, n_embd
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
@@ -57,19 +55,6 @@ class GPTConfig:
         """Build from a dict, ignoring unknown keys (e.g. nanoGPT's ``dropout``/``bias``)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> GPTConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise GPT2Error(f"config file not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise GPT2Error(f"{path}: not a valid JSON config ({exc})") from None
-        if not isinstance(data, dict):
-            raise GPT2Error(f"{path}: expected a JSON object with GPTConfig fields")
-        return cls.from_dict(data)
 
 
 CONFIGS: dict[str, GPTConfig] = {

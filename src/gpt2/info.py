@@ -1,4 +1,7 @@
-"""``gpt2 info CHECKPOINT|SIZE``: what a model is, without loading more than needed."""
+"""``gpt2 info CHECKPOINT|SIZE``: what a model is, without loading more than needed.
+
+A one-module command, light at import: torch and the checkpoint reader load only when a model is described.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +9,25 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from gpt2.checkpoint import is_checkpoint_dir, read_config, read_meta
 from gpt2.config import CONFIGS, SIZE_ALIASES, GPTConfig
 from gpt2.errors import GPT2Error
-from gpt2.model import GPT
-from gpt2.rundir import latest_checkpoint
 
 
 def parameter_count(config: GPTConfig) -> int:
     """Distinct parameters of a model with ``config`` (built on the meta device: no memory used)."""
+    import torch
+
+    from gpt2.model import GPT
+
     with torch.device("meta"):
         return GPT(config).num_parameters()
 
 
 def describe(spec: str) -> dict:
     """Config, parameter count and metadata of a registry size, checkpoint dir or run dir."""
+    from gpt2.checkpoint import is_checkpoint_dir, read_config, read_meta
+    from gpt2.rundir import latest_checkpoint
+
     path = Path(spec)
     if spec in CONFIGS or spec in SIZE_ALIASES:
         config, meta, source = GPTConfig.named(spec), {}, f"size {spec}"

@@ -28,7 +28,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_common(parser: argparse.ArgumentParser, default_batch: int, batch_unit: str) -> None:
+# HellaSwag's default batch is hellaswag.DEFAULT_BATCH_SIZE (16 items, tested to match); the flag defaults to None so
+# that `gpt2 eval --help` need not import the (torch) evaluation module to show it.
+HELLASWAG_BATCH_HELP = "items (4 rows each; default: 16)"
+
+
+def _add_common(parser: argparse.ArgumentParser, default_batch: int | None, batch_unit: str) -> None:
     parser.add_argument(
         "--model", required=True, help="checkpoint dir, run dir (its latest checkpoint), Hugging Face dir or hub name"
     )
@@ -46,15 +51,13 @@ def _add_common(parser: argparse.ArgumentParser, default_batch: int, batch_unit:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    from gpt2.evaluate.hellaswag import DEFAULT_BATCH_SIZE
-
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
     hellaswag = tasks.add_parser(
         "hellaswag",
         help="HellaSwag accuracy (acc, acc_norm, acc_norm_token)",
         description="HellaSwag accuracy, scored like lm-evaluation-harness (see docs/evaluation.md).",
     )
-    _add_common(hellaswag, DEFAULT_BATCH_SIZE, "items (4 rows each)")
+    _add_common(hellaswag, None, HELLASWAG_BATCH_HELP)
     hellaswag.add_argument(
         "--data",
         default=None,
@@ -107,11 +110,12 @@ def run_eval(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         result: dict[str, Any]
         if args.task == "hellaswag":
-            from gpt2.evaluate.hellaswag import hellaswag_accuracy, load_hellaswag
+            from gpt2.evaluate.hellaswag import DEFAULT_BATCH_SIZE, hellaswag_accuracy, load_hellaswag
 
             items = load_hellaswag(args.data, limit=args.limit)
             t0 = time.perf_counter()  # time the scoring, not a possible download
-            result = hellaswag_accuracy(model, items, batch_size=args.batch_size, device=ctx.device, dtype=dtype)
+            batch = args.batch_size or DEFAULT_BATCH_SIZE
+            result = hellaswag_accuracy(model, items, batch_size=batch, device=ctx.device, dtype=dtype)
             result["data"] = args.data or "hellaswag_val.jsonl (official, cached)"
         else:
             from gpt2.evaluate.loss import evaluate_loss, evaluate_text_loss

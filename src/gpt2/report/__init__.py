@@ -1,21 +1,20 @@
 """Training reports: ``gpt2 plot`` (PNG figure of one or more runs) and ``gpt2 report`` (Markdown summary).
 
-The trainer can call ``write_plot([run_dir], run_dir / "plot.png")`` at each eval.
+``gpt2.report.metrics``   read metrics.jsonl / run.json of a run directory
+``gpt2.report.plot``      the 2x2 figure (matplotlib, imported when drawing)
+``gpt2.report.markdown``  the Markdown summary
+``gpt2.report.cli``       the ``gpt2 plot`` / ``gpt2 report`` commands
+
+Names resolve on first use (lazy), so importing the package costs nothing.
 """
 
-from gpt2.report.markdown import add_report_arguments, render_report, run_report, write_report
-from gpt2.report.metrics import RunMetrics, read_run, read_runs
-from gpt2.report.plot import add_plot_arguments, run_plot, write_plot
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "RunMetrics",
-    "add_plot_arguments",
-    "add_report_arguments",
-    "read_run",
-    "read_runs",
-    "render_report",
-    "run_plot",
-    "run_report",
-    "write_plot",
-    "write_report",
-]
+from gpt2._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
+    from gpt2.report.markdown import render_report, write_report  # noqa: F401
+    from gpt2.report.metrics import RunMetrics, read_run, read_runs  # noqa: F401
+    from gpt2.report.plot import write_plot  # noqa: F401
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

@@ -1,8 +1,7 @@
-"""``gpt2 report RUN_DIR``: a GitHub-renderable Markdown summary of one training run (plus its plot)."""
+"""A GitHub-renderable Markdown summary of one training run (plus its plot)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -201,15 +200,3 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, plot: bool 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, render_report(run, link))
     return out
-
-
-def add_report_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory (with metrics.jsonl)")
-    parser.add_argument("--out", metavar="FILE.md", help="where to write the Markdown (default: RUN_DIR/report.md)")
-    parser.add_argument("--no-plot", action="store_true", help=f"do not (re)draw RUN_DIR/{PLOT_FILE}")
-
-
-def run_report(args: argparse.Namespace) -> int:
-    out = write_report(args.run_dir, args.out, plot=not args.no_plot)
-    print(f"wrote {out}")
-    return 0

@@ -1,4 +1,4 @@
-"""``gpt2 plot``: a 2×2 figure of training runs — loss, learning rate, HellaSwag and throughput against tokens.
+"""A 2×2 figure of training runs — loss, learning rate, HellaSwag and throughput against tokens.
 
 matplotlib is imported inside the functions (Agg backend, no display needed) so that ``gpt2 --help`` and the
 trainer stay light; the trainer can call :func:`write_plot` at every eval.
@@ -6,7 +6,6 @@ trainer stay light; the trainer can call :func:`write_plot` at every eval.
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -171,15 +170,3 @@ def write_plot(run_dirs: list[str | Path] | str | Path, out: str | Path, log_x: 
     finally:
         plt.close(fig)
     return out
-
-
-def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training run directories (with metrics.jsonl)")
-    parser.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG figure")
-    parser.add_argument("--log-x", action="store_true", help="logarithmic tokens axis")
-
-
-def run_plot(args: argparse.Namespace) -> int:
-    out = write_plot(args.run_dirs, args.out, log_x=args.log_x)
-    print(f"wrote {out}")
-    return 0

@@ -9,14 +9,21 @@
 ``gpt2.train.console``      metrics rows and console lines
 ``gpt2.train.signals``      SIGTERM / Ctrl-C: finish the step, save, exit
 ``gpt2.train.mfu``          peak FLOP/s table and MFU
+``gpt2.train.options``      the flags, help and docs table generated from the TrainConfig fields
 ``gpt2.train.cli``          the ``gpt2 train`` command
 
 Devices, autocast, the torchrun process group and DDP / FSDP2 wrapping live in ``gpt2.runtime``
 (shared with evaluation and generation, which never import ``gpt2.train``).
 The run directory itself (metrics.jsonl, run.json, step_N/, latest) is :mod:`gpt2.rundir`.
+Names resolve on first use (lazy), so ``gpt2 train --help`` does not import torch.
 """
 
-from gpt2.train.config import TrainConfig
-from gpt2.train.trainer import train
+from typing import TYPE_CHECKING
 
-__all__ = ["TrainConfig", "train"]
+from gpt2._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
+    from gpt2.train.config import TrainConfig  # noqa: F401
+    from gpt2.train.trainer import train  # noqa: F401
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

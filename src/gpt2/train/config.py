@@ -1,119 +1,143 @@
-"""Training hyper-parameters: one dataclass, per-size defaults, and the checks that run before anything starts.
+"""Training hyper-parameters: one dataclass that is also the one source of the ``gpt2 train`` options.
+
+Each option is a ``TrainConfig`` field declared with :func:`option`: its type, default, one-line help and
+group live in the field (``metadata``), and :mod:`gpt2.train.options` turns them into the command-line
+flags, their ``--help`` and the options table of docs/training.md. Messages name an option by
+:func:`option_name`, so they read the same whether a value came from a flag or a ``--config`` file.
 
 The 124M defaults are the seed's (build-nanogpt) recipe: 2^19-token batches of T=1024, AdamW
 beta=(0.9, 0.95), weight decay 0.1, max lr 6e-4 with 715 warmup steps and cosine decay to 10%
-over 19,073 steps (~10B tokens), grad clip 1.0. Larger sizes take the GPT-3 paper's (table 2.1)
-smaller learning rates; ``tiny``/``mini`` get settings that train in minutes on a CPU.
+over 19,073 steps (~10B tokens), grad clip 1.0. Other sizes override a few of them
+(:data:`gpt2.recipes.SIZE_DEFAULTS`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
+from gpt2.fileio import read_json_object
+from gpt2.recipes import SIZE_DEFAULTS
 
-# Per-size defaults for the options that depend on the model size. Everything not listed here
-# takes the TrainConfig field default. "micro_batch_cpu" replaces micro_batch when no GPU is used.
-SIZE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "124M": dict(lr=6e-4, batch_tokens=2**19, micro_batch=64, micro_batch_cpu=8),
-    "350M": dict(lr=3e-4, batch_tokens=2**19, micro_batch=32, micro_batch_cpu=4),
-    "774M": dict(lr=2.5e-4, batch_tokens=2**19, micro_batch=16, micro_batch_cpu=2),
-    "1558M": dict(lr=2e-4, batch_tokens=2**20, micro_batch=8, micro_batch_cpu=1),
-    "mini": dict(
-        lr=1e-3, batch_tokens=2**14, micro_batch=16, micro_batch_cpu=16, steps=2000, warmup_steps=100, eval_every=100
-    ),
-    "tiny": dict(
-        lr=3e-3, batch_tokens=2**12, micro_batch=16, micro_batch_cpu=16, steps=200, warmup_steps=20, eval_every=50
-    ),
-}
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+
+
+def option(default: Any, help: str, group: str, **extra: Any) -> Any:
+    """A TrainConfig field that is a command-line option.
+
+    ``help`` is the one-line help (the default is appended when rendered); ``group`` one of
+    ``gpt2.train.options.GROUPS``. ``extra``: ``choices`` (allowed values), ``metavar``, and
+    ``default_text`` (how to show a default that is decided later, e.g. a ``None``).
+    """
+    return field(default=default, metadata={"help": help, "group": group, **extra})
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run. Token counts are tokens, steps are optimizer steps."""
+    """Everything that defines a training run. Token counts are tokens, steps are optimizer steps.
+
+    ``model`` and ``size`` are not flags of their own: ``--size`` / a ``--config`` model shape set them.
+    ``None`` for an option means "decided later" (its ``default_text`` says how).
+    """
 
     model: GPTConfig = field(default_factory=lambda: GPTConfig.named("124M"))
     size: str | None = "124M"  # registry name the model came from (None for a custom config)
-    data: str = "edu_fineweb10B"  # prepared dataset directory (gpt2 prepare; the seed's default name)
-    out: str = "runs/gpt2"  # RUN_DIR
+    data: str = option("edu_fineweb10B", "prepared dataset directory (gpt2 prepare)", "data", metavar="DIR")
+    out: str = option("runs/gpt2", "run directory: checkpoints, metrics.jsonl, run.json", "data", metavar="RUN_DIR")
     # optimisation (seed recipe)
-    steps: int = 19073
-    batch_tokens: int = 2**19  # tokens per optimizer step, summed over micro-steps and ranks
-    micro_batch: int = 64  # sequences per forward/backward on one rank
-    seq_len: int = 1024
-    lr: float = 6e-4
-    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 715
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-    beta1: float = 0.9
-    beta2: float = 0.95
-    seed: int = 1337
-    shuffle: bool = False  # shuffle shard order per epoch (the seed reads shards in order)
+    steps: int = option(19073, "optimizer steps (at 124M: x 2^19 tokens = 10B, one epoch of sample-10BT)", "optim")
+    batch_tokens: int = option(2**19, "tokens per optimizer step, over all micro-steps and ranks", "optim")
+    micro_batch: int = option(
+        64, "sequences per forward/backward on one rank", "optim", default_text="64 on GPU, 8 on CPU; per --size"
+    )
+    seq_len: int = option(
+        1024, "tokens per sequence (at most the model's block size)", "optim", default_text="min(block size, 1024)"
+    )
+    lr: float = option(6e-4, "peak learning rate", "optim")
+    min_lr_ratio: float = option(0.1, "final lr as a fraction of --lr (cosine decay to lr x ratio)", "optim")
+    warmup_steps: int = option(715, "linear warmup steps (from lr/warmup to lr)", "optim")
+    weight_decay: float = option(0.1, "AdamW weight decay on the >=2-D weights (not biases, not LayerNorm)", "optim")
+    grad_clip: float = option(1.0, "max global gradient norm, 0 = off", "optim")
+    beta1: float = option(0.9, "AdamW beta1", "optim")
+    beta2: float = option(0.95, "AdamW beta2", "optim")
+    seed: int = option(1337, "seed for the model init and (with --shuffle) the shard order", "optim")
+    shuffle: bool = option(False, "shuffle the shard order every epoch (the seed reads shards in order)", "optim")
     # hardware
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    dtype: str = "auto"  # auto | bf16 | fp16 | fp32 (autocast dtype; weights stay fp32)
-    compile: bool | None = None  # None = on for CUDA
-    fsdp: bool = False
-    peak_flops: float | None = None  # per-device peak FLOP/s for MFU; None = look the GPU up
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps", "hardware")
+    dtype: str = option(
+        "auto",
+        "autocast dtype; weights stay fp32 (auto: bf16 on GPUs that have it, fp16 on older ones, fp32 on CPU/MPS)",
+        "hardware",
+        choices=DTYPES,
+    )
+    compile: bool | None = option(None, "torch.compile the model", "hardware", default_text="on for CUDA")
+    fsdp: bool = option(False, "shard with FSDP2 instead of replicating with DDP (774M+, needs torchrun)", "hardware")
+    peak_flops: float | None = option(
+        None, "peak FLOP/s of one device, for MFU", "hardware", default_text="the GPU table"
+    )
     # in-loop evaluation, sampling and checkpoints (every N steps; 0 disables)
-    eval_every: int = 250
-    eval_tokens: int = 10 * 2**19  # validation tokens per evaluation (~5M at 124M, like the seed's 20 x 2^19 / 2)
-    hellaswag_every: int | None = None  # None = same as eval_every
-    hellaswag_limit: int | None = None  # examples (None = all 10,042)
-    hellaswag_path: str | None = None
-    sample_every: int | None = None  # None = same as eval_every
-    sample_prompt: str = "Hello, I'm a language model,"
-    sample_tokens: int = 32
-    num_samples: int = 2
-    save_every: int = 1000
-    keep_last: int = 3  # checkpoints kept in RUN_DIR (0 = keep all)
-    resume: bool | None = None  # None = resume when RUN_DIR has a checkpoint; True = must; False = must not
-    max_bad_steps: int = 5  # consecutive non-finite losses before the run aborts
-    log_every: int = 1  # console line every N steps (metrics.jsonl always gets every step)
+    eval_every: int = option(250, "validation loss every N steps", "loop")
+    eval_tokens: int = option(10 * 2**19, "validation tokens per evaluation", "loop")
+    hellaswag_every: int | None = option(None, "HellaSwag every N steps", "loop", default_text="--eval-every")
+    hellaswag_limit: int | None = option(None, "HellaSwag examples per evaluation", "loop", default_text="all 10,042")
+    hellaswag_path: str | None = option(
+        None, "HellaSwag JSONL file", "loop", metavar="FILE", default_text="the official set, downloaded once"
+    )
+    sample_every: int | None = option(None, "generate samples every N steps", "loop", default_text="--eval-every")
+    sample_prompt: str = option("Hello, I'm a language model,", "prompt of the in-loop samples", "loop")
+    sample_tokens: int = option(32, "new tokens per in-loop sample", "loop")
+    num_samples: int = option(2, "samples per in-loop generation", "loop")
+    save_every: int = option(1000, "checkpoint every N steps (and always at the end)", "loop")
+    keep_last: int = option(3, "checkpoints kept in RUN_DIR, 0 = all", "loop")
+    resume: bool | None = option(
+        None,
+        "continue from RUN_DIR/latest; --no-resume refuses to",
+        "loop",
+        default_text="when RUN_DIR has a checkpoint",
+    )
+    max_bad_steps: int = option(5, "abort after N non-finite losses in a row", "loop")
+    log_every: int = option(1, "console line every N steps (metrics.jsonl always gets every step)", "loop")
 
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-steps per optimizer step on each rank: batch_tokens / (micro_batch * seq_len * world_size)."""
         per_micro = self.micro_batch * self.seq_len * world_size
         if self.batch_tokens % per_micro != 0:
             raise GPT2Error(
-                f"--batch-tokens {self.batch_tokens} is not divisible by micro-batch x seq-len x world size = "
-                f"{self.micro_batch} x {self.seq_len} x {world_size} = {per_micro}; pick --batch-tokens as a "
-                f"multiple of {per_micro} (e.g. {max(1, round(self.batch_tokens / per_micro)) * per_micro})"
+                f"{option_name('batch_tokens')} {self.batch_tokens} is not divisible by micro-batch x seq-len x "
+                f"world size = {self.micro_batch} x {self.seq_len} x {world_size} = {per_micro}; pick "
+                f"{option_name('batch_tokens')} as a multiple of {per_micro} "
+                f"(e.g. {max(1, round(self.batch_tokens / per_micro)) * per_micro})"
             )
         return self.batch_tokens // per_micro
 
     def validate(self, world_size: int = 1) -> None:
         """Raise GPT2Error naming the option when the configuration cannot work."""
-        positive = ("steps", "batch_tokens", "micro_batch", "seq_len")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise GPT2Error(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        non_negative = ("warmup_steps", "eval_every", "save_every", "keep_last", "grad_clip", "weight_decay")
-        for name in non_negative:
+        for name in OPTION_NAMES:
+            check_option_value(name, getattr(self, name))
+        for name in ("steps", "batch_tokens", "micro_batch", "seq_len", "lr", "peak_flops"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:  # None (peak_flops) = decided later
+                raise GPT2Error(f"{option_name(name)} must be positive, got {value}")
+        for name in ("warmup_steps", "eval_every", "save_every", "keep_last", "grad_clip", "weight_decay"):
             if getattr(self, name) < 0:
-                raise GPT2Error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+                raise GPT2Error(f"{option_name(name)} must be >= 0, got {getattr(self, name)}")
         if self.seq_len > self.model.block_size:
             raise GPT2Error(
-                f"--seq-len {self.seq_len} exceeds the model's context window (block_size {self.model.block_size})"
+                f"{option_name('seq_len')} {self.seq_len} exceeds the model's context window "
+                f"(block_size {self.model.block_size})"
             )
-        if not self.lr > 0:
-            raise GPT2Error(f"--lr must be positive, got {self.lr}")
         if not 0 <= self.min_lr_ratio <= 1:
-            raise GPT2Error(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+            raise GPT2Error(f"{option_name('min_lr_ratio')} must be in [0, 1], got {self.min_lr_ratio}")
         if self.max_bad_steps < 1:
-            raise GPT2Error(f"--max-bad-steps must be >= 1, got {self.max_bad_steps}")
-        if self.dtype not in ("auto", "bf16", "fp16", "fp32"):
-            raise GPT2Error(f"--dtype must be auto, bf16, fp16 or fp32, got {self.dtype!r}")
-        if self.peak_flops is not None and self.peak_flops <= 0:
-            raise GPT2Error(f"--peak-flops must be positive, got {self.peak_flops}")
+            raise GPT2Error(f"{option_name('max_bad_steps')} must be >= 1, got {self.max_bad_steps}")
         if self.fsdp and world_size < 2:
-            raise GPT2Error("--fsdp needs several processes (launch with torchrun --nproc_per_node=N)")
+            raise GPT2Error(f"{option_name('fsdp')} needs several processes (launch with torchrun --nproc_per_node=N)")
         self.grad_accum_steps(world_size)
 
     @property
@@ -130,35 +154,69 @@ class TrainConfig:
         return data
 
 
-TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+OPTION_NAMES = tuple(name for name, f in FIELDS.items() if "help" in f.metadata)  # the command-line options
 MODEL_FIELDS = {f.name for f in dataclasses.fields(GPTConfig)}
+_TYPES = typing.get_type_hints(TrainConfig)
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def option_name(name: str) -> str:
+    """How the command line spells TrainConfig field ``name`` (``seq_len`` -> ``--seq-len``): the one mapping."""
+    return "--" + name.replace("_", "-")
+
+
+def option_type(name: str) -> tuple[type, bool]:
+    """(value type, whether None is allowed) of field ``name``, from its annotation (``int | None`` -> int, True)."""
+    hint = _TYPES[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return (args[0], True) if args else (hint, False)
+
+
+def check_option_value(name: str, value: Any) -> Any:
+    """``value`` checked against the type and choices of option ``name`` (an int is accepted for a float).
+
+    Raises GPT2Error naming the option for a wrong type, a value outside ``choices`` or a non-finite float.
+    """
+    kind, optional = option_type(name)
+    if value is None and optional:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not kind:  # not isinstance: True is an int, and an int must not pass for a bool
+        raise GPT2Error(f"{option_name(name)} must be {_TYPE_WORDS[kind]}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise GPT2Error(f"{option_name(name)} must be a finite number, got {value}")
+    choices = FIELDS[name].metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise GPT2Error(f"{option_name(name)} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Options from a JSON ``--config`` file.
+    """Options from a JSON ``--config`` file, each checked against its TrainConfig type.
 
     The file holds training options by their ``TrainConfig`` names (``"lr"``, ``"steps"``, ...), a
     ``"size"``, and/or the model shape, either as GPTConfig fields at the top level (a model's
     ``config.json`` works as is) or under ``"model"``. Unknown keys are an error, so typos never
     silently fall back to a default.
     """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise GPT2Error(f"--config file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GPT2Error(f"--config {path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise GPT2Error(f"--config {path}: expected a JSON object")
+    data = read_json_object(path, "--config file")
     data = {k: v for k, v in data.items() if k not in ("format", "format_version")}  # a checkpoint's config.json
-    model = dict(data.pop("model", None) or {})
+    model = data.pop("model", None) or {}
+    if not isinstance(model, dict):
+        raise GPT2Error(f'--config {path}: "model" must be an object of GPTConfig fields, got {model!r}')
+    model = dict(model)
     for key in list(data):
         if key in MODEL_FIELDS:
             model[key] = data.pop(key)
-    unknown = sorted(set(data) - TRAIN_FIELDS)
+    unknown = sorted(set(data) - set(OPTION_NAMES) - {"size"})
     if unknown:
         raise GPT2Error(f"--config {path}: unknown option(s) {', '.join(unknown)}")
+    try:
+        data = {name: check_option_value(name, value) for name, value in data.items()}
+    except GPT2Error as exc:
+        raise GPT2Error(f"--config {path}: {exc}") from None
     if model:
         data["model"] = model
     return data
@@ -167,8 +225,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def build_config(options: dict[str, Any], device_type: str) -> TrainConfig:
     """Resolve a TrainConfig from explicit options (CLI flags and ``--config`` values, already merged).
 
-    Precedence: explicit option > per-size default > TrainConfig default. ``device_type`` ("cuda",
-    "mps", "cpu") picks the micro-batch default (small on CPU, where big batches only cost memory).
+    Precedence: explicit option > per-size default (:data:`gpt2.recipes.SIZE_DEFAULTS`) > TrainConfig
+    default. ``device_type`` ("cuda", "mps", "cpu") picks the micro-batch default (small on CPU, where
+    big batches only cost memory).
     """
     options = {k: v for k, v in options.items() if v is not None}
     size = options.pop("size", None)
@@ -181,13 +240,12 @@ def build_config(options: dict[str, Any], device_type: str) -> TrainConfig:
     else:
         size = size or "124M"
         model = GPTConfig.named(size)
-    defaults = dict(SIZE_DEFAULTS.get(size or "", {}))
-    cpu_micro = defaults.pop("micro_batch_cpu", None)
-    if device_type != "cuda" and cpu_micro is not None:
-        defaults["micro_batch"] = cpu_micro
-    if "seq_len" not in options:
-        defaults["seq_len"] = min(model.block_size, 1024)
-    unknown = sorted(set(options) - TRAIN_FIELDS)
+    unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:
         raise GPT2Error(f"unknown training option(s): {', '.join(unknown)}")
+    options = {name: check_option_value(name, value) for name, value in options.items()}
+    recipe = SIZE_DEFAULTS.get(size or "")
+    defaults = recipe.options(device_type) if recipe is not None else {}
+    if "seq_len" not in options:
+        defaults["seq_len"] = min(model.block_size, 1024)
     return TrainConfig(model=model, size=size, **{**defaults, **options})

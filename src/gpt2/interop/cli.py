@@ -1,0 +1,79 @@
+"""``gpt2 import`` / ``gpt2 export``: Hugging Face and nanoGPT weights in, Hugging Face out.
+
+    gpt2 import hf SRC --out DIR           # SRC: local HF GPT-2 directory or hub name (gpt2, gpt2-xl, ...)
+    gpt2 import nanogpt FILE.pt --out DIR  # seed / build-nanogpt / nanoGPT checkpoint, read without running pickles
+    gpt2 export CKPT --format hf --out HFDIR
+
+Light at import: torch, transformers and the converters load only in ``run_import`` / ``run_export``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gpt2.errors import GPT2Error
+
+if TYPE_CHECKING:
+    from gpt2.model import GPT
+
+EXPORT_FORMATS = ("hf",)
+
+
+def _check_output(out: Path, force: bool) -> None:
+    """Refuse to replace a non-empty directory (or any file) at ``out`` unless ``--force``: never lose data silently."""
+    if out.is_file():
+        raise GPT2Error(f"--out {out} is a file; choose a directory path")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise GPT2Error(f"--out {out} already exists and is not empty; pass --force to replace it")
+
+
+def _summary(model: GPT) -> str:
+    cfg = model.config
+    return (
+        f"{model.num_parameters():,} parameters, n_layer={cfg.n_layer} n_head={cfg.n_head} n_embd={cfg.n_embd} "
+        f"block_size={cfg.block_size} vocab_size={cfg.vocab_size}"
+    )
+
+
+def add_import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source_type", choices=("hf", "nanogpt"), help="hf: Hugging Face GPT-2; nanogpt: a .pt file")
+    parser.add_argument("src", help="HF model directory or hub name (hf), or a .pt checkpoint file (nanogpt)")
+    parser.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
+    parser.add_argument("--force", action="store_true", help="replace --out if it already exists")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from gpt2.checkpoint import save_model
+    from gpt2.interop.hf import load_hf_model
+    from gpt2.interop.nanogpt import import_nanogpt
+
+    _check_output(args.out, args.force)
+    meta: dict[str, Any]
+    if args.source_type == "hf":
+        model = load_hf_model(args.src)
+        meta = {"source": args.src, "imported_from": "hf"}
+    else:
+        model, meta = import_nanogpt(args.src)
+    save_model(args.out, model, meta)
+    print(f"imported {args.src} -> {args.out} ({_summary(model)})")
+    return 0
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="checkpoint directory or run directory (its latest checkpoint)")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="hf", help="output format (default: hf)")
+    parser.add_argument("--out", required=True, type=Path, help="directory to write")
+    parser.add_argument("--force", action="store_true", help="replace --out if it already exists")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from gpt2.checkpoint import load
+    from gpt2.interop.hf import export_hf
+
+    _check_output(args.out, args.force)
+    model = load(args.model)
+    export_hf(model, args.out)
+    print(f"exported {args.model} -> {args.out} (Hugging Face GPT2LMHeadModel; {_summary(model)})")
+    return 0

@@ -1,0 +1,54 @@
+"""Per-size training defaults: the options whose good value depends on the model size, one typed object per size.
+
+Beside the model registry (:data:`gpt2.config.CONFIGS`) and keyed like it. The GPT-2 sizes take the GPT-3
+paper's (table 2.1) learning rates and batch sizes; ``tiny`` / ``mini`` get settings that train in minutes on
+a CPU. Every option not set here takes its ``TrainConfig`` default, which is the 124M recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SizeDefaults:
+    """The training options that depend on the model size. Token counts are tokens, steps optimizer steps.
+
+    ``None`` means "the TrainConfig default". ``micro_batch_cpu`` replaces ``micro_batch`` when no CUDA GPU
+    is used: on a CPU a big micro-batch only costs memory, the total batch (``batch_tokens``) stays the same.
+    """
+
+    lr: float
+    batch_tokens: int
+    micro_batch: int
+    micro_batch_cpu: int
+    steps: int | None = None
+    warmup_steps: int | None = None
+    eval_every: int | None = None
+
+    def options(self, device_type: str) -> dict[str, Any]:
+        """The TrainConfig values for a run on ``device_type`` (``cuda``, ``mps``, ``cpu``); unset ones left out."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "micro_batch_cpu"}
+        if device_type != "cuda":
+            values["micro_batch"] = self.micro_batch_cpu
+        return {name: value for name, value in values.items() if value is not None}
+
+
+# Keys are the names in gpt2.config.CONFIGS (a test checks they match).
+SIZE_DEFAULTS: dict[str, SizeDefaults] = {
+    "124M": SizeDefaults(lr=6e-4, batch_tokens=2**19, micro_batch=64, micro_batch_cpu=8),
+    "350M": SizeDefaults(lr=3e-4, batch_tokens=2**19, micro_batch=32, micro_batch_cpu=4),
+    "774M": SizeDefaults(lr=2.5e-4, batch_tokens=2**19, micro_batch=16, micro_batch_cpu=2),
+    "1558M": SizeDefaults(lr=2e-4, batch_tokens=2**20, micro_batch=8, micro_batch_cpu=1),
+    "mini": SizeDefaults(
+        lr=1e-3, batch_tokens=2**14, micro_batch=16, micro_batch_cpu=16, steps=2000, warmup_steps=100, eval_every=100
+    ),
+    "tiny": SizeDefaults(
+        lr=3e-3, batch_tokens=2**12, micro_batch=16, micro_batch_cpu=16, steps=200, warmup_steps=20, eval_every=50
+    ),
+}
+
+# TrainConfig fields that some size sets (the CLI help and the docs say "per --size" for these).
+SIZE_DEPENDENT_OPTIONS = tuple(f.name for f in dataclasses.fields(SizeDefaults) if f.name != "micro_batch_cpu")
