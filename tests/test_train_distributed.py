@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPTConfig
-from gpt2.checkpoint import load_checkpoint, load_tensor_tree, read_meta
+from gpt2.checkpoint import load_checkpoint, read_meta
 from gpt2.model import optimizer_param_groups
+from gpt2.tensor_tree import load_tensor_tree
 from gpt2.train.config import build_config
 from gpt2.train.distributed import DistContext
 from gpt2.train.runlog import read_metrics

@@ -8,9 +8,10 @@ The public API most users need::
     tok = gpt2.get_tokenizer()
 """
 
-from gpt2.checkpoint import load, save_model
+from gpt2.checkpoint import save_model
 from gpt2.config import CONFIGS, GPTConfig
 from gpt2.errors import GPT2Error
+from gpt2.loading import load
 from gpt2.model import GPT
 from gpt2.tokenizer import get_tokenizer
 

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gpt2.checkpoint import load, save_model
+from gpt2.checkpoint import latest_checkpoint, load_checkpoint, save_model
 from gpt2.errors import GPT2Error
 from gpt2.interop.hf import export_hf, load_hf_model
 from gpt2.interop.nanogpt import import_nanogpt, load_nanogpt_checkpoint
@@ -70,7 +70,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     _check_output(args.out, args.force)
-    model = load(args.model)
+    # Our format only (interop sits below gpt2.loading, which imports it): a checkpoint or a run's latest one.
+    model = load_checkpoint(latest_checkpoint(args.model) or args.model)
     export_hf(model, args.out)
     print(f"exported {args.model} -> {args.out} (Hugging Face GPT2LMHeadModel; {_summary(model)})")
     return 0

@@ -15,7 +15,6 @@ gathering the full state first.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import shutil
@@ -26,21 +25,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gpt2.checkpoint import (
-    LATEST_FILE,
-    TIED_KEY,
-    WEIGHTS_FILE,
-    latest_checkpoint,
-    load_tensor_tree,
-    read_config,
-    read_safetensors,
-    save_tensor_tree,
-    write_model_files,
-)
+from gpt2.checkpoint import LATEST_FILE, TIED_KEY, WEIGHTS_FILE, latest_checkpoint, read_config, write_model_files
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_directory, atomic_write_text, write_json
+from gpt2.fileio import atomic_directory, atomic_write_text, read_json_object, write_json
 from gpt2.model import GPT
+from gpt2.tensor_tree import load_tensor_tree, read_safetensors, save_tensor_tree
 from gpt2.train.distributed import DistContext, all_gather_objects, barrier, broadcast_from_main
 
 TRAINER_FILE = "trainer.json"
@@ -206,11 +196,8 @@ def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
     file = checkpoint / TRAINER_FILE
     if not file.is_file():
         raise GPT2Error(f"{checkpoint} is not a training checkpoint (no {TRAINER_FILE}); it holds only a model")
-    try:
-        state = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GPT2Error(f"corrupt {file}: {exc}") from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+    state = read_json_object(file, "trainer state")
+    if not isinstance(state.get("step"), int):
         raise GPT2Error(f"corrupt {file}: no integer 'step'")
     return state
 
