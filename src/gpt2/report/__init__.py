@@ -1,6 +1,6 @@
 """Training reports: ``gpt2 plot`` (PNG figure of one or more runs) and ``gpt2 report`` (Markdown summary).
 
-The trainer can call ``write_plot([run_dir], run_dir / "plot.png")`` at each eval.
+Both read what the trainer wrote (metrics.jsonl, run.json, checkpoints); the trainer itself draws no plots.
 """
 
 from gpt2.report.markdown import add_report_arguments, render_report, run_report, write_report
