@@ -107,9 +107,16 @@ def imports_of(module: str, ignore: frozenset[tuple[str, str]] = frozenset()) ->
     ``ignore``: (importer, imported) pairs left out, with the packages they alone would run.
     """
     path = MODULES[module]
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return parse_imports(module, path.read_text(encoding="utf-8"), path.name == "__init__.py", ignore)
+
+
+def parse_imports(
+    module: str, source: str, is_package: bool, ignore: frozenset[tuple[str, str]] = frozenset()
+) -> set[str]:
+    """:func:`imports_of` for the ``source`` text of ``module``."""
+    package = module if is_package else module.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -181,12 +188,36 @@ def test_forbidden_dependencies(importer, imported):
     assert found == []
 
 
-def test_the_checker_sees_function_local_relative_and_package_imports():
-    """The parser itself: known imports of real modules, of each kind it must handle."""
-    assert "gpt2.checkpoint" in imports_of("gpt2.train.state")  # top-level from-import
-    assert "gpt2.evaluate.loss" in imports_of("gpt2.train.hooks")  # function-local
-    assert "gpt2.interop" in imports_of("gpt2.loading")  # the package that `import gpt2.interop.hf` runs first
-    assert "gpt2.data" not in imports_of("gpt2.data.loader")  # but not a submodule's own package
+def test_the_checker_sees_every_kind_of_import():
+    """The parser itself, on a made-up module placed at gpt2.train.example."""
+    source = """
+import os
+import gpt2.interop.hf
+from gpt2.checkpoint import save_model
+from gpt2.data import shards
+from . import state
+from ..evaluate.loss import evaluate_loss
+from gpt2.train import config
+
+
+def later():
+    from gpt2.generate import generate
+"""
+    found = parse_imports("gpt2.train.example", source, is_package=False)
+    assert found == {
+        "gpt2.interop.hf",
+        "gpt2.interop",  # the package `import gpt2.interop.hf` runs first
+        "gpt2.checkpoint",
+        "gpt2.data.shards",  # `from package import submodule` is the submodule...
+        "gpt2.data",  # ...after its package
+        "gpt2.train.state",  # relative imports, one and two levels up
+        "gpt2.evaluate.loss",
+        "gpt2.evaluate",
+        "gpt2.train.config",  # but not gpt2.train: a module's own package is already being imported
+        "gpt2.generate",  # function-local
+    }
+    ignore = frozenset({("gpt2.train.example", "gpt2.interop.hf")})
+    assert "gpt2.interop" not in parse_imports("gpt2.train.example", source, False, ignore)
     assert layer_of("gpt2") == 3 and layer_of("gpt2.data.shards") == 2 and layer_of("gpt2.train.cli") == 3
     assert layer_of("gpt2.new_module") is None
 
