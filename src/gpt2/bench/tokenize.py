@@ -5,8 +5,8 @@ writing with fsync, manifest) with the default worker count (= CPU cores). The r
 inner loop of build-nanogpt's ``fineweb.py`` run in one process: ``encode_ordinary`` per document,
 nothing written. Both see the same documents — the first part of the JSONL corpus named by ``$GPT2_WIKI_PATH``
 (e.g. a Wikipedia sample, one ``{"text": ...}`` per line) when it is set, else the offline demo corpus — timed
-alternately within each repeat. Full size is ~4 M
-characters (~1 M tokens): enough for steady rates, small enough for ``gpt2 bench all`` on 2 cores.
+alternately within each repeat. Full size is ~4 M characters (~1 M tokens): enough for steady rates, small
+enough for ``gpt2 bench all`` on 2 cores.
 """
 
 from __future__ import annotations
