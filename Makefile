@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed-stamp
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# Developer copies of the datasets next to a source checkout, for the demo, the benchmarks and the tests (nothing
+# in src/ knows about ../shared); empty when absent, which the code reads as unset.
+export GPT2_HELLASWAG_PATH ?= $(abspath $(wildcard ../shared/data/hellaswag/hellaswag_val.jsonl))
+export GPT2_WIKI_PATH ?= $(abspath $(wildcard ../shared/data/wiki/enwiki_sample.jsonl))
 
 .PHONY: venv demo test lint browser clean
 

@@ -1,24 +1,26 @@
-"""Our checkpoint format: exact round trips, atomic writes, clear errors on every kind of bad input."""
+"""Our checkpoint format: exact round trips, atomic writes, unchanged files on disk, clear errors on bad input.
+
+Loading from other sources (run directories, Hugging Face, .pt files) is tested in test_loading.py.
+"""
 
 import json
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-import gpt2
 from gpt2 import GPT, GPT2Error, GPTConfig
 from gpt2.checkpoint import (
     WEIGHTS_FILE,
     is_checkpoint_dir,
-    latest_checkpoint,
     load_checkpoint,
-    load_tensor_tree,
     read_config,
     read_meta,
     save_model,
-    save_tensor_tree,
 )
-from gpt2.fileio import atomic_directory, write_json_atomic
+from gpt2.fileio import atomic_directory
+from gpt2.rundir import latest_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,31 @@ def test_save_load_round_trip_is_bitwise(ckpt, model):
     assert loaded.lm_head.weight is loaded.transformer.wte.weight  # still tied after loading
     assert read_meta(ckpt) == {"step": 12, "val_loss": 4.5}
     assert read_config(ckpt) == model.config and is_checkpoint_dir(ckpt)
-    assert_same_weights(gpt2.load(ckpt), model)
+
+
+def test_files_on_disk_are_those_of_the_format(ckpt, model):
+    """The values every earlier checkpoint has on disk: changing them would orphan old checkpoints."""
+    fields = {"block_size": 128, "vocab_size": 50304, "n_layer": 2, "n_head": 2, "n_embd": 64}
+    expected = {"format": "gpt2-from-scratch", "format_version": 1, **fields}
+    assert (ckpt / "config.json").read_text() == json.dumps(expected, indent=2) + "\n"
+    assert json.loads((ckpt / "meta.json").read_text()) == {"step": 12, "val_loss": 4.5}
+    with safe_open(str(ckpt / WEIGHTS_FILE), "pt") as f:
+        assert f.metadata() == {"format": "gpt2-from-scratch"}
+        stored = set(f.keys())
+    assert "lm_head.weight" not in stored and "transformer.wte.weight" in stored  # the tied head is stored once
+
+
+def test_checkpoint_written_by_the_old_writer_loads(tmp_path, model):
+    """A checkpoint as the code before gpt2.fileio wrote it (compact meta, no sort), rebuilt here by hand."""
+    old = tmp_path / "old"
+    old.mkdir()
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    save_file(state, str(old / WEIGHTS_FILE), metadata={"format": "gpt2-from-scratch"})
+    config = {"format": "gpt2-from-scratch", "format_version": 1, **model.config.to_dict()}
+    (old / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (old / "meta.json").write_text(json.dumps({"step": 7, "tokens": 7168}))
+    assert is_checkpoint_dir(old) and read_meta(old) == {"step": 7, "tokens": 7168}
+    assert_same_weights(load_checkpoint(old), model)
 
 
 def test_save_unwraps_a_compiled_model(tmp_path, model):
@@ -90,6 +116,8 @@ def edit_config(ckpt, **changes):
         (lambda c: (c / "config.json").unlink(), "has no config.json"),
         (lambda c: (c / "config.json").write_text("{not json"), "corrupt checkpoint config"),
         (lambda c: (c / "meta.json").write_text("[1, 2"), "corrupt checkpoint metadata"),
+        (lambda c: (c / "meta.json").write_text("[1, 2]"), "corrupt checkpoint metadata .*expected a JSON object"),
+        (lambda c: edit_config(c, format_version="2"), "format_version '2' is newer"),
         (lambda c: edit_config(c, n_embd=128), "has shape \\[50304, 64\\], config needs \\[50304, 128\\]"),
         (lambda c: edit_config(c, n_layer=3), "missing: \\['transformer.h.2"),
         (lambda c: edit_config(c, vocab_size=50257), "transformer.wte.weight has shape \\[50304, 64\\]"),
@@ -105,55 +133,24 @@ def test_bad_checkpoints_are_clear_errors(ckpt, damage, message):
         read_meta(ckpt)
 
 
-def test_missing_checkpoint(tmp_path):
+def test_missing_checkpoint_and_not_ours(tmp_path):
     with pytest.raises(GPT2Error, match="checkpoint not found"):
         load_checkpoint(tmp_path / "nope")
-    with pytest.raises(GPT2Error, match="model not found"):
-        gpt2.load(str(tmp_path / "nope"))
-    with pytest.raises(GPT2Error, match="neither a checkpoint, a run directory nor a Hugging Face"):
-        gpt2.load(tmp_path)
-    (tmp_path / "weights.bin").write_bytes(b"x")
-    with pytest.raises(GPT2Error, match="unsupported model file"):
-        gpt2.load(tmp_path / "weights.bin")
+    assert not is_checkpoint_dir(tmp_path / "nope") and not is_checkpoint_dir(tmp_path)
+    (tmp_path / "config.json").write_text("{broken")
+    assert not is_checkpoint_dir(tmp_path)  # unreadable: not ours, and no exception from a yes/no question
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))  # a Hugging Face config
+    assert not is_checkpoint_dir(tmp_path)
+    with pytest.raises(GPT2Error, match='is not a gpt2-from-scratch config \\(missing "format"'):
+        load_checkpoint(tmp_path)
 
 
-def test_run_directory_loads_latest(tmp_path, model):
+def test_latest_checkpoint_follows_the_pointer(tmp_path, model):
     run = tmp_path / "run"
-    save_model(run / "step_000010", GPT(GPTConfig(block_size=64, n_layer=1, n_head=2, n_embd=32)), {"step": 10})
     save_model(run / "step_000020", model, {"step": 20})
     assert latest_checkpoint(run) is None  # no pointer yet
-    write_json_atomic(run / "run.json", {"config": model.config.to_dict()})
     (run / "latest").write_text("step_000020\n")
     assert latest_checkpoint(run) == run / "step_000020"
-    assert_same_weights(gpt2.load(run), model)
     (run / "latest").write_text("step_000030")
     with pytest.raises(GPT2Error, match="points to 'step_000030', which does not exist"):
-        gpt2.load(run)
-
-
-def test_tensor_tree_round_trip(tmp_path, model):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    _, loss = model(torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 4, dtype=torch.long))
-    loss.backward()
-    optimizer.step()
-    tree = {
-        "optimizer": optimizer.state_dict(),  # int keys, nested dicts, lists, floats, bools, tensors
-        "rng": {"torch": torch.get_rng_state(), "python": (3, (1, 2, 3), None)},
-        "loader": {"position": 12345, "shard": "train_000.bin", "nested": [[1.5, True], {"x": None}]},
-    }
-    save_tensor_tree(tmp_path, "state", tree)
-    back = load_tensor_tree(tmp_path, "state")
-    assert back["loader"] == tree["loader"] and back["rng"]["python"] == (3, (1, 2, 3), None)
-    assert torch.equal(back["rng"]["torch"], tree["rng"]["torch"])
-    assert back["optimizer"]["param_groups"] == tree["optimizer"]["param_groups"]
-    state, original = back["optimizer"]["state"], tree["optimizer"]["state"]
-    assert state.keys() == original.keys() and all(isinstance(k, int) for k in state)
-    for key in original:
-        for name, value in original[key].items():
-            assert torch.equal(state[key][name], value), (key, name)
-    fresh = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    fresh.load_state_dict(back["optimizer"])  # usable as is
-    with pytest.raises(TypeError, match="cannot store object"):
-        save_tensor_tree(tmp_path, "bad", {"x": object()})
-    with pytest.raises(GPT2Error, match="missing nothing.json"):
-        load_tensor_tree(tmp_path, "nothing")
+        latest_checkpoint(run)

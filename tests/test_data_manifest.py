@@ -38,7 +38,7 @@ def test_missing_invalid_and_incomplete(tmp_path):
     with pytest.raises(GPT2Error, match="no manifest.json"):
         read_manifest(tmp_path)
     (tmp_path / MANIFEST_NAME).write_text("{not json")
-    with pytest.raises(GPT2Error, match="invalid JSON"):
+    with pytest.raises(GPT2Error, match="corrupt dataset manifest .*manifest.json: not valid JSON"):
         read_manifest(tmp_path)
     (tmp_path / MANIFEST_NAME).write_text(json.dumps({"format": "other"}))
     with pytest.raises(GPT2Error, match="not a gpt2-token-shards manifest"):

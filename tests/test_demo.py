@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from gpt2.demo import main, run_demo, train_argv
+from gpt2 import GPT2Error
+from gpt2.demo import find_hellaswag, main, run_demo, train_argv
 
 pytestmark = pytest.mark.slow
 
@@ -61,3 +62,20 @@ def test_train_command_skips_hellaswag_without_data(tmp_path):
 def test_bad_steps_is_one_error_line(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--steps", "0"]) == 1
     assert capsys.readouterr().err.strip() == "error: --steps must be >= 1, got 0"
+
+
+def test_hellaswag_file_comes_from_the_option_then_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPT2_CACHE_DIR", str(tmp_path / "cache"))  # no cached official file
+    given, from_env = tmp_path / "given.jsonl", tmp_path / "env.jsonl"
+    given.write_text("{}\n"), from_env.write_text("{}\n")
+    monkeypatch.setenv("GPT2_HELLASWAG_PATH", str(from_env))
+    assert find_hellaswag(False, given) == (given, f"HellaSwag val from {given}")
+    assert find_hellaswag(False)[0] == from_env
+    with pytest.raises(GPT2Error, match="--hellaswag-path .*nope.jsonl: file not found"):
+        find_hellaswag(False, tmp_path / "nope.jsonl")
+    monkeypatch.setenv("GPT2_HELLASWAG_PATH", str(tmp_path / "missing.jsonl"))
+    with pytest.raises(GPT2Error, match=r"\$GPT2_HELLASWAG_PATH is '.*missing.jsonl', which is not a file"):
+        find_hellaswag(False)
+    monkeypatch.setenv("GPT2_HELLASWAG_PATH", "")  # what make sets when there is no developer copy
+    path, note = find_hellaswag(False)
+    assert path is None and "HellaSwag skipped" in note and "GPT2_HELLASWAG_PATH" in note

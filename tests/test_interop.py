@@ -335,6 +335,21 @@ def test_cli_import_and_export_round_trip(hf_dir, tmp_path, tokens, capsys):
     assert main(["export", str(ckpt), "--out", str(exported), "--force"]) == 0
 
 
+def test_cli_export_takes_a_run_directory_and_any_other_model_source(hf_dir, tmp_path, tokens, capsys):
+    model = GPT(GPTConfig.named("tiny")).eval()
+    run = tmp_path / "run"
+    save_model(run / "step_000004", model, {"step": 4})
+    (run / "latest").write_text("step_000004\n")
+    assert main(["export", str(run), "--out", str(tmp_path / "hf")]) == 0
+    exported = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    assert max_diff(hf_logits(exported, tokens), our_logits(model, tokens)[..., :GPT2_VOCAB_SIZE]) <= TOLERANCE
+    # any source gpt2.load accepts: an HF directory round-trips to the same logits
+    assert main(["export", str(hf_dir), "--out", str(tmp_path / "again")]) == 0
+    again = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "again").eval()
+    original = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+    assert max_diff(hf_logits(again, tokens), hf_logits(original, tokens)) <= TOLERANCE
+
+
 def test_cli_import_seed_checkpoint(seed_config, tmp_path, capsys):
     model = GPT(GPTConfig.named("tiny"))
     path = tmp_path / "seed.pt"

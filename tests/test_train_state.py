@@ -25,7 +25,7 @@ def draws() -> tuple:
 
 
 def test_rng_state_round_trip_through_tensor_tree(tmp_path):
-    from gpt2.checkpoint import load_tensor_tree, save_tensor_tree
+    from gpt2.tensor_tree import load_tensor_tree, save_tensor_tree
 
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     state = capture_rng_state(torch.device("cpu"))

@@ -166,11 +166,11 @@ def _load_model(spec: str | None, device: str) -> tuple[Any | None, str]:
     """(model, "") or (None, reason) — the app must come up even when the model cannot be loaded."""
     if not spec:
         return None, ""
-    import gpt2
+    from gpt2.loading import load
     from gpt2.runtime.device import resolve_device
 
     try:
-        return gpt2.load(spec, device=resolve_device(device)), ""
+        return load(spec, device=resolve_device(device)), ""
     except GPT2Error as exc:
         return None, str(exc)
 

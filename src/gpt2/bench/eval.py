@@ -9,16 +9,14 @@ Compared in the same run, on the same model, items and precision:
 * **lm-evaluation-harness** (only when ``lm_eval`` is importable): its ``HFLM.loglikelihood`` on
   the same (context, " " + ending) requests, with our weights exported to Hugging Face format.
 
-Items: the HellaSwag validation file when one is at hand (``$GPT2_HELLASWAG``, the download
-cache, or ``../shared/data/hellaswag`` next to a source checkout), otherwise synthetic items of
-similar length. Sizes: quick = tiny model, 4 items; CPU = ``mini`` (16 items) and 124M (4 items: the
-one-at-a-time reference scores under one item a second there, and ``gpt2 bench all`` must stay short);
-CUDA = 124M, 512 items, bf16 autocast on both sides.
+Items: the HellaSwag validation file when one is at hand (``$GPT2_HELLASWAG_PATH``, else the download
+cache), otherwise synthetic items of similar length. Sizes: quick = tiny model, 4 items; CPU = ``mini``
+(16 items) and 124M (4 items: the one-at-a-time reference scores under one item a second there, and
+``gpt2 bench all`` must stay short); CUDA = 124M, 512 items, bf16 autocast on both sides.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import tempfile
 from pathlib import Path
@@ -29,7 +27,13 @@ from torch.nn import functional as F
 from gpt2.bench.core import BenchResult, interleaved_median_seconds
 from gpt2.bench.train import autocast_dtype
 from gpt2.config import GPTConfig
-from gpt2.evaluate.hellaswag import HellaSwagItem, default_cache_dir, hellaswag_accuracy, load_hellaswag
+from gpt2.evaluate.hellaswag import (
+    HellaSwagItem,
+    default_cache_dir,
+    hellaswag_accuracy,
+    hellaswag_path_from_env,
+    load_hellaswag,
+)
 from gpt2.evaluate.scoring import encode_pair
 from gpt2.model import GPT
 from gpt2.runtime.device import autocast
@@ -40,12 +44,9 @@ LM_EVAL_NAME = "lm-evaluation-harness HFLM.loglikelihood"
 
 
 def _hellaswag_file() -> Path | None:
-    candidates = [
-        os.environ.get("GPT2_HELLASWAG", ""),
-        default_cache_dir() / "hellaswag" / "hellaswag_val.jsonl",
-        Path(__file__).resolve().parents[3].parent / "shared" / "data" / "hellaswag" / "hellaswag_val.jsonl",
-    ]
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+    """``$GPT2_HELLASWAG_PATH`` (an error if it names no file), else the downloaded official file, else None."""
+    cached = default_cache_dir() / "hellaswag" / "hellaswag_val.jsonl"
+    return hellaswag_path_from_env() or (cached if cached.is_file() else None)
 
 
 def _synthetic_items(n: int) -> list[HellaSwagItem]:

@@ -3,14 +3,16 @@
 Ours is the whole ``prepare_documents`` pipeline (threaded ``encode_to_numpy``, EOT insertion, shard
 writing with fsync, manifest) with the default worker count (= CPU cores). The reference is the
 inner loop of build-nanogpt's ``fineweb.py`` run in one process: ``encode_ordinary`` per document,
-nothing written. Both see the same documents — the first part of ``../shared/data/wiki/enwiki_sample.jsonl``
-when it exists, else the offline demo corpus — timed alternately within each repeat. Full size is ~4 M
-characters (~1 M tokens): enough for steady rates, small enough for ``gpt2 bench all`` on 2 cores.
+nothing written. Both see the same documents — the first part of the JSONL corpus named by ``$GPT2_WIKI_PATH``
+(e.g. a Wikipedia sample, one ``{"text": ...}`` per line) when it is set, else the offline demo corpus — timed
+alternately within each repeat. Full size is ~4 M characters (~1 M tokens): enough for steady rates, small
+enough for ``gpt2 bench all`` on 2 cores.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,14 +21,24 @@ from gpt2.bench.core import BenchResult, interleaved_median_seconds
 from gpt2.data.encode import default_workers
 from gpt2.data.prepare import prepare_documents
 from gpt2.data.sources import demo_documents, file_documents
+from gpt2.errors import GPT2Error
 from gpt2.tokenizer import get_tokenizer
 
-ENWIKI = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "wiki" / "enwiki_sample.jsonl"
+WIKI_PATH_ENV = "GPT2_WIKI_PATH"  # a JSONL corpus to tokenize instead of the demo corpus (``make`` may set it)
+
+
+def corpus_file() -> Path | None:
+    """The file named by ``$GPT2_WIKI_PATH``; None when unset or empty; a GPT2Error when it is no file."""
+    value = os.environ.get(WIKI_PATH_ENV, "")
+    if value and not Path(value).expanduser().is_file():
+        raise GPT2Error(f"${WIKI_PATH_ENV} is {value!r}, which is not a file (name a JSONL corpus or unset it)")
+    return Path(value).expanduser() if value else None
 
 
 def bench_documents(max_chars: int) -> tuple[list[str], str]:
     """(documents totalling about ``max_chars`` characters, corpus name)."""
-    source, name = (file_documents([ENWIKI]), "enwiki_sample") if ENWIKI.is_file() else (demo_documents(), "demo")
+    path = corpus_file()
+    source, name = (file_documents([path]), path.stem) if path is not None else (demo_documents(), "demo")
     docs, size = [], 0
     for text in source:
         docs.append(text)

@@ -5,7 +5,9 @@ prepare_documents(["some text", "another document"], "data/tiny", shard_tokens=1
 loader = TokenShardLoader("data/tiny", "train", batch_size=2, seq_len=4)
 x, y = loader.next_batch()   # int64 (B, T); y is x shifted by one token
 
-Names resolve on first use (lazy): ``gpt2 prepare --help`` loads neither numpy nor torch.
+Shard IO (shards, manifest, writer, encode, sources, prepare) needs numpy but not torch; only the loader,
+which hands out tensors, imports torch. Names resolve on first use (lazy): ``gpt2 prepare --help`` loads
+neither numpy nor torch.
 """
 
 from typing import TYPE_CHECKING

@@ -14,7 +14,6 @@ starts the next epoch. The whole state is (epoch, position), identical on every 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +128,6 @@ class TokenShardLoader:
         x = buf[:-1].view(self.batch_size, self.seq_len)
         y = buf[1:].view(self.batch_size, self.seq_len)
         return x, y
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        while True:
-            yield self.next_batch()
 
     def reset(self) -> None:
         """Go back to the first batch of epoch 0."""

@@ -16,18 +16,20 @@ A directory without a manifest that holds build-nanogpt / llm.c shards (``*_trai
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from gpt2.data.shards import SHARD_SUFFIXES, file_sha256, shard_num_tokens
 from gpt2.errors import GPT2Error
+from gpt2.fileio import read_json, write_json_atomic
 from gpt2.tokenizer import TOKENIZER_HASH
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_NAME = "gpt2-token-shards"
-FORMAT_VERSION = 1
+# The "format" / "version" markers of a manifest: what a prepared dataset is, unlike our checkpoints'
+# gpt2.checkpoint.CHECKPOINT_FORMAT. The values on disk never change, so old datasets keep loading.
+SHARDS_FORMAT = "gpt2-token-shards"
+SHARDS_FORMAT_VERSION = 1
 SPLITS = ("train", "val")
 _SHARD_KEYS = ("file", "split", "tokens", "sha256")
 # build-nanogpt: edufineweb_train_000001.npy; llm.c: fineweb_val_000000.bin
@@ -37,8 +39,8 @@ _SPLIT_IN_NAME = re.compile(r"(?:^|[_\-.])(train|val)(?:[_\-.]|$)")
 def new_manifest(source: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """An empty, incomplete manifest for a dataset about to be prepared from ``source``."""
     return {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "format": SHARDS_FORMAT,
+        "version": SHARDS_FORMAT_VERSION,
         "source": source,
         "tokenizer": {"name": "gpt2", "hash": TOKENIZER_HASH},
         "documents": 0,
@@ -52,18 +54,18 @@ def new_manifest(source: str, options: dict[str, Any] | None = None) -> dict[str
 
 def write_manifest(data_dir: str | Path, manifest: dict[str, Any]) -> None:
     """Atomically (temp + fsync + rename) write ``manifest`` to ``data_dir/manifest.json``."""
-    from gpt2.fileio import write_json_atomic
-
     write_json_atomic(Path(data_dir) / MANIFEST_NAME, manifest)
 
 
 def _validate(manifest: Any, path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise GPT2Error(f"{path}: expected a JSON object")
-    if manifest.get("format") != FORMAT_NAME:
-        raise GPT2Error(f"{path}: not a {FORMAT_NAME} manifest (format={manifest.get('format')!r})")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise GPT2Error(f"{path}: unsupported manifest version {manifest.get('version')!r} (expected {FORMAT_VERSION})")
+    if manifest.get("format") != SHARDS_FORMAT:
+        raise GPT2Error(f"{path}: not a {SHARDS_FORMAT} manifest (format={manifest.get('format')!r})")
+    if manifest.get("version") != SHARDS_FORMAT_VERSION:
+        raise GPT2Error(
+            f"{path}: unsupported manifest version {manifest.get('version')!r} (expected {SHARDS_FORMAT_VERSION})"
+        )
     shards = manifest.get("shards")
     if not isinstance(shards, list):
         raise GPT2Error(f"{path}: 'shards' must be a list")
@@ -117,11 +119,7 @@ def read_manifest(data_dir: str | Path, require_complete: bool = True) -> dict[s
         raise GPT2Error(
             f"{data_dir} has no {MANIFEST_NAME} and no shards; create it with `gpt2 prepare ... --out {data_dir}`"
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GPT2Error(f"{path}: invalid JSON ({exc})") from None
-    manifest = _validate(manifest, path)
+    manifest = _validate(read_json(path, "dataset manifest"), path)
     if require_complete and not manifest.get("complete"):
         raise GPT2Error(
             f"{data_dir} is incomplete (its prepare was interrupted after {len(manifest['shards'])} shard(s)); "

@@ -99,14 +99,14 @@ def _print_report(result: dict[str, Any], as_json: bool) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import gpt2
+    from gpt2.loading import load
     from gpt2.runtime.device import resolve_amp_dtype
     from gpt2.runtime.distributed import setup_distributed, teardown_distributed
 
     ctx = setup_distributed(args.device)
     try:
         dtype = resolve_amp_dtype(args.dtype, ctx.device)
-        model = gpt2.load(args.model, ctx.device)
+        model = load(args.model, ctx.device)
         t0 = time.perf_counter()
         result: dict[str, Any]
         if args.task == "hellaswag":

@@ -42,6 +42,9 @@ from gpt2.runtime.parallel import unwrap_model
 from gpt2.tokenizer import get_tokenizer
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
+# A local copy of hellaswag_val.jsonl for offline use by the demo and the benchmarks (``make`` sets it to the
+# developer copy when one exists). ``gpt2 eval`` / ``gpt2 train`` take the path as an option instead.
+HELLASWAG_PATH_ENV = "GPT2_HELLASWAG_PATH"
 NUM_ENDINGS = 4
 DEFAULT_BATCH_SIZE = 16  # items per forward pass (x4 rows)
 
@@ -143,6 +146,17 @@ def default_cache_dir() -> Path:
     return Path(base) / "gpt2-from-scratch"
 
 
+def hellaswag_path_from_env() -> Path | None:
+    """The file named by ``$GPT2_HELLASWAG_PATH``; None when it is unset or empty; a GPT2Error if it is no file."""
+    value = os.environ.get(HELLASWAG_PATH_ENV, "")
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise GPT2Error(f"${HELLASWAG_PATH_ENV} is {value!r}, which is not a file (name a hellaswag_val.jsonl)")
+    return path
+
+
 def download_hellaswag(cache_dir: str | Path | None = None, url: str | None = None) -> Path:
     """The official HellaSwag validation file (``url``, default HELLASWAG_VAL_URL), downloaded into
     ``cache_dir`` (default: :func:`default_cache_dir`) on first use.
@@ -162,7 +176,7 @@ def download_hellaswag(cache_dir: str | Path | None = None, url: str | None = No
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise GPT2Error(
             f"could not download HellaSwag from {url} ({exc}); "
-            "pass a local copy with --data FILE (e.g. ../shared/data/hellaswag/hellaswag_val.jsonl)"
+            "pass a local copy: gpt2 eval hellaswag --data FILE, gpt2 train --hellaswag-path FILE"
         ) from None
     return target
 

@@ -24,8 +24,8 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    import gpt2
     from gpt2.generate.decode import generate, stream
+    from gpt2.loading import load
     from gpt2.runtime.device import resolve_device  # the same device rules as gpt2 train / eval
     from gpt2.sampling import SamplingOptions
 
@@ -44,7 +44,7 @@ def run_sample(args: argparse.Namespace) -> int:
     )
     SamplingOptions.from_arguments(**{k: v for k, v in kwargs.items() if k != "on_notice"})  # fail before loading
     device = resolve_device(args.device)
-    model = gpt2.load(args.model, device=device)
+    model = load(args.model, device=device)
     if args.stream:
         print(args.prompt, end="", flush=True)
         for piece in stream(model, args.prompt, **kwargs):

@@ -62,15 +62,17 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="checkpoint directory or run directory (its latest checkpoint)")
+    parser.add_argument(
+        "model", help="any model gpt2.load accepts: checkpoint dir, run dir (its latest), HF dir or hub name, .pt file"
+    )
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="hf", help="output format (default: hf)")
     parser.add_argument("--out", required=True, type=Path, help="directory to write")
     parser.add_argument("--force", action="store_true", help="replace --out if it already exists")
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from gpt2.checkpoint import load
     from gpt2.interop.hf import export_hf
+    from gpt2.loading import load
 
     _check_output(args.out, args.force)
     model = load(args.model)

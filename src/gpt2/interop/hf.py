@@ -15,7 +15,6 @@ so it needs no ``transformers`` at all.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,10 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from gpt2.checkpoint import FORMAT_NAME, model_from_state_dict
+from gpt2.checkpoint import CHECKPOINT_FORMAT, model_from_state_dict
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_directory
+from gpt2.fileio import atomic_directory, read_json_object, write_json
 from gpt2.interop.state_dict import check_tied_head, drop_attention_buffers, transpose_conv1d
 from gpt2.model import GPT
 from gpt2.tokenizer import EOT_ID, EOT_TOKEN, bpe_files
@@ -100,14 +99,9 @@ def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
             raise GPT2Error(f"Hugging Face model directory not found: {src}")
         if not (path / "config.json").is_file():
             raise GPT2Error(f"{src}: not a Hugging Face model directory (no config.json)")
-        try:
-            hf_config = json.loads((path / "config.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise GPT2Error(f"{path / 'config.json'}: invalid JSON ({exc})") from None
-        if not isinstance(hf_config, dict):
-            raise GPT2Error(f"{path / 'config.json'}: expected a JSON object")
-        if hf_config.get("format") == FORMAT_NAME:
-            raise GPT2Error(f"{src} is already a {FORMAT_NAME} checkpoint; load it directly, no import needed")
+        hf_config = read_json_object(path / "config.json", "Hugging Face config")
+        if hf_config.get("format") == CHECKPOINT_FORMAT:
+            raise GPT2Error(f"{src} is already a {CHECKPOINT_FORMAT} checkpoint; load it directly, no import needed")
         config = config_from_hf(hf_config, src)  # fail fast, before transformers reads any weights
         src = str(path)
     transformers = _load_transformers()
@@ -178,8 +172,8 @@ def write_tokenizer_files(directory: Path, model_max_length: int) -> None:
         "add_bos_token": False,
         **special,
     }
-    _write_json(directory / "tokenizer_config.json", tokenizer_config)
-    _write_json(directory / "special_tokens_map.json", special)
+    write_json(directory / "tokenizer_config.json", tokenizer_config, sort_keys=False)
+    write_json(directory / "special_tokens_map.json", special, sort_keys=False)
     _write_fast_tokenizer(directory / "tokenizer.json", vocab_bpe, encoder_json)
 
 
@@ -200,10 +194,6 @@ def _write_fast_tokenizer(path: Path, vocab_bpe: Path, encoder_json: Path) -> No
     tokenizer.save(str(path))
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
 def export_hf(model: GPT, out: str | Path) -> Path:
     """Write ``model`` as a Hugging Face GPT-2 directory at ``out`` (atomically; replaces ``out``).
 
@@ -211,7 +201,7 @@ def export_hf(model: GPT, out: str | Path) -> Path:
     """
     with atomic_directory(out) as tmp:
         save_file(hf_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        _write_json(tmp / "config.json", hf_config_dict(model.config))
-        _write_json(tmp / "generation_config.json", {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID})
+        write_json(tmp / "config.json", hf_config_dict(model.config), sort_keys=False)
+        write_json(tmp / "generation_config.json", {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID}, sort_keys=False)
         write_tokenizer_files(tmp, model.config.block_size)
     return Path(out)

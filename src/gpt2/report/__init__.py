@@ -6,6 +6,8 @@
 ``gpt2.report.cli``       the ``gpt2 plot`` / ``gpt2 report`` commands
 
 Names resolve on first use (lazy), so importing the package costs nothing.
+
+Both read what the trainer wrote (metrics.jsonl, run.json, checkpoints); the trainer itself draws no plots.
 """
 
 from typing import TYPE_CHECKING

@@ -23,12 +23,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gpt2.checkpoint import load_tensor_tree, read_config, save_tensor_tree
+from gpt2.checkpoint import read_config
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.fileio import atomic_directory
 from gpt2.rundir import checkpoint_name, prune_checkpoints, write_latest
 from gpt2.runtime.distributed import DistContext, barrier
+from gpt2.tensor_tree import load_tensor_tree, save_tensor_tree
 from gpt2.train.state import Stateful, read_trainer_state
 
 

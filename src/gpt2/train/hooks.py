@@ -1,8 +1,8 @@
 """In-loop evaluation: validation loss, HellaSwag and sample generations every N steps.
 
 The functions come from ``gpt2.evaluate`` and ``gpt2.generate`` and are imported only when first
-needed. A hook whose module is missing, or whose data is unavailable (no val split, no HellaSwag
-file), prints one warning and switches itself off instead of stopping a long run.
+needed. A hook whose data is unavailable (no val split, no HellaSwag file) prints one warning and
+switches itself off instead of stopping a long run.
 
 Every rank calls every hook: the evaluation functions shard their work and all-reduce, and an
 FSDP model needs all ranks in each forward pass. The model passed in is the plain (uncompiled,
@@ -62,11 +62,9 @@ class InLoopEvaluation:
         return metrics, samples
 
     def _call(self, name: str, hook: Callable[[nn.Module], Any], model: nn.Module, empty: Any) -> Any:
-        """``hook(model)``; a missing module or missing data disables the hook (one warning) and gives ``empty``."""
+        """``hook(model)``; missing data disables the hook (one warning) and gives ``empty``."""
         try:
             return hook(model)
-        except ImportError as exc:  # the evaluation / generation package is not installed (yet)
-            self._disable(name, f"its module is not available ({exc})")
         except GPT2Error as exc:  # e.g. no val split, HellaSwag file missing and the hub unreachable
             self._disable(name, str(exc))
         return empty

@@ -1,0 +1,58 @@
+"""``gpt2.load``: one call that loads a model from any source we support.
+
+It sits above both our checkpoint format (``gpt2.checkpoint``) and the converters (``gpt2.interop``):
+those never import this module, so there is no cycle between them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from gpt2.checkpoint import CONFIG_FILE, is_checkpoint_dir, load_checkpoint
+from gpt2.errors import GPT2Error
+from gpt2.interop.hf import load_hf_model
+from gpt2.interop.nanogpt import load_nanogpt_checkpoint
+from gpt2.model import GPT
+from gpt2.rundir import latest_checkpoint
+
+TORCH_FILE_SUFFIXES = (".pt", ".pth", ".ckpt")  # nanoGPT / build-nanogpt checkpoints (read without unpickling code)
+
+
+def _looks_like_path(spec: str) -> bool:
+    """True for what can only be a (missing) local path, not a hub name such as ``gpt2`` or ``org/name``."""
+    return spec.startswith((".", "/")) or (os.sep in spec and spec.count("/") != 1)
+
+
+def load(spec: str | Path, device: torch.device | str = "cpu") -> GPT:
+    """Load a model in eval mode on ``device`` from any supported source.
+
+    ``spec``, tried in this order:
+
+    * one of our checkpoint directories (``config.json`` with our format marker);
+    * a training run directory: the checkpoint its ``latest`` file points to;
+    * a local Hugging Face GPT-2 directory (a ``config.json`` of another format);
+    * a nanoGPT / build-nanogpt ``.pt`` file (``.pth``, ``.ckpt``), read without unpickling code;
+    * otherwise a Hugging Face hub name such as ``gpt2`` (needs the network or the HF cache).
+
+    Anything else is a GPT2Error naming ``spec``.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        if is_checkpoint_dir(path):
+            return load_checkpoint(path, device)
+        latest = latest_checkpoint(path)
+        if latest is not None:
+            return load_checkpoint(latest, device)
+        if (path / CONFIG_FILE).is_file():
+            return load_hf_model(str(path), device=device)
+        raise GPT2Error(f"{path} is neither a checkpoint, a run directory nor a Hugging Face model directory")
+    if path.is_file():
+        if path.suffix in TORCH_FILE_SUFFIXES:
+            return load_nanogpt_checkpoint(path).to(device).eval()
+        raise GPT2Error(f"{path}: unsupported model file (expected a checkpoint directory or a .pt file)")
+    if _looks_like_path(str(spec)):
+        raise GPT2Error(f"model not found: {spec}")
+    return load_hf_model(str(spec), device=device)
