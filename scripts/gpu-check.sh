@@ -48,7 +48,7 @@ if [ "$DRY_RUN" = 1 ]; then
     declare -A LIMIT=([install]=60 [env]=60 [tests]=60 [train124]=60 [hellaswag]=60 [generate]=60 [train350]=60 [train774]=60)
 else
     DEVICE_ARGS=(--device cuda); DRY_FLAG=()
-    declare -A LIMIT=([install]=20 [env]=20 [tests]=140 [train124]=100 [hellaswag]=40 [generate]=50 [train350]=50 [train774]=60)
+    declare -A LIMIT=([install]=20 [env]=25 [tests]=135 [train124]=120 [hellaswag]=35 [generate]=45 [train350]=45 [train774]=55)
 fi
 START=$SECONDS
 : >"$LOG"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from gpt2.bench.gpu_report import STAGE_ORDER, Recorder, parse_verbose_log, render_markdown
 from train_helpers import REPO
@@ -49,7 +50,7 @@ def test_dry_run_records_every_stage_with_positive_numbers(dry_run):
         for entry in results:
             assert math.isfinite(entry["ours"]) and entry["ours"] > 0, (name, entry)
     train = data["stages"]["train124"]
-    assert [e["batch"] for e in train["results"]] == [1, 2, 4]
+    assert [e["batch"] for e in train["results"]] == [4, 2, 1]  # the largest first, as on the GPU (64, 32, 16)
     assert all(e["peak_memory_mib"] > 0 and e["mfu"] is None for e in train["results"])  # no GPU peak on a CPU
     assert train["profile"]["ops"] and all(op["self_ms"] >= 0 for op in train["profile"]["ops"])
     assert [e["batch"] for e in data["stages"]["generate"]["results"]] == [1, 2, 1]
@@ -87,3 +88,17 @@ def test_pytest_outcomes_are_read_from_the_verbose_log_when_no_junit_file_was_wr
         {"name": "test_a", "outcome": "passed", "message": ""},
         {"name": "test_b", "outcome": "failed", "message": ""},
     ]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where there is no GPU")
+def test_without_a_gpu_the_kit_says_so_in_one_line(capsys, tmp_path):
+    from gpt2.bench import gpu
+    from gpt2.cli import main as gpt2_main
+
+    assert gpu.main(["env", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: --device cuda: no CUDA GPU is available on this machine (the dry run uses --device cpu)"
+    )
+    assert not (tmp_path / "gpu-check.json").exists()  # nothing recorded: the shell marks the stage
+    assert gpt2_main(["bench", "gpu"]) == 1  # the CPU without --quick: a suite error naming the fix
+    assert "use --device cuda (or --quick" in capsys.readouterr().out
