@@ -25,11 +25,13 @@ from gpt2.errors import GPT2Error
 
 # "all" runs them in this order; scaling last (it is the slowest and only compares us with ourselves).
 SUITES: tuple[str, ...] = ("train", "generate", "eval", "tokenize", "data", "scaling")
+# Run only when named: `gpt2 bench gpu` is the GPU check's kit (scripts/gpu-check.sh), not a comparison suite.
+EXTRA_SUITES: tuple[str, ...] = ("gpu",)
 VERSIONED_PACKAGES = ("torch", "transformers", "numpy", "tiktoken")
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", help=f"which benchmark to run: {', '.join(SUITES)} or all")
+    parser.add_argument("suite", help=f"which benchmark to run: {', '.join(SUITES + EXTRA_SUITES)} or all")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON array of results instead of a table")
     output.add_argument("--markdown", action="store_true", help="print the table as Markdown (for docs/benchmarks.md)")
@@ -82,8 +84,9 @@ def machine_info(device: str) -> dict[str, Any]:
 
 def validate_args(args: argparse.Namespace) -> list[str]:
     """The suites to run; GPT2Error for an unknown suite, a repeat below 1 or an unusable device."""
-    if args.suite != "all" and args.suite not in SUITES:
-        raise GPT2Error(f"unknown benchmark suite {args.suite!r}; choose one of: {', '.join(SUITES)}, all")
+    if args.suite != "all" and args.suite not in SUITES + EXTRA_SUITES:
+        known = ", ".join(SUITES + EXTRA_SUITES)
+        raise GPT2Error(f"unknown benchmark suite {args.suite!r}; choose one of: {known}, all")
     if args.repeat < 1:
         raise GPT2Error(f"--repeat must be at least 1, got {args.repeat}")
     if args.threads is not None and args.threads < 1:
