@@ -24,8 +24,8 @@ import torch
 import gpt2
 from evaluate_helpers import ITEMS, write_jsonl
 from gpt2.generate import generate, generate_token_ids
+from gpt2.rundir import read_metrics
 from gpt2.sampling import SamplingOptions
-from gpt2.train.runlog import read_metrics
 from train_helpers import REPO, prepared_dataset, subprocess_env, train_losses
 
 pytestmark = [
@@ -149,7 +149,7 @@ def test_compiled_run_logs_val_loss_hellaswag_and_samples(compiled_run):
     assert "warning: in-loop" not in result.stderr, result.stderr[-2000:]  # no hook switched itself off
     info = json.loads((out / "run.json").read_text())
     assert info["compile"] is True and info["dtype"] == "bfloat16" and info["world_size"] == 1
-    rows = read_metrics(out / "metrics.jsonl")
+    rows = read_metrics(out)
     evals = {row["step"]: row for row in rows if row["type"] == "eval"}
     assert sorted(evals) == [4, 8]
     for row in evals.values():
@@ -163,7 +163,7 @@ def test_compiled_run_logs_val_loss_hellaswag_and_samples(compiled_run):
 
 def test_checkpoint_of_compiled_run_loads_and_reproduces_its_val_loss(compiled_run, dataset):
     out, _ = compiled_run
-    in_loop = [row["val_loss"] for row in read_metrics(out / "metrics.jsonl") if row["type"] == "eval"][-1]
+    in_loop = [row["val_loss"] for row in read_metrics(out) if row["type"] == "eval"][-1]
     # gpt2.load refuses a state dict with torch.compile's "_orig_mod." or DDP's "module." prefixes (strict keys)
     flags = ["--data", str(dataset), "--tokens", "1024", "--seq-len", "32", "--batch-size", "4", "--device", "cuda"]
     result = run([*GPT2, "eval", "loss", "--model", str(out), *flags, "--json"])
@@ -185,7 +185,7 @@ DDP_SCRIPT = textwrap.dedent(
     dist.init_process_group("nccl", device_id=torch.device("cuda", 0))
     torch.manual_seed(0)
     model = gpt2.GPT(gpt2.GPTConfig.named("tiny")).cuda()
-    runner = DDP(torch.compile(model), device_ids=[0])  # the order of gpt2.train.distributed.wrap_model
+    runner = DDP(torch.compile(model), device_ids=[0])  # the order of gpt2.runtime.parallel.wrap_model
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, fused=True)
     tokens = torch.randint(0, 50257, (4, 33), device="cuda")
     losses = []
