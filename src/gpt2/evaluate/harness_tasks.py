@@ -61,12 +61,12 @@ def expand_tasks(spec: str) -> list[str]:
 
 def results_path(model_spec: str) -> Path | None:
     """Where results of ``model_spec`` are kept: inside it when it is one of our run/checkpoint directories."""
+    from gpt2.checkpoint import LATEST_FILE, is_checkpoint_dir
+
     path = Path(model_spec)
-    if path.is_dir() and ((path / "config.json").is_file() and (path / "model.safetensors").is_file()):
+    if path.is_dir() and (is_checkpoint_dir(path) or (path / LATEST_FILE).is_file()):
         return path / RESULTS_FILE
-    if path.is_dir() and (path / "latest").is_file():
-        return path / RESULTS_FILE
-    return None
+    return None  # a Hugging Face directory or hub name: not ours to write into
 
 
 # ----------------------------------------------------------------------------- results -> rows
@@ -96,7 +96,8 @@ def metric_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _number(value: float | None) -> str:
+def format_number(value: float | None) -> str:
+    """A metric for a table: 4 decimals (2 from 100 up, e.g. perplexities); None/NaN -> "—"."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return f"{value:.4f}" if abs(value) < 100 else f"{value:.2f}"
@@ -106,7 +107,13 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as an aligned text table, GPT-2 124M's published number next to each metric."""
     header = ("task", "metric", "value", "± stderr", "GPT-2 124M")
     body = [
-        (r["task"], r["metric"], _number(r["value"]), _number(r.get("stderr")), _number(r.get("gpt2_124m")))
+        (
+            r["task"],
+            r["metric"],
+            format_number(r["value"]),
+            format_number(r.get("stderr")),
+            format_number(r.get("gpt2_124m")),
+        )
         for r in rows
     ]
     widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
