@@ -199,6 +199,23 @@ def test_results_saved_next_to_the_model_and_summarized(setup):
     assert summarize_lm_eval(setup["tasks"]) == []  # a directory without results
 
 
+def test_gpt2_paper_preset_on_local_stand_ins(setup, capsys, tmp_path):
+    """The preset's 7 hub task names, each served by a local stand-in YAML (``--include-path`` wins)."""
+    stand_ins = {"lambada_openai": "local_lambada", "wikitext": "local_rolling"}
+    for name in ("lambada_openai", "hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande", "wikitext"):
+        template = stand_ins.get(name, "local_mc")
+        text = TASK_YAML[template].format(dir=setup["tasks"]).replace(f"task: {template}", f"task: {name}")
+        (tmp_path / f"{name}.yaml").write_text(text)
+    args = ["--model", str(setup["ckpt"]), "--tasks", "gpt2-paper", "--include-path", str(tmp_path), "--limit", "3"]
+    assert main(["eval", "lm-eval", *args, "--device", "cpu"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    rows = {tuple(line.split()[:2]): line.split() for line in table if line.split()[:1] != ["task"]}
+    assert rows[("lambada_openai", "acc")][-1] == "0.3256"  # GPT-2 124M's published number, next to ours
+    assert rows[("hellaswag", "acc_norm")][-1] == "0.3114"
+    assert rows[("piqa", "acc")][-1] == "—"  # no citable number
+    assert ("wikitext", "word_perplexity") in rows and ("winogrande", "acc_norm") in rows
+
+
 def _exit_code(argv: list[str]) -> int:
     """``gpt2 ...``'s exit status: main()'s return value, or argparse's SystemExit code."""
     try:

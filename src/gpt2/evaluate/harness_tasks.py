@@ -208,5 +208,12 @@ def run_lm_eval(
             log_samples=log_samples,
             bootstrap_iters=1000,
         )
-    except (ValueError, KeyError, FileNotFoundError) as exc:  # lm-eval's errors for bad task configs / data
+    except GPT2Error:
+        raise
+    except OSError as exc:  # datasets' ConnectionError / DatasetNotFoundError: the hub is out of reach
+        raise GPT2Error(
+            f"lm-eval could not load the data of {', '.join(tasks)}: {exc} "
+            "(hub tasks download their dataset once; offline, use local tasks with --include-path)"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:  # lm-eval's errors for bad task configs / documents
         raise GPT2Error(f"lm-eval could not run {', '.join(tasks)}: {exc}") from None
