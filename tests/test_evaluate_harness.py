@@ -111,6 +111,10 @@ metric_list: [{{metric: exact_match, aggregation: mean, higher_is_better: true}}
 }
 
 
+# One tiny model, but ~6 lm-eval runs, and each unknown-task check indexes lm-eval's built-in task configs.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, one_torch_thread):
     """One tiny model (ours + its HF export), the local tasks, and both backends' results on them."""
@@ -189,6 +193,19 @@ def test_generations_equal_lm_eval_hf_backend(setup):
     mine, theirs = _responses(setup["ours"], "local_gen"), _responses(setup["reference"], "local_gen")
     assert mine == theirs
     assert any(mine), "every generation was empty: the test would not see a difference"
+
+
+def test_gpt2_eval_hellaswag_equals_lm_eval_on_the_same_items(setup, capsys):
+    """The fast path (no lm-eval) gives lm-eval's acc / acc_norm on the same multiple-choice items."""
+    capsys.readouterr()
+    data = setup["tasks"] / "mc.jsonl"
+    assert main(["eval", "hellaswag", "--model", str(setup["ckpt"]), "--data", str(data), "--json"]) == 0
+    fast = json.loads(capsys.readouterr().out)
+    reference = setup["reference"]["results"]["local_mc"]
+    assert fast["n"] == 20
+    assert math.isclose(fast["acc"], reference["acc,none"]) and math.isclose(
+        fast["acc_norm"], reference["acc_norm,none"]
+    )
 
 
 def test_results_saved_next_to_the_model_and_summarized(setup):
