@@ -106,3 +106,11 @@ def test_eval_loss_on_prepared_data_and_text(checkpoint, tmp_path, capsys):
     assert "perplexity" in out and "nats/token" in out
     assert main(["eval", "loss", "--model", str(checkpoint), "--data", str(tmp_path / "missing")]) == 1
     assert "missing" in capsys.readouterr().err
+
+
+def test_lm_eval_missing_is_one_error_naming_the_extra(checkpoint, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # what `import lm_eval` sees when it is not installed
+    code = main(["eval", "lm-eval", "--model", str(checkpoint), "--tasks", "hellaswag"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert "pip install 'gpt2-from-scratch[eval]'" in err[0]

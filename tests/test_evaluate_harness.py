@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -231,6 +237,30 @@ def test_gpt2_paper_preset_on_local_stand_ins(setup, capsys, tmp_path):
     assert rows[("hellaswag", "acc_norm")][-1] == "0.3114"
     assert rows[("piqa", "acc")][-1] == "—"  # no citable number
     assert ("wikitext", "word_perplexity") in rows and ("winogrande", "acc_norm") in rows
+
+
+def test_two_ranks_under_torchrun_give_the_same_metrics(setup, tmp_path):
+    """torchrun, 2 gloo ranks: lm-eval splits the documents over the ranks, rank 0 gathers and prints."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(gpt2.__file__).parents[1])}
+    ckpt = tmp_path / "ckpt"  # a copy: rank 0 writes lm_eval.json next to the model
+    shutil.copytree(setup["ckpt"], ckpt)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    args = ["--model", str(ckpt), "--tasks", ",".join(TASKS), "--include-path", str(setup["tasks"])]
+    done = subprocess.run(
+        [*launcher, "-m", "gpt2", "eval", "lm-eval", *args, "--device", "cpu", "--batch-size", "16", "--json"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])["rows"]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["world_size"] == 2
+    single = setup["ours"]["results"]
+    for row in rows:
+        expected = single[row["task"]][row["metric"] + ",none"]
+        assert math.isclose(row["value"], expected, rel_tol=1e-6), (row, expected)
+    assert {r["task"] for r in rows} == set(TASKS)
 
 
 def _exit_code(argv: list[str]) -> int:

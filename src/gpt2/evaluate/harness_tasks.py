@@ -10,7 +10,6 @@ earlier one. ``summarize_lm_eval`` turns that file into table rows for the repor
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import time
@@ -41,8 +40,10 @@ GPT2_124M_PUBLISHED: dict[tuple[str, str], float] = {
 
 def require_lm_eval() -> None:
     """Raise one clear GPT2Error when lm-evaluation-harness is not installed."""
-    if importlib.util.find_spec("lm_eval") is None:
-        raise GPT2Error(f"gpt2 eval lm-eval needs lm-evaluation-harness: {INSTALL_HINT}")
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise GPT2Error(f"gpt2 eval lm-eval needs lm-evaluation-harness: {INSTALL_HINT}") from None
 
 
 def expand_tasks(spec: str) -> list[str]:
