@@ -27,6 +27,7 @@ def test_bench_items_are_hellaswag_shaped():
     assert synthetic == _synthetic_items(5)  # deterministic
 
 
+@pytest.mark.slow  # two whole lm-eval runs per side (warmup + 1), ~10 s
 def test_harness_row_quick_mode(one_torch_thread):
     """Both lm-eval backends run the same local task on the same weights and pick the same endings."""
     pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed")

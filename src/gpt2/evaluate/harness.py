@@ -64,6 +64,30 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+DTYPES = {"auto": None, "fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}  # fmt: skip
+
+
+def _autocast_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype | None:
+    """``dtype=`` as lm-eval's ``--model_args`` passes it (a string) or a torch.dtype; "auto": bf16 on CUDA."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype) not in DTYPES:
+        raise GPT2Error(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
+    if dtype == "auto" and device.type == "cuda":
+        return torch.bfloat16
+    return DTYPES[str(dtype)]
+
+
+def _join_torchrun(device: torch.device) -> None:
+    """Under torchrun without a process group yet (lm-eval's own CLI), start one: gloo on CPU, nccl on CUDA."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
 def _batch_rows(batch_size: int | str | None) -> int:
     """lm-eval passes ``--batch_size`` through as given: an int, a digit string or "auto" (our default)."""
     if batch_size is None or str(batch_size).startswith("auto"):
@@ -82,7 +106,8 @@ class GPT2ScratchLM(LM):
     """lm-eval ``LM`` over one of our models.
 
     ``pretrained`` is anything :func:`gpt2.load` accepts (or pass a loaded ``model``); ``batch_size``
-    counts rows per forward pass; ``dtype`` is an autocast dtype (None: full precision);
+    counts rows per forward pass; ``dtype`` is an autocast dtype (None or "fp32": full precision,
+    "bf16"/"fp16", "auto": bf16 on CUDA);
     ``max_gen_toks`` is the generation budget when a task does not set one.
     """
 
@@ -93,7 +118,7 @@ class GPT2ScratchLM(LM):
         model: torch.nn.Module | None = None,
         batch_size: int | str | None = DEFAULT_BATCH_ROWS,
         device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         max_gen_toks: int | str = DEFAULT_MAX_GEN_TOKS,
         max_batch_size: int | None = None,  # lm-eval always passes it; our batches are fixed-size
     ) -> None:
@@ -101,10 +126,11 @@ class GPT2ScratchLM(LM):
         if (pretrained is None) == (model is None):
             raise GPT2Error(f"{MODEL_NAME}: give exactly one of pretrained=PATH or a loaded model")
         self._device = torch.device(device) if device not in (None, "auto") else default_device()
+        _join_torchrun(self._device)
         if model is None:
             model = gpt2.load(str(pretrained), self._device)
         self.model: GPT = unwrap_model(model).eval()
-        self.dtype = dtype
+        self.dtype = _autocast_dtype(dtype, self._device)
         self.batch_rows = _batch_rows(batch_size)
         self.max_gen_toks = int(max_gen_toks)
         self.block_size: int = self.model.config.block_size
