@@ -1,8 +1,9 @@
-"""``gpt2 eval hellaswag`` and ``gpt2 eval loss``.
+"""``gpt2 eval hellaswag``, ``gpt2 eval loss`` and ``gpt2 eval lm-eval``.
 
     gpt2 eval hellaswag --model gpt2 [--data FILE] [--limit N] [--batch-size 16] [--device auto] [--json]
     gpt2 eval loss --model runs/demo --data data/fineweb [--split val] [--tokens N]
     gpt2 eval loss --model runs/demo --text notes.txt
+    gpt2 eval lm-eval --model runs/demo --tasks gpt2-paper [--limit N] [--include-path DIR] [--out FILE.json]
 
 Under ``torchrun --nproc_per_node=N gpt2 eval ...`` every rank scores its own slice and rank 0 prints.
 """
@@ -158,7 +159,11 @@ def run_lm_eval_command(args: argparse.Namespace) -> int:
 
                 atomic_write_text(args.out, json.dumps(evaluation, indent=2, default=handle_non_serializable) + "\n")
             if args.json:
-                print(json.dumps({"rows": rows, **settings, "model": str(args.model), "saved": str(saved)}))
+                print(
+                    json.dumps(
+                        {"rows": rows, **settings, "model": str(args.model), "saved": str(saved) if saved else None}
+                    )
+                )
             else:
                 print(f"lm-eval on {args.model} ({', '.join(tasks)}; {wall:.1f} s)")
                 print(ht.format_table(rows))
