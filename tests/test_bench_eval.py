@@ -1,9 +1,10 @@
 """``gpt2 bench eval``: the one-item-at-a-time reference must choose the same endings as our batched scorer."""
 
+import pytest
 import torch
 
 from evaluate_helpers import ITEMS, tiny_model
-from gpt2.bench.eval import _synthetic_items, bench_items, one_item_at_a_time_accuracy
+from gpt2.bench.eval import _synthetic_items, bench_items, harness_case, one_item_at_a_time_accuracy
 from gpt2.evaluate.hellaswag import HellaSwagItem, hellaswag_accuracy
 
 
@@ -24,3 +25,13 @@ def test_bench_items_are_hellaswag_shaped():
     assert all(len(item.endings) == 4 and 0 <= item.label < 4 for item in items)
     synthetic = _synthetic_items(5)
     assert synthetic == _synthetic_items(5)  # deterministic
+
+
+@pytest.mark.slow  # two whole lm-eval runs per side (warmup + 1), ~10 s
+def test_harness_row_quick_mode(one_torch_thread):
+    """Both lm-eval backends run the same local task on the same weights and pick the same endings."""
+    pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed")
+    result = harness_case("tiny", 4, 2, torch.device("cpu"), repeat=1)
+    assert result is not None and result.unit == "items/s"
+    assert result.ours > 0 and result.reference > 0 and result.ratio == result.ours / result.reference
+    assert result.extra["same_answers"] is True and result.extra["items"] == 4

@@ -113,3 +113,11 @@ def test_hellaswag_batch_help_shows_the_evaluator_default():
     from gpt2.evaluate.hellaswag import DEFAULT_BATCH_SIZE
 
     assert f"default: {DEFAULT_BATCH_SIZE})" in eval_cli.HELLASWAG_BATCH_HELP  # the help shows it without importing it
+
+
+def test_lm_eval_missing_is_one_error_naming_the_extra(checkpoint, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # what `import lm_eval` sees when it is not installed
+    code = main(["eval", "lm-eval", "--model", str(checkpoint), "--tasks", "hellaswag"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert "pip install 'gpt2-from-scratch[eval]'" in err[0]

@@ -7,7 +7,9 @@ Compared in the same run, on the same model, items and precision:
 * **one item at a time** (the seed's / build-nanogpt's ``hellaswag.py``): one forward pass per
   item on its 4 rows, full logits, cross-entropy at every position, then masked to the ending;
 * **lm-evaluation-harness** (only when ``lm_eval`` is importable): its ``HFLM.loglikelihood`` on
-  the same (context, " " + ending) requests, with our weights exported to Hugging Face format.
+  the same (context, " " + ending) requests, with our weights exported to Hugging Face format;
+  and whole ``lm_eval.simple_evaluate`` runs of the items as a local task, our ``gpt2-scratch``
+  backend against lm-eval's ``hf`` backend (:func:`harness_case`, the first size only).
 
 Items: the HellaSwag validation file when one is at hand (``$GPT2_HELLASWAG_PATH``, else the download
 cache), otherwise synthetic items of similar length. Sizes: quick = tiny model, 4 items; CPU = ``mini``
@@ -193,6 +195,79 @@ def _bench_case(size: str, n_items: int, batch: int, dev: torch.device, repeat: 
     return results
 
 
+HARNESS_NAME = "lm-evaluation-harness hf backend (simple_evaluate)"
+_MC_TASK_YAML = """task: bench_hellaswag
+dataset_path: json
+dataset_kwargs: {{data_files: {{test: {data}}}}}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{ctx}}}}"
+doc_to_choice: "{{{{endings}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list: [{{metric: acc_norm, aggregation: mean, higher_is_better: true}}]
+"""
+
+
+def harness_case(size: str, n_items: int, batch: int, dev: torch.device, repeat: int) -> BenchResult | None:
+    """Whole ``lm_eval.simple_evaluate`` runs of a local HellaSwag-style task: our backend (``gpt2-scratch``)
+    against lm-eval's own ``hf`` backend on the same weights (exported), ``4 * batch`` rows per forward
+    on both sides. None when lm-eval is not installed."""
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+
+        from gpt2.evaluate.harness import GPT2ScratchLM
+    except Exception:  # not installed, or installed without its optional dependencies
+        return None
+    import json
+
+    import transformers
+
+    from gpt2.interop import export_hf
+
+    items, source = bench_items(n_items)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.named(size)).to(dev).eval()
+    dtype = torch.bfloat16 if dev.type == "cuda" else None
+    answers: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "items.jsonl"
+        data.write_text(
+            "".join(json.dumps({"ctx": i.ctx, "endings": i.endings, "label": i.label}) + "\n" for i in items)
+        )
+        (Path(tmp) / "bench_hellaswag.yaml").write_text(_MC_TASK_YAML.format(data=data))
+        manager = TaskManager(include_path=tmp)
+        hf_dir = export_hf(model, Path(tmp) / "hf")
+        hf_model = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).to(dev).eval()
+        backends = {
+            "ours": GPT2ScratchLM(model=model, batch_size=4 * batch, device=dev, dtype=dtype),
+            "hf": HFLM(  # autocast to the same dtype as ours (None on CPU: fp32)
+                pretrained=hf_model,
+                tokenizer=transformers.AutoTokenizer.from_pretrained(hf_dir),
+                batch_size=4 * batch,
+                mixed_precision_dtype=dtype,
+            ),
+        }
+
+        def evaluate(name: str) -> None:
+            result = lm_eval.simple_evaluate(
+                model=backends[name], tasks=["bench_hellaswag"], task_manager=manager, bootstrap_iters=0
+            )
+            answers[name] = result["results"]["bench_hellaswag"]["acc_norm,none"]
+
+        times = interleaved_median_seconds(
+            {"ours": lambda: evaluate("ours"), "hf": lambda: evaluate("hf")}, repeat=repeat, warmup=1
+        )
+    ours_rate, ref_rate = n_items / times["ours"], n_items / times["hf"]
+    extra = {"items": n_items, "batch_items": batch, "data": source, "dtype": str(dtype or torch.float32)}
+    extra["same_answers"] = answers["ours"] == answers["hf"]  # acc_norm of both backends
+    name = f"lm-eval task items/s {size}"
+    return BenchResult(name, ours_rate, ref_rate, "items/s", ours_rate / ref_rate, HARNESS_NAME, extra)
+
+
 def run(device: str = "cpu", repeat: int = 3, quick: bool = False) -> list[BenchResult]:
     dev = torch.device(device)
-    return [result for case in _cases(dev, quick) for result in _bench_case(*case, dev, repeat, quick)]
+    results = [result for case in _cases(dev, quick) for result in _bench_case(*case, dev, repeat, quick)]
+    harness = harness_case(*_cases(dev, quick)[0], dev, repeat)
+    return results + ([harness] if harness is not None else [])

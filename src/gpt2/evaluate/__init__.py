@@ -1,8 +1,10 @@
-"""Evaluation: HellaSwag accuracy (lm-evaluation-harness compatible) and validation loss.
+"""Evaluation: HellaSwag accuracy (lm-evaluation-harness compatible), validation loss, any lm-eval task.
 
 ``gpt2.evaluate.hellaswag``  load HellaSwag (official raw or preprocessed JSONL) and score it
 ``gpt2.evaluate.scoring``    batched log-likelihood of (context, continuation) pairs
 ``gpt2.evaluate.loss``       mean loss / perplexity over a fixed set of validation tokens
+``gpt2.evaluate.harness``    lm-evaluation-harness backend ``gpt2-scratch`` (imports lm-eval)
+``gpt2.evaluate.harness_tasks``  ``gpt2 eval lm-eval``: presets, published numbers, saved results
 ``gpt2.evaluate.cli``        the ``gpt2 eval`` command
 
 Every function works the same in one process and under torchrun: when torch.distributed is

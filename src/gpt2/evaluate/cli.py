@@ -1,8 +1,9 @@
-"""``gpt2 eval hellaswag`` and ``gpt2 eval loss``.
+"""``gpt2 eval hellaswag``, ``gpt2 eval loss`` and ``gpt2 eval lm-eval``.
 
     gpt2 eval hellaswag --model gpt2 [--data FILE] [--limit N] [--batch-size 16] [--device auto] [--json]
     gpt2 eval loss --model runs/demo --data data/fineweb [--split val] [--tokens N]
     gpt2 eval loss --model runs/demo --text notes.txt
+    gpt2 eval lm-eval --model runs/demo --tasks gpt2-paper [--limit N] [--include-path DIR] [--out FILE.json]
 
 Under ``torchrun --nproc_per_node=N gpt2 eval ...`` every rank scores its own slice and rank 0 prints.
 """
@@ -31,6 +32,16 @@ def _positive_int(text: str) -> int:
 # HellaSwag's default batch is hellaswag.DEFAULT_BATCH_SIZE (16 items, tested to match); the flag defaults to None so
 # that `gpt2 eval --help` need not import the (torch) evaluation module to show it.
 HELLASWAG_BATCH_HELP = "items (4 rows each; default: 16)"
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
 
 
 def _add_common(parser: argparse.ArgumentParser, default_batch: int | None, batch_unit: str) -> None:
@@ -79,6 +90,20 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     loss.add_argument("--seq-len", type=_positive_int, default=None, help="tokens per sequence (default: block size)")
     loss.add_argument("--text-field", default="text", help="JSON/parquet field holding the text (with --text)")
 
+    harness = tasks.add_parser(
+        "lm-eval",
+        help="any lm-evaluation-harness task (needs the [eval] extra)",
+        description="Run lm-evaluation-harness tasks on the model through our backend (see docs/evaluation.md).",
+    )
+    _add_common(harness, 64, "(context, continuation) rows")
+    harness.add_argument("--tasks", required=True, help="comma-separated lm-eval task names, or the preset gpt2-paper")
+    harness.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N documents")
+    harness.add_argument(
+        "--num-fewshot", type=_non_negative_int, default=None, help="few-shot examples (default: the task's, 0)"
+    )
+    harness.add_argument("--include-path", default=None, help="directory of extra task YAMLs (local/offline tasks)")
+    harness.add_argument("--out", default=None, help="also write lm-eval's full result JSON (with samples) here")
+
 
 def _print_report(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
@@ -98,7 +123,64 @@ def _print_report(result: dict[str, Any], as_json: bool) -> None:
         print(f"  wall time   {result['wall_s']:.1f} s ({result['tokens'] / max(result['wall_s'], 1e-9):,.0f} tok/s)")
 
 
+def run_lm_eval_command(args: argparse.Namespace) -> int:
+    """``gpt2 eval lm-eval``: lm-eval tasks through our backend; rank 0 prints the table and saves the results."""
+    from gpt2.evaluate import harness_tasks as ht
+
+    ht.require_lm_eval()
+    from gpt2.fileio import atomic_write_text
+    from gpt2.loading import load
+    from gpt2.runtime.device import resolve_amp_dtype
+    from gpt2.runtime.distributed import setup_distributed, teardown_distributed
+
+    tasks = ht.expand_tasks(args.tasks)
+    ctx = setup_distributed(args.device)
+    try:
+        dtype = resolve_amp_dtype(args.dtype, ctx.device)
+        model = load(args.model, ctx.device)
+        t0 = time.perf_counter()
+        evaluation = ht.run_lm_eval(
+            model,
+            tasks,
+            include_path=args.include_path,
+            limit=args.limit,
+            num_fewshot=args.num_fewshot,
+            batch_size=args.batch_size,
+            device=ctx.device,
+            dtype=dtype,
+            log_samples=args.out is not None,
+        )
+        wall = time.perf_counter() - t0
+        if ctx.is_main and evaluation is not None:
+            settings = {"limit": args.limit, "device": str(ctx.device), "world_size": ctx.world_size, "wall_s": wall}
+            rows = ht.metric_rows(evaluation["results"])
+            saved = ht.results_path(args.model)
+            if saved is not None:
+                ht.save_results(saved, str(args.model), evaluation, settings)
+            if args.out:
+                from lm_eval.utils import handle_non_serializable
+
+                atomic_write_text(args.out, json.dumps(evaluation, indent=2, default=handle_non_serializable) + "\n")
+            if args.json:
+                print(
+                    json.dumps(
+                        {"rows": rows, **settings, "model": str(args.model), "saved": str(saved) if saved else None}
+                    )
+                )
+            else:
+                print(f"lm-eval on {args.model} ({', '.join(tasks)}; {wall:.1f} s)")
+                print(ht.format_table(rows))
+                if saved is not None:
+                    print(f"saved in {saved}")
+            sys.stdout.flush()
+    finally:
+        teardown_distributed()
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
+    if args.task == "lm-eval":
+        return run_lm_eval_command(args)
     from gpt2.loading import load
     from gpt2.runtime.device import resolve_amp_dtype
     from gpt2.runtime.distributed import setup_distributed, teardown_distributed

@@ -42,10 +42,12 @@ class EncodedRequest:
 
 @dataclass(frozen=True)
 class ContinuationScore:
-    """Summed log-probability (nats, <= 0) of a continuation and its number of tokens."""
+    """Summed log-probability (nats, <= 0) of a continuation, its number of tokens, and whether greedy
+    decoding would produce it (every continuation token is the argmax; lm-eval's ``is_greedy``)."""
 
     logprob: float
     num_tokens: int
+    is_greedy: bool = False
 
 
 def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> EncodedRequest:
@@ -135,12 +137,15 @@ def score_requests(
             with autocast(device, dtype):
                 logits, _ = net(inputs, logits_at=scored)  # (N, V), N = scored.sum()
             row_of_position = scored.nonzero()[:, 0]
-            token_logprobs = -F.cross_entropy(logits[:, :GPT2_VOCAB_SIZE].float(), targets[scored], reduction="none")
+            logits = logits[:, :GPT2_VOCAB_SIZE].float()
+            token_logprobs = -F.cross_entropy(logits, targets[scored], reduction="none")
             sums = torch.zeros(len(batch), dtype=torch.float64, device=device)
             sums.index_add_(0, row_of_position, token_logprobs.double())
+            misses = torch.zeros(len(batch), dtype=torch.long, device=device)
+            misses.index_add_(0, row_of_position, (logits.argmax(dim=-1) != targets[scored]).long())
             counts = scored.sum(dim=1)
-            for i, logprob, count in zip(batch, sums.tolist(), counts.tolist(), strict=True):  # one sync a batch
-                results[i] = ContinuationScore(logprob, count)
+            for i, logprob, count, miss in zip(batch, sums.tolist(), counts.tolist(), misses.tolist(), strict=True):
+                results[i] = ContinuationScore(logprob, count, miss == 0)  # one sync a batch
     finally:
         net.train(was_training)
     return results  # type: ignore[return-value]

@@ -158,6 +158,27 @@ def _settings_tables(run_info: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _lm_eval_section(run_dir: Path) -> list[str]:
+    """The run's lm-evaluation-harness results (``gpt2 eval lm-eval --model RUN_DIR``), if any."""
+    from gpt2.evaluate.harness_tasks import RESULTS_FILE, format_number, summarize_lm_eval
+
+    rows = summarize_lm_eval(run_dir)
+    if not rows:
+        return []
+    lines = ["", "## lm-evaluation-harness", "", "| task | metric | value | ± stderr | GPT-2 124M | shots | limit |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for r in rows:
+        cells = [r["task"], r["metric"], format_number(r["value"]), format_number(r["stderr"])]
+        cells += [
+            format_number(r["gpt2_124m"]),
+            "—" if r["n_shot"] is None else str(r["n_shot"]),
+            str(r["limit"] or "all"),
+        ]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines += ["", f"From `{RESULTS_FILE}`; GPT-2 124M: OpenAI's weights through lm-eval (docs/evaluation.md)."]
+    return lines
+
+
 def render_report(run: RunMetrics, plot_link: str | None = None) -> str:
     """The Markdown text of the report; ``plot_link`` is the image path relative to the Markdown file."""
     lines = [f"# Training report: {run.name}", ""]
@@ -171,6 +192,7 @@ def render_report(run: RunMetrics, plot_link: str | None = None) -> str:
         f"acc_norm {GPT2_124M_HELLASWAG_LM_EVAL} (lm-eval) / {GPT2_124M_HELLASWAG_BUILD_NANOGPT} (build-nanogpt). "
         "They are only comparable for runs trained and evaluated on FineWeb-Edu.",
     ]
+    lines += _lm_eval_section(run.run_dir)
     step, samples = latest_samples(run)
     if samples:
         lines += ["", f"## Samples at step {step}", ""]
