@@ -1,12 +1,14 @@
-"""The web app: input bounds and the how-to page in-process; a real server driven by a real browser
-(Playwright + Debian's chromium) and by 20 concurrent gradio_client users."""
+"""The web page of `gpt2 serve`: input bounds and the how-to page in-process; a real server driven by a real
+browser (Playwright + Debian's chromium) and by 20 concurrent gradio_client users; bad raw inputs."""
 
+import json
 import os
 import runpy
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,8 +17,8 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPT2Error, GPTConfig, save_model
-from gpt2.app import EXAMPLE_PROMPTS, MAX_NEW_TOKENS, MAX_PROMPT_CHARS, model_summary, validate_request
 from gpt2.cli import main
+from gpt2.serve.ui import EXAMPLE_PROMPTS, MAX_NEW_TOKENS, MAX_PROMPT_CHARS, model_summary, validate_request
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -158,7 +160,9 @@ def test_prompt_longer_than_window_is_truncated_with_a_note(server):
     "args, message",
     [
         (("x" * (MAX_PROMPT_CHARS + 1), 8, 0.8, 50, 0.95, 1, 1), "limit is 4000"),
-        (("Hi", 8, 0.8, 50, 0.95, -5, 1), "minimum"),
+        (("Hi", 8, 0.8, 50, 0.95, -5, 1), "seed must be between -1 and"),
+        (("Hi", "8", 0.8, 50, 0.95, 1, 1), "max new tokens must be a number, got '8'"),
+        (("Hi", 8, "abc", 50, 0.95, 1, 1), "temperature must be a number, got 'abc'"),
         (("Hi", 100_000, 0.8, 50, 0.95, 1, 1), "max"),
         (("Hi", 8, 9.0, 50, 0.95, 1, 1), "2"),
     ],
@@ -216,12 +220,52 @@ def _markdown_text(demo) -> str:
 
 
 def test_no_model_page_explains_how_to_get_one(tmp_path):
-    from gpt2.app import build_app
+    from gpt2.serve.server import load_for_serving
+    from gpt2.serve.ui import build_app
 
-    page = _markdown_text(build_app(None))
+    page = _markdown_text(build_app(None, None))
     assert "make demo" in page and "gpt2 import hf gpt2 --out" in page and "gpt2 serve --model" in page
-    missing = _markdown_text(build_app(str(tmp_path / "missing")))
+    model, problem = load_for_serving(str(tmp_path / "missing"), "cpu", "fp32", None)
+    assert model is None
+    missing = _markdown_text(build_app(str(tmp_path / "missing"), None, problem))
     assert "Could not load" in missing and "model not found" in missing and "make demo" in missing
+
+
+def _raw_call(server: str, data: bytes) -> str:
+    """POST raw JSON to Gradio's call API (what a non-Python client may send, NaN included); the event stream."""
+    request = urllib.request.Request(
+        server + "gradio_api/call/generate", data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        event_id = json.load(response)["event_id"]
+    with urllib.request.urlopen(f"{server}gradio_api/call/generate/{event_id}", timeout=60) as response:
+        return response.read().decode()
+
+
+def test_nan_seed_and_string_numbers_get_a_message_not_null(server):
+    events = _raw_call(server, b'{"data": ["Hi", 8, 0.8, 50, 0.95, NaN, 1]}')
+    assert "event: error" in events and "seed must be a number, got nan" in events and '"error": null' not in events
+    events = _raw_call(server, b'{"data": ["Hi", 8, 0.8, "50", 0.95, 1, 1]}')
+    assert "top-k must be a number, got '50'" in events
+
+
+def test_page_server_caps_bodies_and_refuses_uploads(server):
+    def post(path: str, data: bytes, content_type: str) -> int:
+        request = urllib.request.Request(server + path, data=data, headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert post("gradio_api/upload", b"x" * 1000, "multipart/form-data; boundary=x") == 403
+    # a 100 MB body is refused from its Content-Length, before it is read (only the headers are sent)
+    host, port = server.removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(
+            f"POST /gradio_api/queue/join HTTP/1.1\r\nHost: x\r\nContent-Length: {100 * 2**20}\r\n\r\n".encode()
+        )
+        assert conn.recv(100).startswith(b"HTTP/1.1 413")
 
 
 def test_serve_bad_port_is_one_error_line(capsys):
