@@ -30,8 +30,13 @@ QUANTIZE_METHODS = ("int8",)
 
 
 def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--dtype`` and ``--quantize`` options shared by serve, sample and eval."""
+    """The ``--dtype`` and ``--quantize`` options of serve and sample (eval has its own autocast ``--dtype``)."""
     parser.add_argument("--dtype", choices=DTYPES, default="fp32", help="weights and activations (default fp32)")
+    add_quantize_argument(parser)
+
+
+def add_quantize_argument(parser: argparse.ArgumentParser) -> None:
+    """``--quantize int8`` (eval, serve, sample)."""
     parser.add_argument(
         "--quantize",
         choices=QUANTIZE_METHODS,

@@ -80,7 +80,7 @@ def check_model_vocab(model: nn.Module) -> None:
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     head = getattr(model, "lm_head", None)
     if head is not None:
-        vocab = head.weight.shape[0]
+        vocab = getattr(head, "out_features", None) or head.weight.shape[0]  # an int8 Linear has no .weight tensor
     if vocab is not None and vocab < GPT2_VOCAB_SIZE:
         raise GPT2Error(
             f"model/tokenizer mismatch: the model has {vocab} output tokens, "

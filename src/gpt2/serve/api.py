@@ -323,6 +323,7 @@ def _sse(payload: dict[str, Any]) -> bytes:
 def add_api_routes(app: Any, service: CompletionService | None, api_key: str | None, problem: str = "") -> None:
     """Register the routes and OpenAI-shaped error handlers on the FastAPI ``app`` (``service`` None:
     no model could be loaded; /v1 answers 503 with ``problem``)."""
+
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
