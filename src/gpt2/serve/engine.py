@@ -79,6 +79,7 @@ class Request:
     filled: int = 0  # tokens filled in `tokens`
     start: int = 0  # first token of the context window (moves when the request slides)
     steps: int = 0
+    need: int = 0  # cache positions the request can fill: min(window, prompt + max_new_tokens)
     finished_rows: torch.Tensor | None = None
 
     def cancel(self) -> None:
@@ -222,7 +223,9 @@ class Engine:
         request.tokens = torch.empty(n, P + options.max_new_tokens, dtype=torch.long, device=self.device)
         request.tokens[:, :P] = torch.tensor(ids, dtype=torch.long, device=self.device)
         request.filled, request.finished_rows = P, torch.zeros(n, dtype=torch.bool, device=self.device)
-        single = KVCache.empty(self.config, 1, self.config.block_size, self.device, self.dtype)
+        # Cache positions this request can ever fill (a row that slides needs the whole window).
+        request.need = min(self.config.block_size, P + options.max_new_tokens)
+        single = KVCache.empty(self.config, 1, request.need, self.device, self.dtype)
         logits, _ = self.model(request.tokens[:1, :P], kv_cache=single, last_logits_only=not request.prompt_logprobs)
         if request.prompt_logprobs:
             chosen = _log_softmax(logits[0, :-1]).gather(1, request.tokens[0, 1:P, None])[:, 0]
@@ -234,9 +237,12 @@ class Engine:
             self._cache = KVCache(k.clone(), v.clone(), lengths=lengths)
             self._logits = last.clone()
         else:
+            # The shared cache is as long as its longest-lived row needs (not the whole window): joining
+            # copies it, so a short cache keeps joins cheap. Pad whichever side is shorter.
+            length = max(self._cache.max_len, request.need)
             self._cache = KVCache(
-                torch.cat([self._cache.k, k], 1),
-                torch.cat([self._cache.v, v], 1),
+                torch.cat([_pad_to(self._cache.k, length), _pad_to(k, length)], 1),
+                torch.cat([_pad_to(self._cache.v, length), _pad_to(v, length)], 1),
                 lengths=torch.cat([self._cache.lengths, lengths]),
             )
             self._logits = torch.cat([self._logits, last])
@@ -262,9 +268,10 @@ class Engine:
                 self._cache, self._logits = None, None
                 return
             index = torch.tensor(keep_rows, device=self.device)
+            length = max(r.need for r in survivors)  # the cache shrinks to what the survivors need
             self._cache = KVCache(
-                self._cache.k.index_select(1, index),
-                self._cache.v.index_select(1, index),
+                self._cache.k[:, :, :, :length].index_select(1, index),
+                self._cache.v[:, :, :, :length].index_select(1, index),
                 lengths=self._cache.lengths.index_select(0, index),
             )
         self._slide_full_rows()
@@ -308,15 +315,21 @@ class Engine:
             n = request.options.num_samples
             if request.filled - request.start > self.config.block_size:
                 request.start = request.filled - self.keep
-                cache = KVCache.empty(self.config, n, self.config.block_size, self.device, self.dtype)
+                cache = KVCache.empty(self.config, n, request.need, self.device, self.dtype)
                 self.model(request.tokens[:, request.start : request.filled - 1], kv_cache=cache, last_logits_only=True)
-                self._cache.k[:, row : row + n] = cache.k
-                self._cache.v[:, row : row + n] = cache.v
+                self._cache.k[:, row : row + n, :, : request.need] = cache.k
+                self._cache.v[:, row : row + n, :, : request.need] = cache.v
                 self._cache.lengths[row : row + n] = self.keep - 1
             row += n
 
 
 _CLOSE = Request([], SamplingOptions(), lambda event: None)  # the sentinel that stops the engine thread
+
+
+def _pad_to(cache: torch.Tensor, length: int) -> torch.Tensor:
+    """``cache`` (L, B, H, T, D) with zeros appended along T up to ``length`` positions."""
+    extra = length - cache.shape[3]
+    return cache if extra == 0 else torch.nn.functional.pad(cache, (0, 0, 0, extra))
 
 
 def _message(exc: Exception) -> str:
