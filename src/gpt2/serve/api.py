@@ -140,12 +140,12 @@ def check_api_key(authorization: str | None, api_key: str | None) -> None:
 class Choice:
     """One choice's text as it is assembled from its token ids, with OpenAI's logprobs fields."""
 
-    def __init__(self, index: int, prompt: str, want_logprobs: bool):
+    def __init__(self, index: int, prompt: str, want_logprobs: bool, stop: list[str]):
         from gpt2.generate import TextAssembler
         from gpt2.tokenizer import get_tokenizer
 
         self.tokenizer = get_tokenizer()
-        self.index, self.text = index, TextAssembler(self.tokenizer)
+        self.index, self.text = index, TextAssembler(self.tokenizer, stop)
         self.offset = len(prompt)  # text_offset counts from the start of the echoed prompt, as OpenAI does
         self.logprobs: dict[str, list] | None = None
         if want_logprobs:
@@ -187,8 +187,6 @@ class CompletionService:
         """(choice index, new text, choice, finish_reason or None) as the engine produces tokens."""
         from gpt2.sampling import SamplingOptions
 
-        if self.in_flight >= MAX_IN_FLIGHT:
-            raise APIError("the server is busy; try again shortly", status=429, kind="rate_limit_error")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         handles, choices = [], []
@@ -202,12 +200,8 @@ class CompletionService:
                 seed=request.seed,
             )
             for p_index, prompt in enumerate(request.prompts):
-                group = [
-                    Choice(p_index * request.n + j, prompt if request.echo else "", request.logprobs is not None)
-                    for j in range(request.n)
-                ]
-                for choice in group:
-                    choice.text.stop = tuple(request.stop)
+                echoed, want_logprobs = prompt if request.echo else "", request.logprobs is not None
+                group = [Choice(p_index * request.n + j, echoed, want_logprobs, request.stop) for j in range(request.n)]
                 choices.append(group)
                 sink = lambda event, i=p_index: loop.call_soon_threadsafe(queue.put_nowait, (i, event))
                 echo_logprobs = request.echo and request.logprobs is not None
@@ -246,10 +240,10 @@ class CompletionService:
                 if event.reason == "error":
                     raise APIError(event.message, status=500, kind="server_error")
                 for choice in group:
-                    tail = choice.text.finish()
-                    done_early = choice.text.done and choice.tokens < handles[p_index].options.max_new_tokens
-                    reason = "stop" if done_early or event.reason == "stop" else "length"
-                    yield choice.index, tail, choice, reason
+                    # "stop": this sample reached <|endoftext|> or a stop string (or was cancelled);
+                    # "length": it was still going when max_tokens ran out.
+                    reason = "stop" if choice.text.done or event.reason == "stop" else "length"
+                    yield choice.index, choice.text.finish(), choice, reason
                 continue
             if event.prompt:  # the prompt's own logprobs (echo + logprobs): its first token has none
                 prompt_ids = handles[p_index].prompt_ids
@@ -357,6 +351,8 @@ def add_api_routes(app: Any, service: CompletionService | None, api_key: str | N
         except (ValueError, UnicodeDecodeError):
             raise APIError("the request body is not valid JSON") from None
         completion = parse_completion(body)
+        if svc.in_flight >= MAX_IN_FLIGHT:  # checked before a streamed response has sent its 200
+            raise APIError("the server is busy; try again shortly", status=429, kind="rate_limit_error")
         if completion.stream:
             headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
             return StreamingResponse(svc.stream(completion), media_type="text/event-stream", headers=headers)
