@@ -31,10 +31,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args: list[str], log: Path, ready_path: str) -> tuple[subprocess.Popen, str]:
-    """`gpt2 serve ARGS` on a free loopback port; returns (process, base URL) once ``ready_path`` answers."""
+def start_server(args: list[str], log: Path, ready_path: str, tmp: Path) -> tuple[subprocess.Popen, str]:
+    """`gpt2 serve ARGS` on a free loopback port (temp files under ``tmp``); returns (process, base URL)
+    once ``ready_path`` answers."""
     port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
     env.pop("GPT2_API_KEY", None)
     cmd = [sys.executable, "-m", "gpt2", "serve", *args, "--port", str(port), "--device", "cpu"]
     with open(log, "w") as out:
@@ -71,10 +72,12 @@ def checkpoint(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    proc, url = start_server(["--model", checkpoint, "--no-ui", "--api-key", KEY], log, "/health")
+    tmp = tmp_path_factory.mktemp("serve")
+    proc, url = start_server(["--model", checkpoint, "--no-ui", "--api-key", KEY], tmp / "serve.log", "/health", tmp)
+    assert len(list(tmp.glob("gpt2-serve-*"))) == 1  # the server's private temp dir (Gradio's files)...
     yield url
     stop_server(proc)
+    assert proc.returncode is not None and not list(tmp.glob("gpt2-serve-*"))  # ...is gone after SIGTERM
 
 
 @pytest.fixture(scope="module")
@@ -219,5 +222,11 @@ def test_public_host_without_key_warns(capsys, monkeypatch):
     import uvicorn
 
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)  # stop before binding a public address
+    monkeypatch.delenv("GPT2_API_KEY", raising=False)
     assert main(["serve", "--host", "0.0.0.0", "--no-ui"]) == 0
     assert "warning: serving on 0.0.0.0 without --api-key" in capsys.readouterr().err
+    monkeypatch.setenv("GPT2_API_KEY", "from-the-environment")  # the key can come from the environment
+    assert main(["serve", "--host", "0.0.0.0", "--no-ui"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["serve", "--api-key", " ", "--no-ui"]) == 1
+    assert capsys.readouterr().err.strip() == "error: --api-key (or $GPT2_API_KEY) is empty"

@@ -16,10 +16,12 @@ Hardening that applies to every route, the page's included (issue 19):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +100,10 @@ def build_server(
     quantize: str | None = None,
     api_key: str | None = None,
     ui: bool = True,
+    on_shutdown: Callable[[], None] | None = None,
 ) -> Any:
-    """The ASGI app: API routes, the Gradio page at ``/`` (unless ``ui`` is False), the body-size cap."""
+    """The ASGI app: API routes, the Gradio page at ``/`` (unless ``ui`` is False), the body-size cap.
+    ``on_shutdown`` runs when the server stops (the app's lifespan end), after the engine is closed."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from fastapi import FastAPI
 
@@ -112,7 +116,20 @@ def build_server(
     service = CompletionService(engine, model_id) if engine is not None else None
     # No /docs or /openapi.json: the interactive docs pull scripts from a CDN, and the API is documented
     # in docs/generation.md.
-    app = FastAPI(title="gpt2-from-scratch", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any):
+        # The clean-up runs here, not after uvicorn.run(): on SIGTERM uvicorn shuts the app down and then
+        # re-raises the signal, which ends the process before any code after run() or an atexit hook.
+        try:
+            yield
+        finally:
+            if engine is not None:
+                engine.close()
+            if on_shutdown is not None:
+                on_shutdown()
+
+    app = FastAPI(title="gpt2-from-scratch", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     add_api_routes(app, service, api_key, problem)  # registered before the page, so they win over its mount
     if ui:
         import gradio as gr
@@ -124,9 +141,7 @@ def build_server(
         # System fonts only: the default theme would fetch Google Fonts, which an offline machine cannot.
         theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
         app = gr.mount_gradio_app(app, demo, path="/", ssr_mode=False, show_error=False, theme=theme)
-    wrapped = BodyLimit(app)
-    wrapped.engine = engine  # for tests and shutdown
-    return wrapped
+    return BodyLimit(app)
 
 
 def serve(
@@ -153,14 +168,15 @@ def serve(
     # Gradio's files (cached example outputs; uploads are refused) go to a private dir removed at exit.
     temp_dir = tempfile.mkdtemp(prefix="gpt2-serve-")
     os.environ["GRADIO_TEMP_DIR"] = temp_dir
+    remove_temp = lambda: shutil.rmtree(temp_dir, ignore_errors=True)
     try:
         import uvicorn
 
-        app = build_server(model_spec, device=device, dtype=dtype, quantize=quantize, api_key=api_key, ui=ui)
+        app = build_server(
+            model_spec, device=device, dtype=dtype, quantize=quantize, api_key=api_key, ui=ui, on_shutdown=remove_temp
+        )
         where = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
         print(f"serving on {where}  (API: {where}/v1, {'page: ' + where + '/' if ui else 'no web page'})", flush=True)
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
-        if app.engine is not None:
-            app.engine.close()
     finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        remove_temp()  # also when start-up failed (the lifespan never ran)
