@@ -96,11 +96,10 @@ class CausalSelfAttention(nn.Module):
         rows = torch.arange(B, device=q.device)
         cache.k[layer, rows, :, at] = k[:, :, 0]
         cache.v[layer, rows, :, at] = v[:, :, 0]
-        n = int(at.max()) + 1  # keys beyond the longest row are never needed
-        visible = torch.arange(n, device=q.device)[None, :] <= at[:, None]  # (B, n): a row sees only its own past
-        return F.scaled_dot_product_attention(
-            q, cache.k[layer, :, :, :n], cache.v[layer, :, :, :n], attn_mask=visible[:, None, None, :]
-        )
+        # (B, max_len): a row sees only its own past. Attending over the whole allocated length (masked)
+        # instead of up to the longest row avoids a device->host sync per layer; the caller sizes the cache.
+        visible = torch.arange(cache.max_len, device=q.device)[None, :] <= at[:, None]
+        return F.scaled_dot_product_attention(q, cache.k[layer], cache.v[layer], attn_mask=visible[:, None, None, :])
 
 
 class MLP(nn.Module):
