@@ -4,10 +4,10 @@ int8 is *dynamic* quantization of every ``nn.Linear`` with torch's own
 ``torch.ao.quantization.quantize_dynamic``: weights stored as int8 with one scale per output channel,
 activations quantized on the fly per batch, int8 x int8 matmuls in fbgemm. We chose it over torchao
 (0.18, which installs against torch 2.13 without pulling another torch) because on this project's CPU
-(x86 with AVX-512 VNNI, torch 2.13) torchao's ``Int8WeightOnlyConfig`` decoded 124M at batch 1 ~6x
-*slower* than fp32 and ``Int8DynamicActivationInt8WeightConfig`` ~3x slower (their CPU paths fall back
-to dequantize-then-matmul), while ``quantize_dynamic`` runs real int8 kernels. Measured figures are in
-docs/benchmarks.md (``gpt2 bench serve``).
+(x86 with AVX-512 VNNI, torch 2.13, 1 thread) torchao's ``Int8WeightOnlyConfig`` and
+``Int8DynamicActivationInt8WeightConfig`` both decoded 124M at batch 1 at 0.37x the speed of fp32
+(3.5 vs 9.5 tok/s; their CPU paths dequantize before the matmul), while ``quantize_dynamic`` ran
+real int8 kernels at 4.3x fp32 (41 tok/s) in the same run. `gpt2 bench serve` figures: docs/benchmarks.md.
 
 Tied embedding: GPT-2's ``lm_head`` shares its weight with the token embedding ``wte``. Quantizing
 ``lm_head`` (the largest matmul, 38.6M of 124M weights) replaces the *module* with an int8 copy, while
