@@ -4,7 +4,7 @@
     python app.py --model models/gpt2   # any checkpoint, run dir, Hugging Face dir or hub name
     python app.py --port 8000 --host 127.0.0.1
 
-Without a model the page explains how to get one. All the work is done by ``gpt2.app``.
+Without a model the page explains how to get one. All the work is done by ``gpt2.serve``.
 """
 
 import sys

@@ -1,12 +1,14 @@
-"""The web app: input bounds and the how-to page in-process; a real server driven by a real browser
-(Playwright + Debian's chromium) and by 20 concurrent gradio_client users."""
+"""The web page of `gpt2 serve`: input bounds and the how-to page in-process; a real server driven by a real
+browser (Playwright + Debian's chromium) and by 20 concurrent gradio_client users; bad raw inputs."""
 
+import json
 import os
 import runpy
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,8 +17,8 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPT2Error, GPTConfig, save_model
-from gpt2.app import EXAMPLE_PROMPTS, MAX_NEW_TOKENS, MAX_PROMPT_CHARS, model_summary, validate_request
 from gpt2.cli import main
+from gpt2.serve.ui import EXAMPLE_PROMPTS, MAX_NEW_TOKENS, MAX_PROMPT_CHARS, model_summary, validate_request
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -38,6 +40,16 @@ def checkpoint(tmp_path_factory) -> str:
     return str(save_model(tmp_path_factory.mktemp("app") / "tiny", GPT(GPTConfig.named("tiny")), meta))
 
 
+@pytest.fixture(scope="module")
+def slow_checkpoint(tmp_path_factory) -> str:
+    """The browser test's model: wide enough (n_embd 768, ~10 ms a token on one CPU thread) that 512 new tokens
+    take seconds, so the Stop button is pressed while the generation still runs (tiny finishes 512 in ~1 s)."""
+    torch.manual_seed(0)
+    meta = {"step": 1234, "tokens": 5_000_000, "val_loss": 4.321, "hellaswag_acc_norm": 0.2891}
+    config = GPTConfig(block_size=1024, n_layer=2, n_head=12, n_embd=768)
+    return str(save_model(tmp_path_factory.mktemp("app") / "wide", GPT(config), meta))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,12 +57,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint, tmp_path_factory):
+def server(slow_checkpoint, tmp_path_factory):
     """`gpt2 serve` in a subprocess on a free port; yields its URL once it answers."""
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "gpt2", "serve", "--model", checkpoint, "--port", str(port), "--device", "cpu"]
+    cmd = [sys.executable, "-m", "gpt2", "serve", "--model", slow_checkpoint, "--port", str(port), "--device", "cpu"]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}/"
@@ -158,7 +170,9 @@ def test_prompt_longer_than_window_is_truncated_with_a_note(server):
     "args, message",
     [
         (("x" * (MAX_PROMPT_CHARS + 1), 8, 0.8, 50, 0.95, 1, 1), "limit is 4000"),
-        (("Hi", 8, 0.8, 50, 0.95, -5, 1), "minimum"),
+        (("Hi", 8, 0.8, 50, 0.95, -5, 1), "seed must be between -1 and"),
+        (("Hi", "8", 0.8, 50, 0.95, 1, 1), "max new tokens must be a number, got '8'"),
+        (("Hi", 8, "abc", 50, 0.95, 1, 1), "temperature must be a number, got 'abc'"),
         (("Hi", 100_000, 0.8, 50, 0.95, 1, 1), "max"),
         (("Hi", 8, 9.0, 50, 0.95, 1, 1), "2"),
     ],
@@ -207,6 +221,22 @@ def test_model_summary_reads_checkpoint_meta(checkpoint):
     assert info["size"] == "tiny" and info["context"] == 128
     assert (info["step"], info["tokens"], info["val_loss"], info["hellaswag"]) == (1234, 5_000_000, 4.321, 0.2891)
     assert info["parameters"] == GPT(GPTConfig.named("tiny")).num_parameters()
+    assert info["lm_eval"] == []  # no `gpt2 eval lm-eval` results saved yet
+
+
+def test_model_panel_shows_saved_lm_eval_results(checkpoint, tmp_path):
+    import shutil
+
+    import gpt2
+    from gpt2.evaluate.harness_tasks import RESULTS_FILE, save_results
+    from gpt2.serve.ui import _format_summary
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, ckpt)
+    evaluation = {"results": {"hellaswag": {"acc_norm,none": 0.2567, "acc_norm_stderr,none": 0.01}}}
+    save_results(ckpt / RESULTS_FILE, str(ckpt), evaluation, {"limit": 20})
+    panel = _format_summary(model_summary(str(ckpt), gpt2.load(ckpt)))
+    assert "| lm-eval hellaswag acc_norm | 0.2567 (GPT-2 124M: 0.3114) |" in panel
 
 
 def _markdown_text(demo) -> str:
@@ -216,12 +246,52 @@ def _markdown_text(demo) -> str:
 
 
 def test_no_model_page_explains_how_to_get_one(tmp_path):
-    from gpt2.app import build_app
+    from gpt2.serve.server import load_for_serving
+    from gpt2.serve.ui import build_app
 
-    page = _markdown_text(build_app(None))
+    page = _markdown_text(build_app(None, None))
     assert "make demo" in page and "gpt2 import hf gpt2 --out" in page and "gpt2 serve --model" in page
-    missing = _markdown_text(build_app(str(tmp_path / "missing")))
+    model, problem = load_for_serving(str(tmp_path / "missing"), "cpu", "fp32", None)
+    assert model is None
+    missing = _markdown_text(build_app(str(tmp_path / "missing"), None, problem))
     assert "Could not load" in missing and "model not found" in missing and "make demo" in missing
+
+
+def _raw_call(server: str, data: bytes) -> str:
+    """POST raw JSON to Gradio's call API (what a non-Python client may send, NaN included); the event stream."""
+    request = urllib.request.Request(
+        server + "gradio_api/call/generate", data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        event_id = json.load(response)["event_id"]
+    with urllib.request.urlopen(f"{server}gradio_api/call/generate/{event_id}", timeout=60) as response:
+        return response.read().decode()
+
+
+def test_nan_seed_and_string_numbers_get_a_message_not_null(server):
+    events = _raw_call(server, b'{"data": ["Hi", 8, 0.8, 50, 0.95, NaN, 1]}')
+    assert "event: error" in events and "seed must be a number, got nan" in events and '"error": null' not in events
+    events = _raw_call(server, b'{"data": ["Hi", 8, 0.8, "50", 0.95, 1, 1]}')
+    assert "top-k must be a number, got '50'" in events
+
+
+def test_page_server_caps_bodies_and_refuses_uploads(server):
+    def post(path: str, data: bytes, content_type: str) -> int:
+        request = urllib.request.Request(server + path, data=data, headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert post("gradio_api/upload", b"x" * 1000, "multipart/form-data; boundary=x") == 403
+    # a 100 MB body is refused from its Content-Length, before it is read (only the headers are sent)
+    host, port = server.removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(
+            f"POST /gradio_api/queue/join HTTP/1.1\r\nHost: x\r\nContent-Length: {100 * 2**20}\r\n\r\n".encode()
+        )
+        assert conn.recv(100).startswith(b"HTTP/1.1 413")
 
 
 def test_serve_bad_port_is_one_error_line(capsys):

@@ -30,6 +30,10 @@ class KVCache:
     k: torch.Tensor
     v: torch.Tensor
     pos: int = 0
+    # Batched serving: rows of different lengths decoded together, one new token per row per step. When set,
+    # ``lengths`` (B,) long replaces ``pos``: row b's next token goes to position lengths[b], and it attends
+    # only to its own positions 0..lengths[b] (the rest of the row may hold another request's old keys).
+    lengths: torch.Tensor | None = None
 
     @classmethod
     def empty(
@@ -65,7 +69,9 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        if cache is None:
+        if cache is not None and cache.lengths is not None:
+            y = self._attend_per_row(q, k, v, cache, self.layer)
+        elif cache is None:
             # Training/eval: SDPA picks the flash (GPU) or fused (CPU) kernel; is_causal avoids materialising a mask.
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
@@ -84,6 +90,19 @@ class CausalSelfAttention(nn.Module):
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
         return self.c_proj(y)
+
+    @staticmethod
+    def _attend_per_row(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """One new query per row (q, k, v: (B, H, 1, D)) written at that row's own position ``cache.lengths``."""
+        B = q.shape[0]
+        at = cache.lengths
+        rows = torch.arange(B, device=q.device)
+        cache.k[layer, rows, :, at] = k[:, :, 0]
+        cache.v[layer, rows, :, at] = v[:, :, 0]
+        # (B, max_len): a row sees only its own past. Attending over the whole allocated length (masked)
+        # instead of up to the longest row avoids a device->host sync per layer; the caller sizes the cache.
+        visible = torch.arange(cache.max_len, device=q.device)[None, :] <= at[:, None]
+        return F.scaled_dot_product_attention(q, cache.k[layer], cache.v[layer], attn_mask=visible[:, None, None, :])
 
 
 class MLP(nn.Module):
@@ -193,6 +212,8 @@ class GPT(nn.Module):
         B, T = idx.shape
         if logits_at is not None and targets is not None:
             raise GPT2Error("GPT.forward: the loss needs the logits of every position; pass logits_at=None")
+        if kv_cache is not None and kv_cache.lengths is not None:
+            return self._forward_per_row(idx, kv_cache)
         start = 0 if kv_cache is None else kv_cache.pos
         if start + T > self.config.block_size:
             raise GPT2Error(
@@ -216,6 +237,19 @@ class GPT(nn.Module):
                 logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX
             )
         return logits, loss
+
+    def _forward_per_row(self, idx: torch.Tensor, kv_cache: KVCache) -> tuple[torch.Tensor, None]:
+        """Decode step of rows at different positions: ``idx`` (B, 1), row b at ``kv_cache.lengths[b]``."""
+        lengths = kv_cache.lengths
+        if idx.shape[1] != 1:
+            raise GPT2Error(f"a per-row KV cache decodes one token per row, got {idx.shape[1]}")
+        if int(lengths.max()) >= kv_cache.max_len:
+            raise GPT2Error(f"KV cache full: {int(lengths.max()) + 1} positions needed, {kv_cache.max_len} allocated")
+        x = self.transformer.wte(idx) + self.transformer.wpe(lengths[:, None])
+        for block in self.transformer.h:
+            x = block(x, kv_cache)
+        kv_cache.lengths = lengths + 1
+        return self.lm_head(self.transformer.ln_f(x)), None
 
 
 def _select_positions(x: torch.Tensor, logits_at: int | torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from typing import Any
 from gpt2.errors import GPT2Error
 
 # "all" runs them in this order; scaling last (it is the slowest and only compares us with ourselves).
-SUITES: tuple[str, ...] = ("train", "generate", "eval", "tokenize", "data", "scaling")
+SUITES: tuple[str, ...] = ("train", "generate", "eval", "tokenize", "data", "serve", "scaling")
 # Run only when named: `gpt2 bench gpu` is the GPU check's kit (scripts/gpu-check.sh), not a comparison suite.
 EXTRA_SUITES: tuple[str, ...] = ("gpu",)
 VERSIONED_PACKAGES = ("torch", "transformers", "numpy", "tiktoken")

@@ -45,6 +45,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def _add_common(parser: argparse.ArgumentParser, default_batch: int | None, batch_unit: str) -> None:
+    from gpt2.quantize import add_quantize_argument
+
     parser.add_argument(
         "--model", required=True, help="checkpoint dir, run dir (its latest checkpoint), Hugging Face dir or hub name"
     )
@@ -58,6 +60,7 @@ def _add_common(parser: argparse.ArgumentParser, default_batch: int | None, batc
         default="auto",
         help="autocast precision (auto: bf16 on CUDA GPUs that support it, fp32 elsewhere)",
     )
+    add_quantize_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
@@ -189,6 +192,12 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         dtype = resolve_amp_dtype(args.dtype, ctx.device)
         model = load(args.model, ctx.device)
+        if args.quantize:
+            from gpt2.quantize import prepare_model
+
+            if dtype is not None:
+                raise GPT2Error("--quantize int8 evaluates in fp32: use it with --dtype fp32 (or auto on a CPU)")
+            model = prepare_model(model, "fp32", args.quantize)
         t0 = time.perf_counter()
         result: dict[str, Any]
         if args.task == "hellaswag":

@@ -66,8 +66,12 @@ def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> Encode
 
 def check_model_vocab(model: nn.Module) -> None:
     """Raise a GPT2Error when the model cannot score GPT-2 tokens (an output layer below 50257 rows)."""
-    vocab = unwrap_model(model).lm_head.weight.shape[0]
-    if vocab < GPT2_VOCAB_SIZE:
+    model = unwrap_model(model)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    head = getattr(model, "lm_head", None)
+    if head is not None:
+        vocab = getattr(head, "out_features", None) or head.weight.shape[0]  # an int8 Linear has no .weight tensor
+    if vocab is not None and vocab < GPT2_VOCAB_SIZE:
         raise GPT2Error(
             f"model/tokenizer mismatch: the model has {vocab} output tokens, "
             f"the GPT-2 tokenizer needs {GPT2_VOCAB_SIZE}"

@@ -21,6 +21,9 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     parser.add_argument("--stream", action="store_true", help="print text as it is generated (needs -n 1)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    from gpt2.quantize import add_precision_arguments
+
+    add_precision_arguments(parser)  # --dtype fp32|bf16, --quantize int8
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -44,7 +47,9 @@ def run_sample(args: argparse.Namespace) -> int:
     )
     SamplingOptions.from_arguments(**{k: v for k, v in kwargs.items() if k != "on_notice"})  # fail before loading
     device = resolve_device(args.device)
-    model = load(args.model, device=device)
+    from gpt2.quantize import prepare_model
+
+    model = prepare_model(load(args.model, device=device), args.dtype, args.quantize)
     if args.stream:
         print(args.prompt, end="", flush=True)
         for piece in stream(model, args.prompt, **kwargs):

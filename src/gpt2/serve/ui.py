@@ -1,15 +1,14 @@
-"""``gpt2 serve``: the Gradio web app.
+"""The Gradio web page of ``gpt2 serve`` (mounted on the FastAPI app of :mod:`gpt2.serve.server`).
 
-Streams text from a model loaded once at start-up, with the KV-cache decoding of
-:mod:`gpt2.generate`. Safe by default: listens on 127.0.0.1, analytics off, every input
-bounded on the server (the browser sliders are only a convenience; API callers can send
-anything), requests queued with a concurrency limit, errors shown as messages, never
-stack traces. Started without a usable model it shows how to get one instead of crashing.
+Streams text from the model loaded once at start-up, through the same batched engine as the API
+(:mod:`gpt2.serve.engine`), so browser users and API clients share decode steps. Safe by default:
+analytics off, every input bounded on the server (the browser sliders are only a convenience; API
+callers can send anything), requests queued with a bound, errors shown as messages, never stack
+traces. Started without a usable model it shows how to get one instead of crashing.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Iterator
@@ -26,10 +25,9 @@ TEMPERATURE_RANGE = (0.1, 2.0)
 TOP_K_RANGE = (0, 200)  # 0 = off
 TOP_P_RANGE = (0.05, 1.0)  # 1.0 = off
 MAX_SEED = 2**31 - 1  # -1 = a random seed
-CONCURRENCY_LIMIT = 2  # generations running at once; the rest wait in the queue
+# Generations followed at once by Gradio's worker threads (they only wait on the engine, which batches them).
+CONCURRENCY_LIMIT = 8
 QUEUE_SIZE = 64  # waiting requests beyond this are turned away with a message
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 7860
 
 EXAMPLE_PROMPTS = [
     "Hello, I'm a language model,",
@@ -56,6 +54,7 @@ def model_summary(spec: str, model: Any) -> dict[str, Any]:
     """What the info panel shows: source, size name, parameters, context and the checkpoint's metadata."""
     from gpt2.checkpoint import is_checkpoint_dir, read_meta
     from gpt2.config import CONFIGS
+    from gpt2.evaluate.harness_tasks import summarize_lm_eval
     from gpt2.rundir import latest_checkpoint
 
     config = model.config
@@ -64,11 +63,13 @@ def model_summary(spec: str, model: Any) -> dict[str, Any]:
         shape = (config.n_layer, config.n_head, config.n_embd, config.block_size)
         size = next((n for n, c in CONFIGS.items() if (c.n_layer, c.n_head, c.n_embd, c.block_size) == shape), None)
     meta: dict[str, Any] = {}
+    lm_eval: list[dict[str, Any]] = []
     path = Path(spec)
     if path.is_dir():
         ckpt = path if is_checkpoint_dir(path) else latest_checkpoint(path)
         if ckpt is not None:
             meta = read_meta(ckpt)
+        lm_eval = summarize_lm_eval(path)  # saved by `gpt2 eval lm-eval --model SPEC` (run or checkpoint dir)
     return {
         "source": spec,
         "size": size or f"custom ({config.n_layer} layers, {config.n_embd} channels)",
@@ -78,6 +79,7 @@ def model_summary(spec: str, model: Any) -> dict[str, Any]:
         "tokens": meta.get("tokens"),
         "val_loss": meta.get("val_loss"),
         "hellaswag": meta.get("hellaswag_acc_norm", meta.get("hellaswag_acc")),
+        "lm_eval": lm_eval,
     }
 
 
@@ -95,6 +97,9 @@ def _format_summary(info: dict[str, Any]) -> str:
         ("Validation loss", fmt(info["val_loss"], ".4f")),
         ("HellaSwag (acc_norm)", fmt(info["hellaswag"], ".4f")),
     ]
+    for row in info.get("lm_eval", []):  # lm-eval results next to OpenAI GPT-2 124M's published number
+        reference = "" if row["gpt2_124m"] is None else f" (GPT-2 124M: {row['gpt2_124m']:.4f})"
+        rows.append((f"lm-eval {row['task']} {row['metric']}", f"{row['value']:.4f}{reference}"))
     return "| Property | Value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
@@ -133,28 +138,40 @@ def _format_output(prompt: str, texts: list[str]) -> str:
     return "\n\n".join(f"--- sample {i + 1} ---\n{prompt}{text}" for i, text in enumerate(texts))
 
 
-def _make_generate_fn(model: Any):
+def _make_generate_fn(engine: Any):
     import gradio as gr
 
-    from gpt2.generate import stream_samples
+    from gpt2.generate import TextAssembler
+    from gpt2.sampling import SamplingOptions
+    from gpt2.tokenizer import get_tokenizer
+
+    tokenizer = get_tokenizer()
 
     def generate_text(prompt, max_new_tokens, temperature, top_k, top_p, seed, num_samples) -> Iterator[tuple]:
-        """Stream (output text, status line) while the model writes."""
+        """Stream (output text, status line) while the model writes; the decoding runs in the shared engine."""
         try:
             request = validate_request(prompt, max_new_tokens, temperature, top_k, top_p, seed, num_samples)
             notices: list[str] = []
-            steps = stream_samples(model, prompt, on_notice=notices.append, **request)
+            options = SamplingOptions.from_arguments(**request)
+            steps = engine.stream(tokenizer.encode(prompt), options, on_notice=notices.append)
         except GPT2Error as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        texts = [""] * request["num_samples"]
+        for message in notices:
+            gr.Warning(message)
+        assemblers = [TextAssembler(tokenizer) for _ in range(options.num_samples)]
+        texts = [""] * options.num_samples
         start = time.perf_counter()
-        shown_notices = 0
-        for pieces in steps:
-            texts = [t + p for t, p in zip(texts, pieces, strict=True)]
-            for message in notices[shown_notices:]:
-                gr.Warning(message)
-            shown_notices = len(notices)
-            yield _format_output(prompt, texts), "generating…"
+        try:
+            for step in steps:
+                texts = [t + a.feed(i) for t, a, i in zip(texts, assemblers, step.token_ids, strict=True)]
+                yield _format_output(prompt, texts), "generating…"
+                if all(a.done for a in assemblers):
+                    break
+        except GPT2Error as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        finally:
+            steps.close()  # the stop button (or a closed page) cancels the request in the engine
+        texts = [t + a.finish() for t, a in zip(texts, assemblers, strict=True)]
         seconds = time.perf_counter() - start
         status = f"done in {seconds:.1f} s" + "".join(f" · note: {m}" for m in notices)
         yield _format_output(prompt, texts), status
@@ -162,28 +179,16 @@ def _make_generate_fn(model: Any):
     return generate_text
 
 
-def _load_model(spec: str | None, device: str) -> tuple[Any | None, str]:
-    """(model, "") or (None, reason) — the app must come up even when the model cannot be loaded."""
-    if not spec:
-        return None, ""
-    from gpt2.loading import load
-    from gpt2.runtime.device import resolve_device
-
-    try:
-        return load(spec, device=resolve_device(device)), ""
-    except GPT2Error as exc:
-        return None, str(exc)
-
-
-def build_app(model_spec: str | None, device: str = "cpu") -> Any:
-    """The Gradio Blocks app for ``model_spec`` (None, or a model that fails to load: the how-to page)."""
+def build_app(model_spec: str | None, engine: Any | None, problem: str = "") -> Any:
+    """The Gradio Blocks page for the model behind ``engine`` (a :class:`gpt2.serve.engine.Engine`); with no
+    engine, the how-to page (and ``problem``: why ``model_spec`` could not be loaded)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    model, problem = _load_model(model_spec, device)
-    with gr.Blocks(title="GPT-2 from scratch", analytics_enabled=False) as demo:
+    # delete_cache: Gradio's temp files (the app has no file input; see gpt2.serve.server) go after an hour.
+    with gr.Blocks(title="GPT-2 from scratch", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown("# GPT-2 from scratch\nType the beginning of a text; the model continues it.")
-        if model is None:
+        if engine is None:
             if problem:
                 gr.Markdown(f"**Could not load `{model_spec}`:** {problem}", elem_id="load-error")
             gr.Markdown(HOW_TO_GET_A_MODEL, elem_id="how-to")
@@ -212,37 +217,15 @@ def build_app(model_spec: str | None, device: str = "cpu") -> Any:
                 top_p = gr.Slider(*TOP_P_RANGE, value=0.95, step=0.01, label="Top-p (1 = off)")
                 seed = gr.Number(value=-1, precision=0, minimum=-1, maximum=MAX_SEED, label="Seed (-1 = random)")
                 num_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Number of samples")
-                gr.Markdown("### Model\n" + _format_summary(model_summary(model_spec, model)), elem_id="model-info")
+                gr.Markdown(
+                    "### Model\n" + _format_summary(model_summary(model_spec, engine.model)), elem_id="model-info"
+                )
         inputs = [prompt, max_new_tokens, temperature, top_k, top_p, seed, num_samples]
-        generate_fn = _make_generate_fn(model)
-        event = run.click(generate_fn, inputs=inputs, outputs=[output, status], api_name="generate")
-        prompt.submit(generate_fn, inputs=inputs, outputs=[output, status], api_visibility="private")
+        generate_fn = _make_generate_fn(engine)
+        # preprocess=False: the raw values reach validate_request, so a NaN or a string where a number belongs
+        # gets our one-line message (Gradio's own conversion would fail first with an empty {"error": null}).
+        io = dict(inputs=inputs, outputs=[output, status], preprocess=False)
+        event = run.click(generate_fn, **io, api_name="generate")
+        prompt.submit(generate_fn, **io, api_visibility="private")
         stop.click(None, cancels=[event], api_visibility="private")
     return demo
-
-
-def serve(model_spec: str | None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, device: str = "auto") -> None:
-    """Build the app and serve it until interrupted."""
-    if not 1 <= port <= 65535:
-        raise GPT2Error(f"--port must be in [1, 65535], got {port}")
-    import gradio as gr
-
-    demo = build_app(model_spec, device)
-    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving on {host}: anyone who can reach this address can use the app")
-    # System fonts only: the default theme would fetch Google Fonts, which an offline machine cannot.
-    theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-    demo.launch(server_name=host, server_port=port, ssr_mode=False, show_error=False, theme=theme)
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="checkpoint dir, run dir, Hugging Face dir or hub name")
-    parser.add_argument("--host", default=DEFAULT_HOST, help="interface to listen on (0.0.0.0 exposes the app)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    serve(args.model, host=args.host, port=args.port, device=args.device)
-    return 0
