@@ -31,6 +31,8 @@ TRACKERS = ("tensorboard", "wandb")
 INSTALL = "pip install 'gpt2-from-scratch[track]'"
 WANDB_PROJECT = "gpt2-from-scratch"  # unless WANDB_PROJECT is set
 WANDB_INIT_TIMEOUT = 30.0  # seconds wandb.init may wait for the server before we fall back to offline
+# seconds wandb.finish may wait for uploads (network gone mid-run); what is left stays in RUN_DIR/wandb for `wandb sync`
+WANDB_FINISH_TIMEOUT = 60.0
 # Row keys that are not metrics of their own: the row type, the x axis, the skipped flag.
 _NOT_METRICS = {"type", "step", "skipped"}
 
@@ -59,7 +61,7 @@ def metric_values(row: dict[str, Any]) -> dict[str, float]:
 
 
 def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``config`` with nested dicts flattened (``model.n_layer``) and None as ``"none"``: TensorBoard hparams."""
+    """``config`` with nested dicts flattened (``model.n_layer``) and None as ``"None"``: TensorBoard hparams."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if isinstance(value, dict):
@@ -124,7 +126,8 @@ class WandbTracker:
             "config": {**info["config"], **{k: v for k, v in info.items() if k not in ("config", "tracking")}},
         }
         try:
-            self.run = wandb.init(**options, settings=wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT))
+            settings = wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT, finish_timeout=WANDB_FINISH_TIMEOUT)
+            self.run = wandb.init(**options, settings=settings)
         except Exception as exc:  # no API key, server unreachable, ...: never block or stop the training
             warn(f"W&B: {str(exc).splitlines()[0]}; logging offline instead (upload later with wandb sync)")
             wandb.teardown()  # the failed run still holds its id in wandb's service process
