@@ -1,4 +1,5 @@
-"""scripts/slurm/train.sbatch stays true: valid bash, and its torchrun line parses with torchrun's and our parser."""
+"""scripts/slurm/train.sbatch stays true: valid bash, its torchrun line parses with torchrun's and our parser, and
+under bash (with stand-ins for srun and scontrol) a SIGTERM is forwarded, waited for, and the job requeued."""
 
 from __future__ import annotations
 
@@ -81,14 +82,17 @@ echo finished >> {log}
     fake_command(bin_dir, "scontrol", scontrol)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "SLURM_JOB_ID": "42", "SLURM_NNODES": "2",
            "SLURM_JOB_NODELIST": "node-[a-b]"}  # fmt: skip
-    process = subprocess.Popen(["bash", str(SCRIPT), "--steps", "10"], env=env, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        ["bash", str(SCRIPT), "--steps", "10"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     if signalled:
-        for _ in range(100):
+        for _ in range(600):  # up to 30 s on a loaded machine
             if (tmp_path / "started").exists():
                 break
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
+    assert log.is_file(), output
     calls = log.read_text().splitlines()
     assert calls[0].startswith("srun --kill-on-bad-exit=1 torchrun --nnodes=2 --nproc_per_node=8 --rdzv_id=42")
     assert "--rdzv_endpoint=node-a:29500" in calls[0] and calls[0].endswith("--save-every 500 --steps 10")
