@@ -24,6 +24,7 @@ from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.fileio import read_json_object
 from gpt2.recipes import SIZE_DEFAULTS
+from gpt2.train.tracking import TRACKERS, parse_log_to
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
@@ -103,6 +104,14 @@ class TrainConfig:
     )
     max_bad_steps: int = option(5, "abort after N non-finite losses in a row", "loop")
     log_every: int = option(1, "console line every N steps (metrics.jsonl always gets every step)", "loop")
+    log_to: str = option(
+        "",
+        f"experiment trackers that get every metrics.jsonl row, comma-separated: {', '.join(TRACKERS)} "
+        "(rank 0; needs the [track] extra)",
+        "loop",
+        metavar="LIST",
+        default_text="none",
+    )
 
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-steps per optimizer step on each rank: batch_tokens / (micro_batch * seq_len * world_size)."""
@@ -136,6 +145,7 @@ class TrainConfig:
             raise GPT2Error(f"{option_name('min_lr_ratio')} must be in [0, 1], got {self.min_lr_ratio}")
         if self.max_bad_steps < 1:
             raise GPT2Error(f"{option_name('max_bad_steps')} must be >= 1, got {self.max_bad_steps}")
+        parse_log_to(self.log_to)
         if self.fsdp and world_size < 2:
             raise GPT2Error(f"{option_name('fsdp')} needs several processes (launch with torchrun --nproc_per_node=N)")
         self.grad_accum_steps(world_size)

@@ -1,15 +1,22 @@
 """What a run tells the user and its metrics.jsonl: one row per step / evaluation / sample, and its console line.
 
-The rows are written through :class:`gpt2.rundir.MetricsLog` (rank 0 only); the console lines go
-through tqdm so they do not tear the progress bar. docs/training.md lists the row fields.
+The rows are written through :class:`gpt2.rundir.MetricsLog` (rank 0 only) and, by the same call, to the
+experiment trackers of ``--log-to`` (:class:`gpt2.train.tracking.Tracking`); the console lines go through
+tqdm so they do not tear the progress bar. docs/training.md lists the row fields.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Protocol
 
-from gpt2.rundir import MetricsLog
+
+class RowSink(Protocol):
+    """Where metrics rows go: :class:`gpt2.rundir.MetricsLog`, :class:`gpt2.train.tracking.Tracking`."""
+
+    def write(self, row: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def format_step_line(row: dict[str, Any], total_steps: int) -> str:
@@ -46,15 +53,16 @@ class RunConsole:
         self.is_main = is_main
         self.total_steps = total_steps
         self.log_every = max(1, log_every)
-        self.metrics: MetricsLog | None = None
+        self.sinks: list[RowSink] = []
 
-    def open(self, metrics: MetricsLog) -> None:
-        self.metrics = metrics
+    def open(self, *sinks: RowSink) -> None:
+        """Send every row from now on to each of ``sinks`` (metrics.jsonl first, then the trackers)."""
+        self.sinks = list(sinks)
 
     def close(self) -> None:
-        if self.metrics is not None:
-            self.metrics.close()
-            self.metrics = None
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
+            sink.close()
 
     def log(self, message: str) -> None:
         if self.is_main:
@@ -67,8 +75,8 @@ class RunConsole:
             print(f"warning: {message}", file=sys.stderr, flush=True)
 
     def _write(self, row: dict[str, Any]) -> None:
-        if self.metrics is not None:
-            self.metrics.write(row)
+        for sink in self.sinks:
+            sink.write(row)
 
     def train_row(self, row: dict[str, Any]) -> None:
         """Log a train row; its console line every ``log_every`` steps, at the last step and for skipped ones."""

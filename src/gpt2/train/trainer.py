@@ -38,6 +38,7 @@ from gpt2.train.mfu import device_peak_flops, model_flops_utilization
 from gpt2.train.schedule import learning_rate
 from gpt2.train.signals import StopRequest
 from gpt2.train.state import ModelState, OptimizerState, RNGState, TrainState
+from gpt2.train.tracking import Tracking
 
 
 class Trainer:
@@ -62,6 +63,7 @@ class Trainer:
         if self.resume_from is not None:
             # refuses another model config, and a dataset/seed the data position does not belong to
             self.loader.load_state_dict(check_resumable(self.resume_from, cfg.model)["loader"])
+        self.tracking = Tracking(cfg.log_to, self.run_dir, self.resume_from is not None, ctx.is_main, self.warn)
         self.amp_dtype = resolve_amp_dtype(cfg.dtype, self.device)
         self.compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
         if self.compile and self.device.type == "mps":
@@ -125,6 +127,7 @@ class Trainer:
             "flops_per_token": self.flops_per_token,
             "peak_flops": self.peak_flops,
             "torch": torch.__version__,
+            "tracking": self.tracking.run_ids,
         }
 
     # ------------------------------------------------------------ one step
@@ -178,8 +181,8 @@ class Trainer:
         if ctx.is_main:
             remove_stale_temporaries(self.run_dir)
             truncate_metrics(self.run_dir, state.step)
-            write_run_info(self.run_dir, self.run_info(), state.step if self.resume_from is not None else None)
-            self.console.open(MetricsLog(self.run_dir))
+            info = write_run_info(self.run_dir, self.run_info(), state.step if self.resume_from is not None else None)
+            self.console.open(MetricsLog(self.run_dir), self.tracking.start(self.run_dir, info, state.step))
         self.log(
             f"training {cfg.size or 'custom'} ({self.num_parameters:,} parameters) on {self.device} "
             f"x{ctx.world_size}, {str(self.amp_dtype or 'fp32').removeprefix('torch.')}, "
