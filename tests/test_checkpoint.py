@@ -53,7 +53,7 @@ def test_save_load_round_trip_is_bitwise(ckpt, model):
 
 def test_files_on_disk_are_those_of_the_format(ckpt, model):
     """The values every earlier checkpoint has on disk: changing them would orphan old checkpoints."""
-    fields = {"block_size": 128, "vocab_size": 50304, "n_layer": 2, "n_head": 2, "n_embd": 64}
+    fields = {"block_size": 128, "vocab_size": 50304, "n_layer": 2, "n_head": 2, "n_embd": 64, "dropout": 0.0}
     expected = {"format": "gpt2-from-scratch", "format_version": 1, **fields}
     assert (ckpt / "config.json").read_text() == json.dumps(expected, indent=2) + "\n"
     assert json.loads((ckpt / "meta.json").read_text()) == {"step": 12, "val_loss": 4.5}
@@ -70,10 +70,13 @@ def test_checkpoint_written_by_the_old_writer_loads(tmp_path, model):
     state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     save_file(state, str(old / WEIGHTS_FILE), metadata={"format": "gpt2-from-scratch"})
     config = {"format": "gpt2-from-scratch", "format_version": 1, **model.config.to_dict()}
+    del config["dropout"]  # older than the dropout field
     (old / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (old / "meta.json").write_text(json.dumps({"step": 7, "tokens": 7168}))
     assert is_checkpoint_dir(old) and read_meta(old) == {"step": 7, "tokens": 7168}
-    assert_same_weights(load_checkpoint(old), model)
+    loaded = load_checkpoint(old)
+    assert_same_weights(loaded, model)
+    assert loaded.config.dropout == 0.0 and loaded.config == model.config
 
 
 def test_save_unwraps_a_compiled_model(tmp_path, model):

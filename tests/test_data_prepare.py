@@ -248,3 +248,53 @@ def test_kill_9_midway_then_rerun_equals_uninterrupted(tmp_path, capsys):
         k: v for k, v in snapshot(tmp_path / "ref").items() if k != "manifest.json"
     }
     assert read_manifest(out)["shards"] == read_manifest(tmp_path / "ref")["shards"]
+
+
+def small_corpus(path: Path, articles: int = 1500) -> Path:
+    """~1,500 Wikipedia articles (~0.5M tokens) as JSONL, or synthetic text of a similar kind without ../shared."""
+    if ENWIKI.is_file():
+        with ENWIKI.open(encoding="utf-8") as src:
+            path.write_text("".join(next(src) for _ in range(articles)), encoding="utf-8")
+        return path
+    return write_corpus(path, n=articles)
+
+
+def test_small_corpus_is_split_90_10_and_says_so(tmp_path, capsys):
+    corpus = small_corpus(tmp_path / "small.jsonl")
+    code, out, err = prepare(capsys, "files", corpus, "--out", tmp_path / "d")  # default val size: 1M tokens
+    assert code == 0, err
+    manifest = read_manifest(tmp_path / "d")
+    total = manifest["total_tokens"]
+    splits = {split: sum(s["tokens"] for s in manifest["shards"] if s["split"] == split) for split in ("val", "train")}
+    print(f"small corpus: {total:,} tokens -> val {splits['val']:,}, train {splits['train']:,}")
+    assert total < 2_000_000 and splits == {"val": int(total * 0.1), "train": total - int(total * 0.1)}
+    assert len(err) == 1 and err[0].startswith("note: ") and "90/10" in err[0] and f"{total:,} tokens" in err[0]
+    x, _ = TokenShardLoader(tmp_path / "d", "train", batch_size=4, seq_len=64).next_batch()
+    assert x.shape == (4, 64)
+    # the same corpus with an explicit val size is kept exactly, without a note
+    code, _, err = prepare(capsys, "files", corpus, "--out", tmp_path / "exact", "--val-tokens", "5000")
+    assert code == 0 and err == [] and read_manifest(tmp_path / "exact")["shards"][0]["tokens"] == 5000
+
+
+def test_explicit_val_tokens_larger_than_the_corpus_is_an_error(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "c.jsonl")
+    assert prepare(capsys, "files", corpus, "--out", tmp_path / "ref", "--val-tokens", "10")[0] == 0
+    total = read_manifest(tmp_path / "ref")["total_tokens"]
+    for val in (total, 2 * total, 10**6):
+        code, _, err = prepare(capsys, "files", corpus, "--out", tmp_path / "d", "--val-tokens", val)
+        assert code == 1 and len(err) == 1, err
+        assert err[0].startswith(f"error: --val-tokens {val:,} is not smaller than the corpus ({total:,} tokens)")
+        assert not (tmp_path / "d").exists()  # nothing written, not even the directory
+
+
+def test_train_on_a_dataset_without_train_shards_names_the_fix(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "c.jsonl")
+    assert prepare(capsys, "files", corpus, "--out", tmp_path / "d")[0] == 0
+    manifest_file = tmp_path / "d" / "manifest.json"  # as prepared before small corpora were split: all val
+    manifest = json.loads(manifest_file.read_text())
+    manifest["shards"] = [{**s, "split": "val"} for s in manifest["shards"]]
+    manifest_file.write_text(json.dumps(manifest))
+    code = main(["train", "--size", "tiny", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "run")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 1 and len(err) == 1 and "has no 'train' shards" in err[0]
+    assert f"`gpt2 prepare files {corpus} --out NEW_DIR`" in err[0] and not (tmp_path / "run").exists()

@@ -38,8 +38,9 @@ def test_shard_sizes_val_split_and_contents(tmp_path):
 
 
 def test_max_tokens_is_exact_and_empty_docs_are_skipped(tmp_path):
-    manifest = prepare_documents(["", *DOCS], tmp_path, max_tokens=200, **OPTS)
-    assert manifest["total_tokens"] == 200
+    manifest = prepare_documents(["", *DOCS], tmp_path, max_tokens=500, **OPTS)
+    assert manifest["total_tokens"] == 500
+    assert [(s["split"], s["tokens"]) for s in manifest["shards"]] == [("val", 300), ("val", 150), ("train", 50)]
     assert open_shard(tmp_path / manifest["shards"][0]["file"])[0] == 50256
 
 

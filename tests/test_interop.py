@@ -16,6 +16,7 @@ from gpt2.checkpoint import load_checkpoint, read_meta, save_model
 from gpt2.cli import main
 from gpt2.config import GPT2_VOCAB_SIZE
 from gpt2.interop import export_hf, import_nanogpt, load_hf_model, load_nanogpt_checkpoint
+from gpt2.interop.hf import config_from_hf, hf_config_dict
 from gpt2.tokenizer import EOT_ID, get_tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -103,6 +104,15 @@ def test_export_padded_model_loads_in_transformers_offline(tmp_path, tokens):
     assert tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids("<|endoftext|>") == EOT_ID
     generation = json.loads((out / "generation_config.json").read_text())
     assert generation["eos_token_id"] == generation["bos_token_id"] == EOT_ID
+
+
+def test_export_maps_dropout_to_the_three_hf_rates(tmp_path):
+    config = hf_config_dict(dataclasses.replace(GPTConfig.named("tiny"), dropout=0.1))
+    assert (config["resid_pdrop"], config["embd_pdrop"], config["attn_pdrop"]) == (0.1, 0.1, 0.1)
+    assert hf_config_dict(GPTConfig.named("tiny"))["resid_pdrop"] == 0.0
+    # and the other way: an HF config's pdrop (the hub's 0.1) is not imported, --dropout decides
+    hub_like = {**hf_config_dict(GPTConfig.named("tiny")), "resid_pdrop": 0.1, "vocab_size": 50257}
+    assert config_from_hf(hub_like, "hub").dropout == 0.0
 
 
 def test_export_then_reimport_is_exact(hf_dir, tmp_path):

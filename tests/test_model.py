@@ -174,3 +174,33 @@ def test_flops_per_token():
     assert flops == 6 * 124_475_904 + 12 * 12 * 768 * 1024
     assert flops == pytest.approx(0.86e9, rel=0.01)
     assert model.flops_per_token() == flops  # defaults to the context window
+
+
+def test_dropout_acts_only_in_training_mode(tiny):
+    from gpt2.checkpoint import model_from_state_dict
+
+    state = {k: v.clone() for k, v in tiny.state_dict().items()}
+    dropped = model_from_state_dict(dataclasses.replace(tiny.config, dropout=0.5), state, "tiny").eval()
+    assert {type(m).__name__ for m in dropped.modules()} >= {"Dropout"} and not list(dropped.buffers())
+    idx = random_tokens(2, 24)
+    with torch.no_grad():
+        first, second, reference = dropped(idx)[0], dropped(idx)[0], tiny(idx)[0]
+        assert torch.equal(first, second) and torch.equal(first, reference)  # eval: nothing dropped, same weights
+        dropped.train()
+        noisy_a, noisy_b = dropped(idx)[0], dropped(idx)[0]
+    assert not torch.equal(noisy_a, noisy_b) and (noisy_a - reference).abs().mean() > 0.01
+    # rate 0 in training mode: the very same numbers as eval, and no random numbers drawn
+    tiny.train()
+    try:
+        rng = torch.get_rng_state()
+        with torch.no_grad():
+            assert torch.equal(tiny(idx)[0], reference)
+        assert torch.equal(torch.get_rng_state(), rng)
+    finally:
+        tiny.eval()
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, float("nan"), True, "0.1"])
+def test_dropout_outside_0_1_is_an_error(bad):
+    with pytest.raises(GPT2Error, match=r"GPTConfig.dropout must be a probability in \[0, 1\)"):
+        GPTConfig(dropout=bad)

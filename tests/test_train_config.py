@@ -162,7 +162,7 @@ def test_docs_options_table_is_generated_from_train_config():
     assert update_markdown(docs) == docs
     for name in OPTION_NAMES:
         assert f"| `{option_name(name)}`" in tables, name
-    assert "| `--lr` | 6e-4, per --size | peak learning rate |" in tables
+    assert "| `--lr` | 6e-4, per --size; 6e-5 with --init-from | peak learning rate |" in tables
 
 
 def test_options_script_prints_the_tables(capsys):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from gpt2.checkpoint import load_checkpoint, read_meta
 from gpt2.cli import main
 from gpt2.rundir import latest_checkpoint, read_metrics
 from gpt2.train.trainer import train
-from train_helpers import QUIET, TINY_RUN, prepared_dataset, start_train, tiny_config, train_losses
+from train_helpers import QUIET, TINY_RUN, prepared_dataset, start_train, tiny_config, train_losses, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +107,6 @@ def test_non_finite_loss_aborts_after_max_bad_steps(dataset, tmp_path):
 # ---------------------------------------------------------------- signals and exact resume (subprocesses)
 
 
-def _wait_for(predicate, procs, timeout=150.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-            return False
-        time.sleep(0.02)
-    return True
-
-
 @pytest.fixture(scope="module")
 def interrupted_runs(dataset, tmp_path_factory):
     """Three identical runs: uninterrupted, SIGKILLed after its step-3 checkpoint, SIGTERMed after step 1;
@@ -127,9 +117,9 @@ def interrupted_runs(dataset, tmp_path_factory):
     runs = {name: base / name for name in ("full", "killed", "termed")}
     procs = {name: start_train([*args, "--out", str(out)], base / f"{name}.log") for name, out in runs.items()}
     # SIGTERM as soon as the first step is logged; SIGKILL once step_000003 is complete and pointed to.
-    termed_started = _wait_for(lambda: len(train_losses(runs["termed"])) >= 1, [procs["termed"]])
+    termed_started = wait_for(lambda: len(train_losses(runs["termed"])) >= 1, [procs["termed"]])
     procs["termed"].send_signal(signal.SIGTERM)
-    killed_ready = _wait_for(lambda: (runs["killed"] / "latest").is_file(), [procs["killed"]])
+    killed_ready = wait_for(lambda: (runs["killed"] / "latest").is_file(), [procs["killed"]])
     procs["killed"].kill()
     codes = {name: proc.wait(timeout=150) for name, proc in procs.items()}
     assert termed_started and killed_ready, {name: (base / f"{name}.log").read_text() for name in runs}

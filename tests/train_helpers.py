@@ -7,12 +7,14 @@ import os
 import random
 import subprocess
 import sys
+import time
 from itertools import islice
 from pathlib import Path
 
 from gpt2.data import prepare_documents
 from gpt2.rundir import read_metrics
-from gpt2.train.config import TrainConfig, build_config
+from gpt2.train.config import TrainConfig
+from gpt2.train.init import resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 WIKI = REPO.parent / "shared" / "data" / "wiki" / "enwiki_sample.jsonl"
@@ -52,12 +54,13 @@ def prepared_dataset(base: Path, wiki_only: bool = False) -> Path | None:
 
 
 def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
-    """The TrainConfig of TINY_RUN + QUIET (6 steps, lr 3e-3, no saves in between), with ``overrides``."""
+    """The TrainConfig of TINY_RUN + QUIET (6 steps, lr 3e-3, no saves in between), with ``overrides``
+    (``init_from=SRC`` fine-tunes: the shape comes from SRC, which has to be tiny's)."""
     options = dict(
         size="tiny", data=str(data), out=str(out), steps=6, batch_tokens=128, micro_batch=2, seq_len=32,
         lr=3e-3, warmup_steps=2, eval_every=0, hellaswag_every=0, sample_every=0, save_every=0, seed=7,
     )  # fmt: skip
-    return build_config({**options, **overrides}, "cpu")
+    return resolve_config({**options, **overrides}, "cpu")[0]
 
 
 def train_losses(run_dir: Path) -> list[float]:
@@ -67,6 +70,16 @@ def train_losses(run_dir: Path) -> list[float]:
 def subprocess_env() -> dict[str, str]:
     # One thread per process: 2 cores are shared, and identical thread counts keep runs bitwise comparable.
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def wait_for(predicate, procs: list[subprocess.Popen], timeout: float = 150.0) -> bool:
+    """Poll ``predicate`` until true (True), or until ``timeout`` s pass or one of ``procs`` exits (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def start_train(args: list[str], log: Path) -> subprocess.Popen:

@@ -25,6 +25,9 @@ class GPTConfig:
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
+    # Probability of zeroing an activation in training (embeddings, attention weights, residual branches;
+    # as nanoGPT). Not part of the shape: GPT-2 pre-training used 0.1, the seed (and our default) none.
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for field in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -37,6 +40,8 @@ class GPTConfig:
             raise GPT2Error(
                 f"GPTConfig.vocab_size is {self.vocab_size}, but the GPT-2 tokenizer needs at least {GPT2_VOCAB_SIZE}"
             )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise GPT2Error(f"GPTConfig.dropout must be a probability in [0, 1), got {self.dropout!r}")
 
     @classmethod
     def named(cls, name: str) -> GPTConfig:
@@ -47,12 +52,21 @@ class GPTConfig:
             raise GPT2Error(f"unknown model size {name!r}; known sizes: {known}")
         return CONFIGS[key]
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def registry_name(self) -> str | None:
+        """The registry size with these layers (n_layer, n_head, n_embd), or None. Context, vocabulary and
+        dropout may differ: the Hugging Face ``gpt2`` (vocab 50257) is ``124M``."""
+        for name, known in CONFIGS.items():
+            if (known.n_layer, known.n_head, known.n_embd) == (self.n_layer, self.n_head, self.n_embd):
+                return name
+        return None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
-        """Build from a dict, ignoring unknown keys (e.g. nanoGPT's ``dropout``/``bias``)."""
+        """Build from a dict, ignoring unknown keys (e.g. nanoGPT's ``bias``); a missing ``dropout`` (every
+        checkpoint saved before it existed) is 0.0, which is what those models trained with."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 

@@ -61,6 +61,8 @@ class CausalSelfAttention(nn.Module):
         self.c_proj.RESIDUAL_SCALE_INIT = True  # see GPT._init_weights
         self.n_head = config.n_head
         self.n_embd = config.n_embd
+        self.dropout = config.dropout  # on the attention weights, inside SDPA
+        self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
@@ -73,7 +75,9 @@ class CausalSelfAttention(nn.Module):
             y = self._attend_per_row(q, k, v, cache, self.layer)
         elif cache is None:
             # Training/eval: SDPA picks the flash (GPU) or fused (CPU) kernel; is_causal avoids materialising a mask.
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            # SDPA has no train/eval mode of its own: dropout_p must be 0 outside training.
+            dropout_p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
             start, layer = cache.pos, self.layer
             cache.k[layer, :, :, start : start + T] = k
@@ -89,7 +93,7 @@ class CausalSelfAttention(nn.Module):
                 mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
-        return self.c_proj(y)
+        return self.resid_dropout(self.c_proj(y))
 
     @staticmethod
     def _attend_per_row(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
@@ -113,9 +117,10 @@ class MLP(nn.Module):
         self.gelu = nn.GELU(approximate="tanh")
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
         self.c_proj.RESIDUAL_SCALE_INIT = True
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(self.gelu(self.c_fc(x)))
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):
@@ -138,7 +143,13 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """GPT-2: token + learned position embeddings, n_layer blocks, final LayerNorm, tied output head."""
+    """GPT-2: token + learned position embeddings, n_layer blocks, final LayerNorm, tied output head.
+
+    ``config.dropout`` > 0 drops (in training mode only) the embedding sum, the attention weights and each
+    residual branch's output, as nanoGPT and HF's embd/attn/resid_pdrop. Dropout modules hold no weights,
+    so checkpoints are the same with or without it; at 0 (``nn.Dropout(0)`` returns its input) every
+    result is bit-identical to a model without dropout.
+    """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -147,6 +158,7 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd),
             )
@@ -222,7 +234,7 @@ class GPT(nn.Module):
         if kv_cache is not None and start + T > kv_cache.max_len:
             raise GPT2Error(f"KV cache full: {start + T} positions needed, {kv_cache.max_len} allocated")
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x, kv_cache)
         x = self.transformer.ln_f(x)

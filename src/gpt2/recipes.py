@@ -52,3 +52,32 @@ SIZE_DEFAULTS: dict[str, SizeDefaults] = {
 
 # TrainConfig fields that some size sets (the CLI help and the docs say "per --size" for these).
 SIZE_DEPENDENT_OPTIONS = tuple(f.name for f in dataclasses.fields(SizeDefaults) if f.name != "micro_batch_cpu")
+
+
+@dataclass(frozen=True)
+class FineTuneDefaults:
+    """Training defaults for fine-tuning pretrained weights (``gpt2 train --init-from SRC``).
+
+    Applied over the size defaults (which still pick the micro-batch that fits), under explicit options.
+    Pretrained weights need a learning rate ~10x below pre-training's (3e-5..1e-4 for GPT-2; much higher
+    and the first steps wipe out what the model knew), only a short warmup (the optimizer moments are
+    fresh, the weights are not) and a short run: a cosine over ``steps`` x ``batch_tokens`` = 33M tokens,
+    several epochs of a typical "my text" corpus. HellaSwag is off (downloads, and slow at 124M+).
+    """
+
+    lr: float = 6e-5
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+    steps: int = 500
+    batch_tokens: int = 2**16
+    eval_every: int = 50
+    save_every: int = 100
+    hellaswag_every: int = 0
+
+    def options(self) -> dict[str, Any]:
+        """The TrainConfig values of the recipe, by field name."""
+        return dataclasses.asdict(self)
+
+
+FINE_TUNE_DEFAULTS = FineTuneDefaults()
+FINE_TUNE_OPTIONS = tuple(f.name for f in dataclasses.fields(FineTuneDefaults))

@@ -22,6 +22,9 @@ SOURCES = ("fineweb-edu", "files", "demo")
 # the small corpora keep a val split that leaves most tokens for training.
 DEFAULT_OUT = {"fineweb-edu": "edu_fineweb10B", "demo": "data/shakespeare"}
 DEFAULT_VAL_TOKENS = {"files": 1_000_000, "demo": 100_000}
+# A corpus under 2x the default val size gets this fraction as val instead (nanoGPT's prepare.py: 90/10);
+# an explicit --val-tokens / --val-shards is kept exactly (and refused when the corpus is not larger).
+SMALL_CORPUS_VAL_FRACTION = 0.1
 PREFIX = {"fineweb-edu": "edufineweb", "files": "corpus", "demo": "shakespeare"}
 _SCALE = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
 
@@ -104,15 +107,17 @@ def run_prepare(args: argparse.Namespace) -> int:
         raise GPT2Error(f"--workers must be >= 1, got {args.workers}")
     documents, source, options = _documents_and_source(args)
     val_tokens = args.val_tokens
-    if val_tokens is None and args.val_shards is None:
+    explicit_val = val_tokens is not None or args.val_shards is not None
+    if not explicit_val:
         val_tokens = DEFAULT_VAL_TOKENS.get(args.source)
+    shard_tokens = DEFAULT_SHARD_TOKENS if args.shard_tokens is None else args.shard_tokens
     t0 = time.perf_counter()
     try:
         manifest = prepare_documents(
             documents,
             out,
             source=source,
-            shard_tokens=DEFAULT_SHARD_TOKENS if args.shard_tokens is None else args.shard_tokens,
+            shard_tokens=shard_tokens,
             val_tokens=val_tokens,
             val_shards=args.val_shards,
             workers=args.workers or default_workers(),
@@ -120,6 +125,7 @@ def run_prepare(args: argparse.Namespace) -> int:
             prefix=PREFIX[args.source],
             progress=not args.quiet,
             options=options,
+            val_fraction=None if explicit_val else SMALL_CORPUS_VAL_FRACTION,
         )
     except KeyboardInterrupt:
         print(f"interrupted: finished shards are kept; re-run the same command to resume into {out}", file=sys.stderr)
@@ -130,6 +136,11 @@ def run_prepare(args: argparse.Namespace) -> int:
         f"{out}: {manifest['total_tokens']:,} tokens (val {splits['val']:,}, train {splits['train']:,}) from "
         f"{manifest['documents']:,} documents in {len(manifest['shards'])} shards ({seconds:.1f} s)"
     )
-    if splits["train"] == 0:
-        print("warning: the train split is empty; use a smaller --val-tokens / --val-shards", file=sys.stderr)
+    requested = val_tokens if val_tokens is not None else (args.val_shards or 1) * shard_tokens
+    if splits["val"] < requested:  # only a small corpus without an explicit val size gets here
+        print(
+            f"note: the corpus ({manifest['total_tokens']:,} tokens) is smaller than twice the default val size "
+            f"({requested:,}), so it was split 90/10; set --val-tokens to choose the split",
+            file=sys.stderr,
+        )
     return 0

@@ -27,6 +27,20 @@ from gpt2.errors import GPT2Error
 STATE_VERSION = 1
 
 
+def _missing_split_hint(manifest: dict[str, Any], split: str) -> str:
+    """How to get a train split when a dataset has none (all tokens went to val: a corpus smaller than
+    the val size, prepared before ``gpt2 prepare`` split small corpora 90/10)."""
+    if split != "train":
+        return ""
+    files = (manifest.get("options") or {}).get("files")
+    inputs = "files " + " ".join(map(str, files[:3])) + (" ..." if len(files) > 3 else "") if files else "SOURCE ..."
+    return (
+        f": all {manifest.get('total_tokens', 0):,} tokens are in 'val'. Prepare it again into a new directory "
+        f"without --val-tokens (a small corpus is then split 90/10), e.g. `gpt2 prepare {inputs} --out NEW_DIR`, "
+        "and train with --data NEW_DIR"
+    )
+
+
 class TokenShardLoader:
     """Batches of token ids from a prepared dataset directory (see ``gpt2 prepare``).
 
@@ -67,7 +81,7 @@ class TokenShardLoader:
         manifest = read_manifest(self.data_dir)
         entries = split_shards(manifest, split)
         if not entries:
-            raise GPT2Error(f"{self.data_dir} has no {split!r} shards")
+            raise GPT2Error(f"{self.data_dir} has no {split!r} shards" + _missing_split_hint(manifest, split))
         self.shard_files = [entry["file"] for entry in entries]
         self._shards = []
         for entry in entries:

@@ -47,11 +47,14 @@ def prepare_documents(
     prefix: str = "data",
     progress: bool = False,
     options: dict[str, Any] | None = None,
+    val_fraction: float | None = None,
 ) -> dict[str, Any]:
     """Tokenize ``texts`` (one document each, in order) into a dataset directory; returns its manifest.
 
     Each document becomes ``[EOT] + tokens``. The first ``val_tokens`` tokens (default: ``val_shards``
     shards of ``shard_tokens``, default 1 shard, as the seed) form the val split, the rest is train.
+    A corpus smaller than 2 x ``val_tokens`` gets a val split of ``val_fraction`` of its tokens instead,
+    or with ``val_fraction`` None, if it is not larger than ``val_tokens``, a GPT2Error (and no files).
     Output is identical for any ``workers``. If ``out_dir`` holds an interrupted run with the same
     ``source`` / options, the documents before its cursor are skipped (not re-encoded) and writing
     continues after the last finished shard; a finished one is returned as is.
@@ -68,6 +71,7 @@ def prepare_documents(
         prefix=prefix,
         max_tokens=max_tokens,
         options=options,
+        val_fraction=val_fraction,
     )
     if writer.complete:
         return writer.manifest

@@ -5,6 +5,12 @@ split may be shorter); a document may straddle two shards. The validation split 
 ``val_tokens`` tokens of the stream (as in build-nanogpt, where shard 0 is val), so sizes are exact
 and predictable; at most one document is split between val and train, as in the seed.
 
+A corpus too small for that split never yields a dataset without train tokens: nothing is written until
+the stream is known to be big enough (more than ``val_tokens``; with ``val_fraction``, 2 x ``val_tokens``).
+A smaller corpus gets a val split of ``val_fraction`` of its tokens (nanoGPT's prepare.py: 10%), or,
+without ``val_fraction`` (an explicit val size), is an error. Holding back costs up to 2 x ``val_tokens``
+tokens of memory (2 bytes each) before the first shard, and a run interrupted before it starts over.
+
 After every shard the manifest is rewritten with ``complete: false`` and a *cursor* — the source
 index of the document holding the first unwritten token and that token's offset inside the
 document — so an interrupted prepare restarts right there (``resume_point``) without redoing
@@ -35,6 +41,8 @@ class ShardWriter:
         prefix: shard file name prefix, e.g. ``edufineweb`` → ``edufineweb_val_000000.bin``.
         max_tokens: stop after exactly this many tokens (None = the whole source).
         options: everything that determines the output; a re-run resumes only if they are equal.
+        val_fraction: the val split of a corpus smaller than 2 x ``val_tokens``, as a fraction of its tokens
+            (None: ``val_tokens`` exactly, and a corpus of at most ``val_tokens`` tokens is an error).
     """
 
     def __init__(
@@ -47,6 +55,7 @@ class ShardWriter:
         prefix: str = "data",
         max_tokens: int | None = None,
         options: dict[str, Any] | None = None,
+        val_fraction: float | None = None,
     ):
         if not 1 <= shard_tokens <= MAX_SHARD_TOKENS:
             raise GPT2Error(
@@ -69,6 +78,10 @@ class ShardWriter:
         # Pieces (document index, offset of piece inside the document, tokens) not yet in a shard.
         self._pieces: deque[tuple[int, int, np.ndarray]] = deque()
         self._buffered = 0
+        self.val_fraction = val_fraction
+        self.requested_val_tokens = val_tokens
+        # Whether the val split's size is settled; until then nothing is written (see the module docstring).
+        self._val_settled = self.split == "train" or self._written["val"] > 0
 
     # -- opening / resuming ------------------------------------------------------------------------
     def _open(self, source: str) -> dict[str, Any]:
@@ -137,10 +150,31 @@ class ShardWriter:
             self._flush(limit, next_document=index + 1)
 
     def _shard_limit(self) -> int:
-        """Size of the next shard: ``shard_tokens``, or less to end the val split at exactly ``val_tokens``."""
+        """Size of the next shard: ``shard_tokens``, or less to end the val split at exactly ``val_tokens``
+        (more than the buffer while the val size is not settled: nothing to write yet)."""
         if self.split == "val":
+            if not self._val_settled:
+                enough = 2 * self.val_tokens if self.val_fraction is not None else self.val_tokens + 1
+                if self._buffered < enough:
+                    return self._buffered + 1
+                self._val_settled = True
             return min(self.shard_tokens, self.val_tokens - self._written["val"])
         return self.shard_tokens
+
+    def _settle_small_corpus(self) -> None:
+        """At the end of a stream too small to be sure of: shrink the val split or refuse (module docstring)."""
+        total = self._buffered
+        if self.val_fraction is not None and total < 2 * self.val_tokens:
+            self.val_tokens = int(total * self.val_fraction)
+        elif self.val_tokens >= total:
+            raise GPT2Error(
+                f"--val-tokens {self.val_tokens:,} is not smaller than the corpus ({total:,} tokens), so nothing would "
+                f"be left to train on; give a smaller --val-tokens (e.g. {total // 10:,}) or leave it out for a 90/10 "
+                "split"
+            )
+        self._val_settled = True
+        if self.val_tokens == 0:  # a corpus of a few tokens: no val split at all
+            self.split = "train"
 
     def _flush(self, count: int, next_document: int) -> None:
         """Write the first ``count`` buffered tokens as the next shard of the current split."""
@@ -187,9 +221,13 @@ class ShardWriter:
         """Write the remaining tokens and mark the dataset complete; returns the manifest."""
         if self.complete:
             return self.manifest
-        self._flush(self._buffered, next_document=self._cursor[0])
         if self.total_tokens == 0:
             raise GPT2Error(f"empty corpus: {self.manifest['source']} has no documents with text")
+        if not self._val_settled:  # all of it is still buffered: write it in the split it turned out to get
+            self._settle_small_corpus()
+            while self._buffered >= (limit := self._shard_limit()):
+                self._flush(limit, next_document=self._cursor[0])
+        self._flush(self._buffered, next_document=self._cursor[0])
         self.manifest.update(documents=self.documents, total_tokens=self.total_tokens, complete=True, progress={})
         write_manifest(self.out_dir, self.manifest)
         return self.manifest

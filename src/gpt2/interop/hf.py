@@ -52,6 +52,8 @@ def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
     for key, (value, allowed) in unsupported.items():
         if value not in allowed:
             raise GPT2Error(f"{source}: unsupported GPT-2 setting {key}={value!r} (supported: {list(allowed)})")
+    # resid/embd/attn_pdrop are left out on purpose: the hub's GPT-2 configs carry OpenAI's pre-training 0.1,
+    # which would silently turn dropout on for every fine-tune; --dropout sets it instead.
     try:
         return GPTConfig(
             block_size=hf["n_positions"],
@@ -137,9 +139,10 @@ def hf_config_dict(config: GPTConfig) -> dict[str, Any]:
         "activation_function": "gelu_new",
         "layer_norm_epsilon": LAYER_NORM_EPS,
         "initializer_range": 0.02,
-        "resid_pdrop": 0.0,  # our models train without dropout (as the seed); fine-tuners may raise these
-        "embd_pdrop": 0.0,
-        "attn_pdrop": 0.0,
+        # our one dropout rate (0 unless trained with --dropout) sits at the same three places as HF's
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
         "scale_attn_weights": True,
         "scale_attn_by_inverse_layer_idx": False,
         "reorder_and_upcast_attn": False,

@@ -71,6 +71,17 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
+def _source_text(source: dict[str, Any]) -> str:
+    """One line on where a fine-tuned run's weights came from (run.json's ``init_from``)."""
+    meta = source.get("meta") if isinstance(source.get("meta"), dict) else {}
+    facts = [f"step {meta['step']}"] if isinstance(meta.get("step"), int) else []
+    if isinstance(meta.get("val_loss"), (int, float)):
+        facts.append(f"val loss {meta['val_loss']:.4f}")
+    where = source.get("checkpoint") or source.get("path")
+    details = "; ".join(([str(where)] if where and where != source.get("spec") else []) + facts)
+    return f"fine-tuned from {source.get('spec')}" + (f" ({details})" if details else "")
+
+
 def summary_rows(run: RunMetrics) -> list[tuple[str, str]]:
     """(what, value) rows of the summary table; each value says its unit."""
     from gpt2.info import parameter_count  # imports the model (torch): only needed here
@@ -87,6 +98,11 @@ def summary_rows(run: RunMetrics) -> list[tuple[str, str]]:
         )
         params = parameter_count(config)
         rows.append(("parameters", f"{params:,} ({human_count(params)})"))
+        if config.dropout:
+            rows.append(("dropout", f"{config.dropout:g}"))
+    source = run.run_info.get("init_from")
+    if isinstance(source, dict):
+        rows.append(("initial weights", _source_text(source)))
     tokens = run.last_value("train", "tokens")
     step = run.last_value("train", "step")
     if tokens is not None:

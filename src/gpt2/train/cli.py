@@ -42,11 +42,11 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_train(args: argparse.Namespace) -> int:
     from gpt2.runtime.device import resolve_device
-    from gpt2.train.config import build_config
+    from gpt2.train.init import resolve_config
     from gpt2.train.trainer import train
 
     options = options_from_args(args)
     device_type = resolve_device(options.get("device", "auto")).type
-    config = build_config(options, device_type)
-    train(config)
+    config, init = resolve_config(options, device_type)  # loads --init-from weights (read-only)
+    train(config, init=init)
     return 0

@@ -23,7 +23,7 @@ from typing import Any
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.fileio import read_json_object
-from gpt2.recipes import SIZE_DEFAULTS
+from gpt2.recipes import FINE_TUNE_DEFAULTS, SIZE_DEFAULTS
 from gpt2.train.tracking import TRACKERS, parse_log_to
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
@@ -51,6 +51,14 @@ class TrainConfig:
     size: str | None = "124M"  # registry name the model came from (None for a custom config)
     data: str = option("edu_fineweb10B", "prepared dataset directory (gpt2 prepare)", "data", metavar="DIR")
     out: str = option("runs/gpt2", "run directory: checkpoints, metrics.jsonl, run.json", "data", metavar="RUN_DIR")
+    init_from: str | None = option(
+        None,
+        "fine-tune: start from these weights (checkpoint or run dir, HF dir or hub name, nanoGPT .pt); "
+        "the shape comes from SRC, the optimizer and schedule start fresh, the fine-tuning defaults apply",
+        "data",
+        metavar="SRC",
+        default_text="random init",
+    )
     # optimisation (seed recipe)
     steps: int = option(19073, "optimizer steps (at 124M: x 2^19 tokens = 10B, one epoch of sample-10BT)", "optim")
     batch_tokens: int = option(2**19, "tokens per optimizer step, over all micro-steps and ranks", "optim")
@@ -67,6 +75,7 @@ class TrainConfig:
     grad_clip: float = option(1.0, "max global gradient norm, 0 = off", "optim")
     beta1: float = option(0.9, "AdamW beta1", "optim")
     beta2: float = option(0.95, "AdamW beta2", "optim")
+    dropout: float = option(0.0, "dropout probability on embeddings, attention and residuals, in [0, 1)", "optim")
     seed: int = option(1337, "seed for the model init and (with --shuffle) the shard order", "optim")
     shuffle: bool = option(False, "shuffle the shard order every epoch (the seed reads shards in order)", "optim")
     # hardware
@@ -141,6 +150,10 @@ class TrainConfig:
                 f"{option_name('seq_len')} {self.seq_len} exceeds the model's context window "
                 f"(block_size {self.model.block_size})"
             )
+        if not 0 <= self.dropout < 1:
+            raise GPT2Error(f"{option_name('dropout')} must be in [0, 1), got {self.dropout}")
+        if self.model.dropout != self.dropout:  # one rate: the model applies it, the checkpoint config stores it
+            raise GPT2Error(f"{option_name('dropout')} {self.dropout} differs from the model's {self.model.dropout}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise GPT2Error(f"{option_name('min_lr_ratio')} must be in [0, 1], got {self.min_lr_ratio}")
         if self.max_bad_steps < 1:
@@ -167,6 +180,8 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 OPTION_NAMES = tuple(name for name, f in FIELDS.items() if "help" in f.metadata)  # the command-line options
 MODEL_FIELDS = {f.name for f in dataclasses.fields(GPTConfig)}
+SHAPE_FIELDS = MODEL_FIELDS - {"dropout"}  # dropout is a GPTConfig field but also an option of its own
+LAYER_FIELDS = ("n_layer", "n_head", "n_embd")
 _TYPES = typing.get_type_hints(TrainConfig)
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
@@ -218,7 +233,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise GPT2Error(f'--config {path}: "model" must be an object of GPTConfig fields, got {model!r}')
     model = dict(model)
     for key in list(data):
-        if key in MODEL_FIELDS:
+        if key in SHAPE_FIELDS:
             model[key] = data.pop(key)
     unknown = sorted(set(data) - set(OPTION_NAMES) - {"size"})
     if unknown:
@@ -232,30 +247,74 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build_config(options: dict[str, Any], device_type: str) -> TrainConfig:
+def build_config(options: dict[str, Any], device_type: str, init_model: GPTConfig | None = None) -> TrainConfig:
     """Resolve a TrainConfig from explicit options (CLI flags and ``--config`` values, already merged).
 
-    Precedence: explicit option > per-size default (:data:`gpt2.recipes.SIZE_DEFAULTS`) > TrainConfig
-    default. ``device_type`` ("cuda", "mps", "cpu") picks the micro-batch default (small on CPU, where
-    big batches only cost memory).
+    Precedence: explicit option > fine-tuning default (:data:`gpt2.recipes.FINE_TUNE_DEFAULTS`, with
+    ``init_from``) > per-size default (:data:`gpt2.recipes.SIZE_DEFAULTS`) > TrainConfig default.
+    ``device_type`` ("cuda", "mps", "cpu") picks the micro-batch default (small on CPU, where big batches
+    only cost memory). With ``init_from``, ``init_model`` is the config of those weights
+    (:func:`gpt2.train.init.resolve_config` reads it) and the model takes its shape (:func:`fine_tune_shape`).
     """
     options = {k: v for k, v in options.items() if v is not None}
     size = options.pop("size", None)
     model_fields = options.pop("model", None)
-    if model_fields is not None:
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise GPT2Error(f"unknown training option(s): {', '.join(unknown)}")
+    options = {name: check_option_value(name, value) for name, value in options.items()}
+    dropout = options.get("dropout", (model_fields or {}).get("dropout", 0.0))
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise GPT2Error(f"{option_name('dropout')} must be in [0, 1), got {dropout!r}")
+    options["dropout"] = float(dropout)
+    defaults: dict[str, Any] = {}
+    if options.get("init_from"):
+        if init_model is None:
+            raise GPT2Error(f"{option_name('init_from')}: the config of the weights is needed to build the run")
+        model = fine_tune_shape(init_model, options["init_from"], size, model_fields, options.get("seq_len"))
+        size = size or model.registry_name()
+        defaults = FINE_TUNE_DEFAULTS.options()
+    elif model_fields is not None:
         base = GPTConfig.named(size).to_dict() if size else {}
-        model = GPTConfig.from_dict({**base, **model_fields})
+        model = GPTConfig.from_dict({**base, **model_fields, "dropout": 0.0})
         if size and model != GPTConfig.named(size):
             size = None  # a modified shape no longer gets that size's defaults
     else:
         size = size or "124M"
         model = GPTConfig.named(size)
-    unknown = sorted(set(options) - set(OPTION_NAMES))
-    if unknown:
-        raise GPT2Error(f"unknown training option(s): {', '.join(unknown)}")
-    options = {name: check_option_value(name, value) for name, value in options.items()}
+    model = dataclasses.replace(model, dropout=options["dropout"])
     recipe = SIZE_DEFAULTS.get(size or "")
-    defaults = recipe.options(device_type) if recipe is not None else {}
+    defaults = {**(recipe.options(device_type) if recipe is not None else {}), **defaults}
     if "seq_len" not in options:
         defaults["seq_len"] = min(model.block_size, 1024)
     return TrainConfig(model=model, size=size, **{**defaults, **options})
+
+
+def fine_tune_shape(
+    source: GPTConfig, spec: str, size: str | None, model_fields: dict[str, Any] | None, seq_len: int | None
+) -> GPTConfig:
+    """The model config of a run fine-tuning weights of config ``source`` (from ``--init-from spec``).
+
+    The shape is the weights': an explicit ``--size`` (its layers) or ``--config`` shape that differs is an
+    error. Only the context may shrink, to a smaller ``block_size`` or ``--seq-len`` (the position embeddings
+    are cropped, as nanoGPT's ``crop_block_size``); the vocabulary stays the source's (see docs/training.md).
+    """
+    explicit = {k: getattr(GPTConfig.named(size), k) for k in LAYER_FIELDS} if size else {}
+    explicit.update({k: v for k, v in (model_fields or {}).items() if k in SHAPE_FIELDS})
+    block_size = explicit.pop("block_size", source.block_size)
+    conflicts = [
+        f"{k}={v} (the weights have {getattr(source, k)})" for k, v in explicit.items() if v != getattr(source, k)
+    ]
+    if conflicts:
+        what = f"--size {size}" if size else "the --config model shape"
+        raise GPT2Error(
+            f"{option_name('init_from')} {spec}: {what} asks for {', '.join(conflicts)}; the shape comes from the "
+            "weights, leave --size (and the --config model fields) out"
+        )
+    if block_size > source.block_size:
+        raise GPT2Error(
+            f"{option_name('init_from')} {spec}: block_size {block_size} is larger than the weights' context window "
+            f"({source.block_size} positions); it can only shrink"
+        )
+    # a shorter --seq-len crops too, so the saved model's context is what it was fine-tuned at
+    return dataclasses.replace(source, block_size=min(block_size, seq_len or block_size))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
-from gpt2.recipes import SIZE_DEFAULTS, SIZE_DEPENDENT_OPTIONS
+from gpt2.recipes import FINE_TUNE_DEFAULTS, FINE_TUNE_OPTIONS, SIZE_DEFAULTS, SIZE_DEPENDENT_OPTIONS
 from gpt2.train.config import FIELDS, OPTION_NAMES, option_name, option_type
 
 # group key (field metadata "group") -> title in --help and the docs
@@ -44,12 +44,16 @@ def _format(value: Any) -> str:
 
 
 def default_text(name: str) -> str:
-    """How the default of option ``name`` reads in --help and the docs (``0.0006, per --size``, ``on for CUDA``)."""
+    """How the default of option ``name`` reads in --help and the docs (``6e-4, per --size; 6e-5 with --init-from``)."""
     metadata = FIELDS[name].metadata
     if "default_text" in metadata:
-        return metadata["default_text"]
-    text = _format(FIELDS[name].default)
-    return f"{text}, per --size" if name in SIZE_DEPENDENT_OPTIONS else text
+        text = metadata["default_text"]
+    else:
+        text = _format(FIELDS[name].default)
+        text = f"{text}, per --size" if name in SIZE_DEPENDENT_OPTIONS else text
+    if name in FINE_TUNE_OPTIONS and getattr(FINE_TUNE_DEFAULTS, name) != FIELDS[name].default:
+        text += f"; {_format(getattr(FINE_TUNE_DEFAULTS, name))} with --init-from"
+    return text
 
 
 def help_text(name: str) -> str:
@@ -113,6 +117,10 @@ def markdown_tables() -> str:
                 value = f"{value} GPU, {recipe.micro_batch_cpu} CPU"
             cells.append("" if value is None else _format(value))
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    lines += ["", "**Fine-tuning defaults** (`gpt2.recipes.FINE_TUNE_DEFAULTS`; with `--init-from`, over the above)"]
+    lines += ["", "| " + " | ".join(f"`{option_name(n)}`" for n in FINE_TUNE_OPTIONS) + " |"]
+    lines += ["| --- " * len(FINE_TUNE_OPTIONS) + "|"]
+    lines.append("| " + " | ".join(_format(getattr(FINE_TUNE_DEFAULTS, n)) for n in FINE_TUNE_OPTIONS) + " |")
     return "\n".join(lines)
 
 

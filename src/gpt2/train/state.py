@@ -224,6 +224,7 @@ class TrainState:
         self.last_eval: dict[str, Any] = {}
         self.last_loss: float | None = None  # newest finite train loss (meta.json, the summary)
         self.saved: dict[str, Any] = {}  # the trainer.json this run resumed from
+        self.init_from: dict[str, Any] | None = None  # where the initial weights came from (gpt2.train.init)
         self._clock_start = time.time()
 
     @property
@@ -249,7 +250,8 @@ class TrainState:
         cfg = self.config
         evals = {k: v for k, v in self.last_eval.items() if k in SAVED_EVALS}
         base = {"step": self.step, "tokens": self.tokens, "train_loss": self.last_loss, "size": cfg.size}
-        return {**base, "data": str(cfg.data), **evals}
+        source = {"init_from": self.init_from} if self.init_from is not None else {}
+        return {**base, "data": str(cfg.data), **evals, **source}
 
     def state_dict(self) -> dict[str, Any]:
         state = {
@@ -262,6 +264,8 @@ class TrainState:
             "elapsed": self.clock(),
             "config": self.config.to_dict(),
         }
+        if self.init_from is not None:
+            state["init_from"] = self.init_from
         if self.scaler.is_enabled():
             state["scaler"] = self.scaler.state_dict()
         return state
@@ -271,6 +275,7 @@ class TrainState:
         self.step = state["step"]
         self.last_eval = dict(state.get("last_eval", {}))
         self.elapsed = float(state.get("elapsed", 0.0))
+        self.init_from = state.get("init_from")
         self.loader.load_state_dict(state["loader"])
         if "scaler" in state and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])

@@ -34,6 +34,7 @@ from gpt2.train.checkpointer import Checkpointer, check_resumable
 from gpt2.train.config import TrainConfig
 from gpt2.train.console import RunConsole
 from gpt2.train.hooks import InLoopEvaluation
+from gpt2.train.init import InitSource, initial_model
 from gpt2.train.mfu import device_peak_flops, model_flops_utilization
 from gpt2.train.schedule import learning_rate
 from gpt2.train.signals import StopRequest
@@ -44,7 +45,7 @@ from gpt2.train.tracking import Tracking
 class Trainer:
     """Sets a run up (validating everything before writing anything) and runs it."""
 
-    def __init__(self, config: TrainConfig, ctx: DistContext, model: GPT | None = None):
+    def __init__(self, config: TrainConfig, ctx: DistContext, model: GPT | None = None, init: InitSource | None = None):
         from gpt2.data import TokenShardLoader
 
         self.cfg = cfg = config
@@ -73,7 +74,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.manual_seed(cfg.seed)
             torch.set_float32_matmul_precision("high")  # TF32 for any fp32 matmul left outside autocast
-        self.model = (model or GPT(cfg.model)).to(self.device)
+        model, init_record = initial_model(cfg, self.resume_from is not None, model, init)  # --init-from weights
+        self.model = model.to(self.device).train()  # loaded models come in eval mode (dropout off)
         self.flops_per_token = self.model.flops_per_token(cfg.seq_len)
         self.num_parameters = self.model.num_parameters()
         if ctx.is_main:  # room for fp32 weights + two AdamW moments per kept checkpoint
@@ -92,6 +94,7 @@ class Trainer:
         self.peak_flops = device_peak_flops(self.device, cfg.peak_flops)
         self.evaluation = InLoopEvaluation(cfg, self.device, self.amp_dtype, self.warn)
         self.state = TrainState(cfg, self.loader, self.scaler, ctx.world_size)
+        self.state.init_from = init_record  # a resumed run restores its own
         # Everything a checkpoint holds, each saved under its name; a new stateful piece is one more entry here.
         components = {
             "model": ModelState(self.model, cfg.fsdp, self.state.meta),
@@ -110,11 +113,14 @@ class Trainer:
                 "but losses will not match an uninterrupted run exactly"
             )
         self.log(f"resumed from {self.resume_from} (step {self.state.step}, {self.state.tokens:,} tokens)")
+        if self.cfg.init_from:
+            self.log(f"note: --init-from is ignored: {self.run_dir} has a checkpoint, so the run resumes from it")
 
     def run_info(self) -> dict[str, Any]:
         """run.json: how this process trains (rundir adds start time and the resume history)."""
         return {
             "config": self.cfg.to_dict(),
+            "init_from": self.state.init_from,  # where the initial weights came from (None: random init)
             "model": self.cfg.model.to_dict(),
             "parameters": self.num_parameters,
             "world_size": self.ctx.world_size,
@@ -260,15 +266,16 @@ class Trainer:
         self.console.evaluation({"step": self.state.step, "tokens": self.state.tokens}, metrics, samples)
 
 
-def train(config: TrainConfig, model: GPT | None = None) -> dict[str, Any]:
+def train(config: TrainConfig, model: GPT | None = None, init: InitSource | None = None) -> dict[str, Any]:
     """Run (or resume) training described by ``config`` in this process; under torchrun, on every rank.
 
-    ``model`` optionally supplies the initial model (it must have ``config.model``'s shape).
+    ``model`` optionally supplies the initial model (it must have ``config.model``'s shape); ``init`` the
+    already loaded ``--init-from`` weights (:func:`gpt2.train.init.resolve_config`), else they load here.
     """
     from gpt2.runtime.distributed import setup_distributed, teardown_distributed
 
     ctx = setup_distributed(config.device)
     try:
-        return Trainer(config, ctx, model).run()
+        return Trainer(config, ctx, model, init).run()
     finally:
         teardown_distributed()
