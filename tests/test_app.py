@@ -46,7 +46,7 @@ def slow_checkpoint(tmp_path_factory) -> str:
     take seconds, so the Stop button is pressed while the generation still runs (tiny finishes 512 in ~1 s)."""
     torch.manual_seed(0)
     meta = {"step": 1234, "tokens": 5_000_000, "val_loss": 4.321, "hellaswag_acc_norm": 0.2891}
-    config = GPTConfig(block_size=1024, n_layer=2, n_head=12, n_embd=768)
+    config = GPTConfig(block_size=128, n_layer=2, n_head=12, n_embd=768)  # the window of tiny: long prompts slide
     return str(save_model(tmp_path_factory.mktemp("app") / "wide", GPT(config), meta))
 
 
