@@ -48,6 +48,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     hw.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     hw.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], help="autocast dtype (auto: bf16 on GPUs)")
     _flag_pair(hw, "compile", "torch.compile the model (default: on for CUDA)")
+    _flag_pair(hw, "fused-loss", "chunked output layer + loss without the full logits (faster on CPU; default off)")
     hw.add_argument("--fsdp", action="store_true", default=None, help="shard with FSDP2 instead of DDP (774M+)")
     hw.add_argument("--peak-flops", type=float, help="peak FLOP/s of one device for MFU (default: GPU table)")
 

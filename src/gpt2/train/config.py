@@ -59,6 +59,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto | bf16 | fp16 | fp32 (autocast dtype; weights stay fp32)
     compile: bool | None = None  # None = on for CUDA
+    # output layer + loss in chunks of rows, never materialising the (B*T, V) logits (gpt2.fused_loss): same loss
+    # up to float rounding, faster for small models on CPU; off by default so the seed recipe stays bit-for-bit
+    fused_loss: bool = False
     fsdp: bool = False
     peak_flops: float | None = None  # per-device peak FLOP/s for MFU; None = look the GPU up
     # in-loop evaluation, sampling and checkpoints (every N steps; 0 disables)
