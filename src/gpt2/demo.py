@@ -182,7 +182,13 @@ def run_demo(
         acc, n = hs_row["hellaswag_acc_norm"], hs_row.get("hellaswag_n")
         print(f"HellaSwag:  acc_norm {acc:.3f} on {n} items (chance 0.25)")
     else:
-        print("HellaSwag:  (skipped)")
+        from gpt2.evaluate.hellaswag import HELLASWAG_VAL_URL
+
+        # where to get it: the plot and report leave HellaSwag out rather than showing an empty panel
+        print(
+            f"HellaSwag:  skipped (no data offline). Get {HELLASWAG_VAL_URL} and score the model with\n"
+            f"            gpt2 eval hellaswag --model {run_dir} --data hellaswag_val.jsonl"
+        )
 
     _print_stage(4, total, "plot and report")
     run_command(["report", str(run_dir)])
