@@ -179,7 +179,7 @@ def write_plot(run_dirs: list[str | Path] | str | Path, out: str | Path, log_x: 
     names = ", ".join(run.name for run in runs)
     notes = "red lines: OpenAI GPT-2 124M on FineWeb-Edu — only comparable for FineWeb-Edu runs"
     if not has_hellaswag:
-        notes += "; no HellaSwag evaluations logged (no data at training time: `gpt2 eval hellaswag` scores it later)"
+        notes += "\nno HellaSwag panel: no HellaSwag evaluation was logged (`gpt2 eval hellaswag` scores it later)"
     fig.suptitle(f"{names}\n{notes}", fontsize=11)
     try:
         with atomic_output(out) as tmp:
