@@ -1,6 +1,6 @@
 """The offline end-to-end demo behind ``make demo``: prepare → train → evaluate → report → sample → serve.
 
-    python -m gpt2.demo                      # ~5 minutes of training on 2 CPU cores, into runs/demo
+    python -m gpt2.demo                      # ~3 minutes on 2 idle CPU cores (190 CPU-s), into runs/demo
     python -m gpt2.demo --steps 5 --out /tmp/d   # a smoke run in seconds (what tests/test_demo.py does)
 
 Every stage is a real ``gpt2`` command, run in this process through the same argument parser as the
@@ -224,7 +224,7 @@ def run_demo(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpt2.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(DEMO_OUT), help="demo directory (data/ and run/ inside; %(default)s)")
-    parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="training steps (%(default)s ≈ 5 min on 2 cores)")
+    parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="training steps (%(default)s ≈ 3 min on 2 cores)")
     parser.add_argument("--hellaswag-limit", type=int, default=DEMO_HELLASWAG_LIMIT, help="HellaSwag items scored")
     parser.add_argument("--data-max-tokens", type=int, help="prepare only this many tokens (quick runs)")
     parser.add_argument("--eval-tokens", type=int, default=DEMO_EVAL_TOKENS, help="val tokens per evaluation")

@@ -17,8 +17,9 @@ from __future__ import annotations
 import torch
 
 IGNORE_INDEX = -1  # targets with this value are left out of the mean (gpt2.model re-exports it)
-# Rows per chunk. 256 x 50304 fp32 logits = 51 MB; measured fastest on a 2-core CPU for the demo model
-# (see docs/training.md) — smaller chunks re-read the V x C weight-gradient too often, bigger ones spill cache.
+# Rows per chunk: 256 x 50304 fp32 logits = 51 MB, one buffer reused for every chunk. On the 2-core dev CPU
+# 128-1,024 rows were within measurement noise of each other for the demo model (1,024 x 64) and 64 was
+# slower: each chunk also reads and writes the whole V x C weight gradient, so tiny chunks pay that too often.
 DEFAULT_CHUNK_ROWS = 256
 
 
