@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gpt2 import GPT2Error
-from gpt2.demo import find_hellaswag, main, run_demo, train_argv
+from gpt2.demo import DEMO_MICRO_BATCH, DEMO_SEQ_LEN, find_hellaswag, hellaswag_hint, main, run_demo, train_argv
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +57,27 @@ def test_train_command_skips_hellaswag_without_data(tmp_path):
     assert offline[offline.index("--hellaswag-every") + 1] == "0" and "--hellaswag-path" not in offline
     online = train_argv(tmp_path / "d", tmp_path / "r", 300, 16384, tmp_path / "hs.jsonl", 200)
     assert online[online.index("--hellaswag-every") + 1] == "300" and str(tmp_path / "hs.jsonl") in online
+
+
+def test_train_command_is_the_measured_recipe(tmp_path):
+    from gpt2.cli import build_parser
+    from gpt2.train.cli import options_from_args
+
+    argv = train_argv(tmp_path / "d", tmp_path / "r", 1000, 16384, None, 200)
+    options = options_from_args(build_parser("train").parse_args(argv))
+    assert options["fused_loss"] is True  # the demo's fastest CPU setting; `gpt2 train` keeps it off by default
+    assert options["batch_tokens"] == DEMO_MICRO_BATCH * DEMO_SEQ_LEN == 512  # one micro-batch per step
+    assert options["warmup_steps"] == 66 and options["eval_every"] == 200
+
+
+def test_offline_hint_names_the_file_and_a_real_command(tmp_path):
+    from gpt2.cli import build_parser
+
+    hint = hellaswag_hint(tmp_path / "run")
+    assert "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl" in hint
+    command = hint.split("score the model with: gpt2 ")[1].split()
+    args = build_parser(command[0]).parse_args(command)  # the printed command parses with the real CLI
+    assert args.model == str(tmp_path / "run")
 
 
 def test_bad_steps_is_one_error_line(tmp_path, capsys):

@@ -24,6 +24,7 @@ LAYERS = {
     "gpt2.fileio": 0,
     "gpt2.config": 0,
     "gpt2.model": 0,
+    "gpt2.fused_loss": 0,
     "gpt2.tokenizer": 0,
     "gpt2._lazy": 0,
     "gpt2.recipes": 0,

@@ -11,13 +11,16 @@ import pytest
 from gpt2.cli import main
 from gpt2.errors import GPT2Error
 from gpt2.report import read_run, render_report, write_plot, write_report
+from gpt2.report.metrics import read_runs
 from gpt2.report.units import human_count, human_duration
 
 TINY = {"block_size": 128, "vocab_size": 50304, "n_layer": 2, "n_head": 2, "n_embd": 64}
 TINY_PARAMS = 3_327_744  # 50304*64 (wte) + 128*64 (wpe) + 2 blocks + final LayerNorm
 
 
-def make_run(run_dir: Path, steps: int = 60, tokens_per_step: int = 1024, decay: float = 20.0) -> Path:
+def make_run(
+    run_dir: Path, steps: int = 60, tokens_per_step: int = 1024, decay: float = 20.0, hellaswag: bool = True
+) -> Path:
     """A run dir whose numbers are known in closed form: loss = 3 + 8·exp(-step/decay)."""
     run_dir.mkdir(parents=True)
     rows = []
@@ -30,10 +33,10 @@ def make_run(run_dir: Path, steps: int = 60, tokens_per_step: int = 1024, decay:
         )  # fmt: skip
         if step % 20 == 0:
             rows.append(dict(type="eval", step=step, tokens=tokens, val_loss=loss + 0.1))
-            rows.append(
+            rows += [] if not hellaswag else [
                 dict(type="eval", step=step, tokens=tokens, hellaswag_acc=0.25, hellaswag_n=40,
                      hellaswag_acc_norm=0.25 + step / 1000, hellaswag_acc_norm_token=0.24 + step / 1000)
-            )  # fmt: skip
+            ]  # fmt: skip
             for i in range(2):  # num_samples = 2: two continuations of the same prompt
                 rows.append(dict(type="sample", step=step, tokens=tokens, prompt="To be", text=f" or {i} {step}"))
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -81,6 +84,23 @@ def test_report_contains_the_run_numbers(tmp_path):
     assert "# Training report: demo/run" in text  # "run" alone says nothing: the parent's name is added
     assert "![loss, learning rate, HellaSwag and throughput of demo/run](plot.png)" in text
     assert (run / "plot.png").stat().st_size > 10_000
+
+
+def test_without_hellaswag_the_plot_drops_its_panel_and_the_report_says_so(tmp_path):
+    import matplotlib.image
+
+    from gpt2.report.plot import panel_layout
+
+    offline = make_run(tmp_path / "offline", hellaswag=False)
+    online = make_run(tmp_path / "online")
+    assert panel_layout(read_runs([offline])) == [["loss", "loss"], ["lr", "tps"]]  # no empty accuracy panel
+    assert "hs" in panel_layout(read_runs([offline, online]))[1]  # one run with evals is enough to show it
+    out = write_plot(offline, tmp_path / "offline.png")
+    image = matplotlib.image.imread(out)
+    assert image.shape[0] > 600 and image[..., :3].std() > 0.05
+    report = render_report(read_run(offline))
+    assert "| HellaSwag | not evaluated in this run" in report
+    assert "not evaluated" not in render_report(read_run(online))
 
 
 def test_report_elsewhere_links_plot_relatively_and_resume_duplicates_are_dropped(tmp_path, capsys):

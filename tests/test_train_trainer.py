@@ -202,3 +202,12 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(dataset, tmp_path
     assert (out / "latest").read_text().strip() == "step_000002"
     assert sorted(p.name for p in out.iterdir() if p.name.startswith((".step", "step"))) == ["step_000002"]
     assert load_checkpoint(out / "step_000002") is not None and read_meta(out / "step_000002")["step"] == 2
+
+
+def test_fused_loss_trains_like_the_plain_loss(dataset, tmp_path):
+    train(tiny_config(dataset, tmp_path / "plain", steps=4))
+    train(tiny_config(dataset, tmp_path / "fused", steps=4, fused_loss=True))
+    plain, fused = train_losses(tmp_path / "plain"), train_losses(tmp_path / "fused")
+    assert len(fused) == 4 and fused[-1] < fused[0]
+    assert fused == pytest.approx(plain, rel=1e-4)  # float rounding apart, the same updates
+    assert json.loads((tmp_path / "fused" / "run.json").read_text())["config"]["fused_loss"] is True

@@ -1,6 +1,6 @@
 """The offline end-to-end demo behind ``make demo``: prepare → train → evaluate → report → sample → serve.
 
-    python -m gpt2.demo                      # ~4 minutes of training on 2 CPU cores, into runs/demo
+    python -m gpt2.demo                      # ~3 minutes on 2 idle CPU cores (190 CPU-s), into runs/demo
     python -m gpt2.demo --steps 5 --out /tmp/d   # a smoke run in seconds (what tests/test_demo.py does)
 
 Every stage is a real ``gpt2`` command, run in this process through the same argument parser as the
@@ -26,14 +26,15 @@ HELLASWAG_HOST = "raw.githubusercontent.com"  # where gpt2.evaluate.hellaswag do
 SAMPLE_PROMPT = "ROMEO:"
 
 # The demo model: the registry's ``tiny`` shape (2 layers, 64 channels, 3.3M parameters, most of them the
-# 50304x64 token embedding). With GPT-2's 50K vocabulary the output layer dominates the cost of small models,
-# so wider or deeper shapes buy little per CPU-second; and at this scale more, smaller steps (1,024 tokens)
-# beat fewer big ones for the same tokens (loss ~6.5 after only 40 steps). 300 steps = 307K tokens, about
-# 4-5 minutes on 2 cores, and the loss falls from 10.9 (uniform over the vocabulary).
+# 50304x64 token embedding), chosen by a measured sweep (docs/training.md, "The demo recipe"): in a budget of
+# a few CPU-minutes every shape we tried (up to 4 layers x 128 channels) reached the same loss per token, so
+# the cheapest one sees the most tokens; lr 3e-3 beat 1e-3, 6e-3 and 1e-2; and the number of updates is what
+# limits it, so steps of 512 tokens (4 x 128) beat steps of 1,024 for the same tokens and CPU time.
+# 1,000 steps = 512K tokens; the fused loss (--fused-loss) skips the (512, 50304) logits buffers.
 DEMO_SIZE = "tiny"
 DEMO_SEQ_LEN = 128
-DEMO_MICRO_BATCH = 8
-DEMO_STEPS = 300
+DEMO_MICRO_BATCH = 4
+DEMO_STEPS = 1000
 DEMO_LR = 3e-3
 DEMO_EVAL_TOKENS = 16_384  # per validation pass: a stable estimate that costs a few seconds on a CPU
 DEMO_HELLASWAG_LIMIT = 200  # items scored at the end (chance level is 0.25; a model this small stays near it)
@@ -101,6 +102,16 @@ def find_hellaswag(allow_download: bool = True, local: Path | None = None) -> tu
     )
 
 
+def hellaswag_hint(run_dir: Path) -> str:
+    """What the demo prints when it had no HellaSwag data: where to get the file and how to score the model."""
+    from gpt2.evaluate.hellaswag import HELLASWAG_VAL_URL
+
+    return (
+        f"HellaSwag:  skipped (no data offline). Download {HELLASWAG_VAL_URL}\n"
+        f"            and score the model with: gpt2 eval hellaswag --model {run_dir} --data hellaswag_val.jsonl"
+    )
+
+
 def finished_step(run_dir: Path) -> int | None:
     """The step of the run's latest checkpoint, or None when there is none yet."""
     from gpt2.checkpoint import read_meta
@@ -126,6 +137,7 @@ def train_argv(
         "--micro-batch", str(DEMO_MICRO_BATCH),
         "--batch-tokens", str(DEMO_SEQ_LEN * DEMO_MICRO_BATCH),
         "--lr", str(DEMO_LR),
+        "--fused-loss",
         "--warmup-steps", str(max(1, steps // 15)),
         "--eval-every", str(eval_every),
         "--eval-tokens", str(eval_tokens),
@@ -193,7 +205,7 @@ def run_demo(
         acc, n = hs_row["hellaswag_acc_norm"], hs_row.get("hellaswag_n")
         print(f"HellaSwag:  acc_norm {acc:.3f} on {n} items (chance 0.25)")
     else:
-        print("HellaSwag:  (skipped)")
+        print(hellaswag_hint(run_dir))  # the plot and report leave HellaSwag out rather than show an empty panel
 
     _print_stage(4, total, "plot and report")
     run_command(["report", str(run_dir)])
@@ -223,7 +235,7 @@ def run_demo(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpt2.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(DEMO_OUT), help="demo directory (data/ and run/ inside; %(default)s)")
-    parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="training steps (%(default)s ≈ 4 min on 2 cores)")
+    parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="training steps (%(default)s ≈ 3 min on 2 cores)")
     parser.add_argument("--hellaswag-limit", type=int, default=DEMO_HELLASWAG_LIMIT, help="HellaSwag items scored")
     parser.add_argument("--data-max-tokens", type=int, help="prepare only this many tokens (quick runs)")
     parser.add_argument("--eval-tokens", type=int, default=DEMO_EVAL_TOKENS, help="val tokens per evaluation")

@@ -14,8 +14,11 @@ from torch.nn import functional as F
 
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
+from gpt2.fused_loss import IGNORE_INDEX, fused_linear_cross_entropy
 
-IGNORE_INDEX = -1  # targets with this value are left out of the loss (padding in batched evaluation)
+# IGNORE_INDEX (-1, from gpt2.fused_loss, which shares it): targets with this value are left out of the loss
+# (padding in batched evaluation).
+__all__ = ["GPT", "IGNORE_INDEX", "KVCache", "optimizer_param_groups"]
 
 
 @dataclass
@@ -203,7 +206,8 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
         logits_at: int | torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        fused_loss: bool = False,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Logits for the tokens ``idx`` (B, T) and, given ``targets`` (B, T) of token ids, the mean
         cross-entropy loss over targets != -1 (None without targets).
 
@@ -218,6 +222,8 @@ class GPT(nn.Module):
           the continuation tokens) -> (N, V), N = ``logits_at.sum()``.
 
         The loss needs every position's logits, so ``targets`` requires ``logits_at=None``.
+        ``fused_loss=True`` (with ``targets``) computes the loss in chunks of rows without materialising
+        the logits (gpt2.fused_loss; faster on CPU, equal up to float rounding) and returns ``(None, loss)``.
         With ``kv_cache``, ``idx`` holds only the new tokens; they are placed at positions
         ``kv_cache.pos ...`` and the cache advances by T.
         """
@@ -242,6 +248,8 @@ class GPT(nn.Module):
             kv_cache.pos += T
         if logits_at is not None:
             return self.lm_head(_select_positions(x, logits_at)), None
+        if fused_loss and targets is not None:
+            return None, fused_linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.reshape(-1))
         logits = self.lm_head(x)
         loss = None
         if targets is not None:

@@ -4,9 +4,12 @@ One step = forward + backward + AdamW update on one micro-batch, for both models
 config (vocab 50304, no dropout), the same batch, the same precision, the same optimizer settings
 and the same number of threads. Reference: ``transformers.GPT2LMHeadModel`` with SDPA attention.
 
-CPU: fp32, eager, the ``mini`` config (B=2, T=256) and 124M (B=1, T=128, fewer repeats; skipped
-in quick mode). CUDA: bf16 autocast, ``torch.compile``, fused AdamW and flash SDPA for both, 124M at
-T=1024 with micro-batch 16/32/64, plus MFU against the card's bf16 peak.
+CPU: fp32, eager, the fused (single-kernel) AdamW our trainer uses, for both; the ``mini`` config
+(B=2, T=256) and 124M (B=1, T=128, fewer repeats; skipped in quick mode). "ours" is our trainer's
+fastest CPU configuration, ``--fused-loss`` (the output layer and cross-entropy in chunks of rows,
+gpt2.fused_loss); the plain loss is timed in the same rounds and reported as ``plain_ratio``.
+CUDA: bf16 autocast, ``torch.compile``, fused AdamW and flash SDPA for both, plain loss (compiled,
+it is fused already), 124M at T=1024 with micro-batch 16/32/64, plus MFU against the card's bf16 peak.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from gpt2.train.mfu import device_peak_flops, model_flops_utilization  # the sam
 
 REFERENCE_NAME = "transformers GPT2LMHeadModel (sdpa)"
 IMPLEMENTATIONS = ("ours", "hf")
+OURS_PLAIN = "ours-plain"  # CPU only: our model with the plain (full-logits) loss, timed alongside
 MIB = 2**20
 
 
@@ -78,13 +82,23 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return resolve_amp_dtype("bf16" if device.type == "cuda" else "fp32", device)
 
 
+def uses_fused_loss(impl: str, device: torch.device) -> bool:
+    """Whether ``impl`` runs with ``fused_loss``: ours on CPU (where it is our trainer's fastest setting)."""
+    return impl == "ours" and device.type == "cpu"
+
+
 def make_train_step(impl: str, config: GPTConfig, batch: int, seq: int, device: torch.device) -> Callable[[], None]:
-    """A closure doing one optimizer step of a freshly built ``impl`` model on a fixed random batch."""
-    model = build_model(impl, config).to(device).train()
+    """A closure doing one optimizer step of a freshly built ``impl`` model on a fixed random batch.
+
+    ``impl``: "ours" (fused loss on CPU), "ours-plain" (our model, plain loss) or "hf".
+    """
+    model = build_model("hf" if impl == "hf" else "ours", config).to(device).train()
     cuda = device.type == "cuda"
     runner = torch.compile(model) if cuda else model
+    fused_loss = uses_fused_loss(impl, device)
+    # fused AdamW for both sides, as `gpt2 train` uses on CUDA and CPU (the optimizer is not what is compared)
     optimizer = torch.optim.AdamW(
-        optimizer_param_groups(model, 0.1), lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=cuda or None
+        optimizer_param_groups(model, 0.1), lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=device.type in ("cuda", "cpu")
     )
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, GPT2_VOCAB_SIZE, (batch, seq + 1), generator=generator).to(device)
@@ -94,8 +108,8 @@ def make_train_step(impl: str, config: GPTConfig, batch: int, seq: int, device: 
     def step() -> None:
         with autocast(device, amp):
             # Keep only the loss: holding the (B, T, V) logits through backward would cost B*T*V*4 bytes.
-            if impl == "ours":
-                loss = runner(x, y)[1]
+            if impl != "hf":
+                loss = runner(x, y, fused_loss=fused_loss)[1]
             else:  # HF shifts the labels itself; no KV cache in training
                 loss = runner(input_ids=x, labels=x, use_cache=False).loss
         loss.backward()
@@ -127,8 +141,11 @@ def _two_steps(impl: str, config: GPTConfig, batch: int, seq: int, device: torch
 
 
 def _measure_cpu(case: TrainCase, config: GPTConfig, device: torch.device) -> tuple[dict, dict]:
-    """CPU: both models timed in alternation; then each one's memory in a separate, untimed run."""
-    steps = {impl: make_train_step(impl, config, case.batch, case.seq, device) for impl in IMPLEMENTATIONS}
+    """CPU: both models (and ours with the plain loss) timed in alternation; then each one's memory in a
+    separate, untimed run."""
+    steps = {
+        impl: make_train_step(impl, config, case.batch, case.seq, device) for impl in (*IMPLEMENTATIONS, OURS_PLAIN)
+    }
     seconds = interleaved_median_seconds(steps, repeat=case.repeat, warmup=1)
     del steps
     _free_memory(device)
@@ -178,12 +195,25 @@ def run(device: str = "cpu", repeat: int = 3, quick: bool = False) -> list[Bench
             "flops_per_token": flops_per_token,
             "ours_seconds_per_step": seconds["ours"],
             "reference_seconds_per_step": seconds["hf"],
+            "ours_loss": "fused" if uses_fused_loss("ours", dev) else "plain",
         }
+        if OURS_PLAIN in seconds:  # the same comparison without the fused loss
+            extra["plain_seconds_per_step"] = seconds[OURS_PLAIN]
+            extra["plain_ratio"] = seconds["hf"] / seconds[OURS_PLAIN]
         peak_flops = device_peak_flops(dev)  # None on CPU: MFU is only defined against a GPU's bf16 peak
         extra["mfu"] = model_flops_utilization(flops_per_token, ours, peak_flops)
         extra["reference_mfu"] = model_flops_utilization(flops_per_token, ref, peak_flops)
         extra["peak_flops"] = peak_flops
-        results.append(BenchResult(f"train {case.label} tok/s", ours, ref, "tok/s", ours / ref, REFERENCE_NAME, extra))
+        fused = " (ours --fused-loss)" if extra["ours_loss"] == "fused" else ""
+        results.append(
+            BenchResult(f"train {case.label} tok/s{fused}", ours, ref, "tok/s", ours / ref, REFERENCE_NAME, extra)
+        )
+        if OURS_PLAIN in seconds:
+            plain = tokens / seconds[OURS_PLAIN]
+            plain_extra = {**extra, "ours_loss": "plain", "ours_seconds_per_step": seconds[OURS_PLAIN]}
+            plain_extra["mfu"] = model_flops_utilization(flops_per_token, plain, peak_flops)
+            name = f"train {case.label} tok/s (ours, plain loss)"
+            results.append(BenchResult(name, plain, ref, "tok/s", plain / ref, REFERENCE_NAME, plain_extra))
         memory_extra = {key: extra[key] for key in ("suite", "size", "batch", "seq_len", "dtype")}
         memory_extra["method"] = "cuda max_memory_allocated" if dev.type == "cuda" else "peak live tensor bytes"
         results.append(

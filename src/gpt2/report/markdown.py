@@ -129,6 +129,8 @@ def summary_rows(run: RunMetrics) -> list[tuple[str, str]]:
             parts.append(f"acc {hs['hellaswag_acc']:.4f}")
         n = hs.get("hellaswag_n")
         rows.append((f"HellaSwag (step {hs.get('step')}{f', {n} items' if n else ''})", "; ".join(parts)))
+    else:
+        rows.append(("HellaSwag", "not evaluated in this run (`gpt2 eval hellaswag --model RUN_DIR` scores it later)"))
     # The first logged step includes compilation / warm-up, so it is left out of the typical throughput.
     steady = run.train[1:] if len(run.train) > 1 else run.train
     tps = [r["tok_per_s"] for r in steady if isinstance(r.get("tok_per_s"), (int, float))]

@@ -1,5 +1,7 @@
 """A 2×2 figure of training runs — loss, learning rate, HellaSwag and throughput against tokens.
 
+Runs without any HellaSwag evaluation get three panels (the loss across the top) instead of an empty one.
+
 matplotlib is imported inside the functions (Agg backend, no display needed) so that ``gpt2 --help`` and the
 trainer stay light; the trainer can call :func:`write_plot` at every eval.
 """
@@ -100,7 +102,7 @@ def _plot_hellaswag(ax, runs: list[RunMetrics], colors: list) -> None:
         label=f"GPT-2 124M {GPT2_124M_HELLASWAG_BUILD_NANOGPT} (build-nanogpt, per token)",
     )
     ax.axhline(HELLASWAG_CHANCE, color="gray", linestyle=":", linewidth=1, label="chance 0.25")
-    ax.set_title("HellaSwag accuracy" + ("" if values else " (no HellaSwag evals logged)"))
+    ax.set_title("HellaSwag accuracy")
     # Keep the reference lines and every point in view, with a margin so points on the edge stay visible.
     ax.set_ylim(min([0.2, *values]) - 0.02, max([0.35, *values]) + 0.02)
 
@@ -119,8 +121,19 @@ def _minor_log_label(x: float, _pos: int) -> str:
     return human_count(x) if leading in "25" else ""
 
 
+def panel_layout(runs: list[RunMetrics]) -> list[list[str]]:
+    """The figure's 2×2 grid of panel names (loss, lr, hs = HellaSwag, tps = throughput).
+
+    Without any HellaSwag eval (e.g. an offline run that had no data) an empty accuracy panel would look like
+    a failure: it is left out and the loss curve gets the whole top row instead.
+    """
+    if any(run.series("evals", "hellaswag_acc_norm")[0] for run in runs):
+        return [["loss", "lr"], ["hs", "tps"]]
+    return [["loss", "loss"], ["lr", "tps"]]
+
+
 def write_plot(run_dirs: list[str | Path] | str | Path, out: str | Path, log_x: bool = False) -> Path:
-    """Draw the 2×2 training figure for one or several run directories into the PNG ``out``; returns its path.
+    """Draw the training figure for one or several run directories into the PNG ``out``; returns its path.
 
     Written atomically (temp file + rename) so a viewer, or the web app, never sees a half-written image.
     """
@@ -140,17 +153,19 @@ def write_plot(run_dirs: list[str | Path] | str | Path, out: str | Path, log_x: 
     import matplotlib.ticker
 
     colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(runs))]
+    layout = panel_layout(runs)
+    has_hellaswag = "hs" in layout[1]
     # One shared tokens axis: a HellaSwag eval logged only at the end still lines up with the loss curve.
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), sharex=True, constrained_layout=True)
-    (ax_loss, ax_lr), (ax_hs, ax_tps) = axes
-    _plot_loss(ax_loss, runs, colors)
-    _plot_lr(ax_lr, runs, colors)
-    _plot_hellaswag(ax_hs, runs, colors)
+    fig, axes = plt.subplot_mosaic(layout, figsize=(13, 8.5), sharex=True, constrained_layout=True)
+    _plot_loss(axes["loss"], runs, colors)
+    _plot_lr(axes["lr"], runs, colors)
+    if has_hellaswag:
+        _plot_hellaswag(axes["hs"], runs, colors)
     if log_x:
-        ax_loss.set_xscale("log")  # shared: applies to all four panels
-    _plot_throughput(ax_tps, runs, colors)
+        axes["loss"].set_xscale("log")  # shared: applies to every panel
+    _plot_throughput(axes["tps"], runs, colors)
     token_ticks = matplotlib.ticker.FuncFormatter(lambda x, _pos: human_count(x))
-    for ax in axes.flat:
+    for ax in axes.values():
         ax.set_xlabel("tokens seen")
         ax.tick_params(labelbottom=True)  # sharex hides the top row's labels; keep them, the panels are far apart
         ax.xaxis.set_major_formatter(token_ticks)
@@ -161,9 +176,10 @@ def write_plot(run_dirs: list[str | Path] | str | Path, out: str | Path, log_x: 
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="best")
     names = ", ".join(run.name for run in runs)
-    fig.suptitle(
-        f"{names}\nred lines: OpenAI GPT-2 124M on FineWeb-Edu — only comparable for FineWeb-Edu runs", fontsize=11
-    )
+    notes = "red lines: OpenAI GPT-2 124M on FineWeb-Edu — only comparable for FineWeb-Edu runs"
+    if not has_hellaswag:
+        notes += "\nno HellaSwag panel: no HellaSwag evaluation was logged (`gpt2 eval hellaswag` scores it later)"
+    fig.suptitle(f"{names}\n{notes}", fontsize=11)
     try:
         with atomic_output(out) as tmp:
             fig.savefig(tmp, dpi=100, format="png")

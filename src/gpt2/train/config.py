@@ -87,6 +87,12 @@ class TrainConfig:
         choices=DTYPES,
     )
     compile: bool | None = option(None, "torch.compile the model", "hardware", default_text="on for CUDA")
+    fused_loss: bool = option(
+        False,
+        "output layer + cross-entropy in chunks of 256 rows, never holding the (B*T, V) logits: the same loss up "
+        "to float rounding, faster for small models on CPU (off: the seed recipe stays bit for bit)",
+        "hardware",
+    )
     fsdp: bool = option(False, "shard with FSDP2 instead of replicating with DDP (774M+, needs torchrun)", "hardware")
     peak_flops: float | None = option(
         None, "peak FLOP/s of one device, for MFU", "hardware", default_text="the GPU table"

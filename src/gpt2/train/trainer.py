@@ -159,7 +159,7 @@ class Trainer:
                 with autocast(self.device, self.amp_dtype):
                     # Index the tuple instead of unpacking it: a name bound to the logits would keep
                     # B*T*V activations (6.6 GB at 124M, B=64, bf16) alive through the backward pass.
-                    loss = self.runner(x, y)[1]
+                    loss = self.runner(x, y, fused_loss=cfg.fused_loss)[1]
                 # Each micro-batch's mean loss / grad_accum: the summed gradient is that of the mean over all.
                 loss = loss / self.grad_accum
                 loss_sum += loss.detach()
