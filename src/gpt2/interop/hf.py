@@ -69,8 +69,7 @@ def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
 def model_from_hf_state(config: GPTConfig, state: dict[str, torch.Tensor], source: str) -> GPT:
     """Our GPT from an HF ``GPT2LMHeadModel`` state dict (Conv1D layout, optional buffers and tied head)."""
     state = check_tied_head(drop_attention_buffers(state), source)
-    state = {k: v.float() for k, v in transpose_conv1d(state).items()}
-    return model_from_state_dict(config, state, source)
+    return model_from_state_dict(config, transpose_conv1d(state), source)
 
 
 def _is_local(src: str) -> bool:

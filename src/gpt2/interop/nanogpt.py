@@ -30,6 +30,7 @@ from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.interop.state_dict import check_tied_head, drop_attention_buffers
 from gpt2.model import GPT
+from gpt2.weights import expected_shapes
 
 # Prefixes added by torch.compile (`_orig_mod.`) and DDP / DataParallel (`module.`) wrappers.
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
@@ -155,12 +156,9 @@ def import_nanogpt(path: str | Path) -> tuple[GPT, dict[str, Any]]:
     config = _infer_config(fields, state, source)
     if fields.get("bias") is False:
         # nanoGPT's bias=False drops the Linear and LayerNorm biases; a zero bias computes exactly the same.
-        with torch.device("meta"):
-            reference = GPT(config).state_dict()
-        for key, value in reference.items():
+        for key, shape in expected_shapes(config).items():  # no modules built: the config is not trusted yet
             if key.endswith(".bias") and key not in state:
-                state[key] = torch.zeros(value.shape)
-    state = {k: v.float() for k, v in state.items()}
+                state[key] = torch.zeros(shape)
     model = model_from_state_dict(config, state, source)
     meta: dict[str, Any] = {"source": str(Path(path).resolve()), "imported_from": "nanogpt"}
     for meta_key, keys in (("step", ("step", "iter_num")), ("val_loss", ("val_loss", "best_val_loss"))):

@@ -120,7 +120,7 @@ class TrainConfig:
         """Raise GPT2Error naming the option when the configuration cannot work."""
         for name in OPTION_NAMES:
             check_option_value(name, getattr(self, name))
-        for name in ("steps", "batch_tokens", "micro_batch", "seq_len", "lr", "peak_flops"):
+        for name in ("steps", "batch_tokens", "micro_batch", "seq_len", "lr", "peak_flops", "eval_tokens"):
             value = getattr(self, name)
             if value is not None and value <= 0:  # None (peak_flops) = decided later
                 raise GPT2Error(f"{option_name(name)} must be positive, got {value}")
@@ -132,6 +132,9 @@ class TrainConfig:
                 f"{option_name('seq_len')} {self.seq_len} exceeds the model's context window "
                 f"(block_size {self.model.block_size})"
             )
+        for name in ("beta1", "beta2"):  # AdamW's moment decay rates; torch would raise a ValueError at start-up
+            if not 0 <= getattr(self, name) < 1:
+                raise GPT2Error(f"{option_name(name)} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise GPT2Error(f"{option_name('min_lr_ratio')} must be in [0, 1], got {self.min_lr_ratio}")
         if self.max_bad_steps < 1:
