@@ -26,7 +26,15 @@ from gpt2.checkpoint import CHECKPOINT_FORMAT, model_from_state_dict
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.fileio import atomic_directory, read_json_object, write_json
-from gpt2.interop.state_dict import check_tied_head, drop_attention_buffers, transpose_conv1d
+from gpt2.interop.state_dict import (
+    ATTENTION_BUFFER_SUFFIXES,
+    check_tied_head,
+    drop_attention_buffers,
+    transpose_conv1d,
+    transpose_shapes,
+)
+from gpt2.tensor_tree import read_safetensors
+from gpt2.weights import check_float_dtypes, check_shapes, safetensors_header
 from gpt2.model import GPT
 from gpt2.tokenizer import EOT_ID, EOT_TOKEN, bpe_files
 
@@ -85,14 +93,47 @@ def _load_transformers():
     return transformers
 
 
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what save_pretrained writes (new, old)
+
+
+def _hf_key(key: str) -> str:
+    # A saved GPT2Model (the hub's gpt2) has no "transformer." prefix; GPT2LMHeadModel has one.
+    return key if key.startswith(("transformer.", "lm_head.")) else f"transformer.{key}"
+
+
+def read_hf_weights(path: Path, config: GPTConfig) -> dict[str, torch.Tensor]:
+    """The tensors of a local HF GPT-2 directory, in our key names (Conv1D layout kept), read without transformers.
+
+    ``model.safetensors`` is checked against ``config`` from its header before any data is read; an old
+    ``pytorch_model.bin`` is read with ``torch.load(weights_only=True)`` after the zip-bomb and pickle checks
+    of :func:`gpt2.interop.nanogpt.read_pt`, so a hostile file is refused with one line and never runs.
+    """
+    from gpt2.interop.nanogpt import read_pt
+
+    file = next((path / name for name in HF_WEIGHT_FILES if (path / name).is_file()), None)
+    if file is None:
+        raise GPT2Error(f"cannot load Hugging Face model from {path}: no {' or '.join(HF_WEIGHT_FILES)}")
+    if file.suffix == ".safetensors":
+        shapes, dtypes = safetensors_header(file)
+        shapes = drop_attention_buffers({_hf_key(k): v for k, v in shapes.items()})
+        check_float_dtypes({k: v for k, v in dtypes.items() if not k.endswith(ATTENTION_BUFFER_SUFFIXES)}, str(file))
+        check_shapes(transpose_shapes(shapes), config, str(file))
+        state = read_safetensors(file)
+    else:
+        state = read_pt(file)
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise GPT2Error(f"{file}: expected a state dict of tensors")
+    return {_hf_key(k): v for k, v in state.items()}
+
+
 def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
     """Load a GPT-2 from a local HF directory or a hub name (``gpt2``, ``openai-community/gpt2-xl``).
 
-    Weights are converted exactly (fp32, vocab kept at the checkpoint's 50257). Returns the model
-    in eval mode on ``device``.
+    A local directory is read directly (no ``transformers`` needed); a hub name goes through
+    ``transformers`` (the download and its cache). Weights are converted exactly (fp32, vocab kept at
+    the checkpoint's 50257). Returns the model in eval mode on ``device``.
     """
-    local = _is_local(src)
-    if local:
+    if _is_local(src):
         path = Path(src).expanduser()
         if not path.exists():
             raise GPT2Error(f"Hugging Face model directory not found: {src}")
@@ -101,17 +142,14 @@ def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
         hf_config = read_json_object(path / "config.json", "Hugging Face config")
         if hf_config.get("format") == CHECKPOINT_FORMAT:
             raise GPT2Error(f"{src} is already a {CHECKPOINT_FORMAT} checkpoint; load it directly, no import needed")
-        config = config_from_hf(hf_config, src)  # fail fast, before transformers reads any weights
-        src = str(path)
+        config = config_from_hf(hf_config, src)  # fail fast, before reading any weights
+        return model_from_hf_state(config, read_hf_weights(path, config), src).to(device).eval()
     transformers = _load_transformers()
     try:
         # The real hub code path: downloads (or reuses the HF cache) when the hub is reachable.
-        if not local:  # check the small config.json before downloading gigabytes of weights
-            config = config_from_hf(transformers.AutoConfig.from_pretrained(src).to_dict(), src)
+        config = config_from_hf(transformers.AutoConfig.from_pretrained(src).to_dict(), src)  # before the weights
         hf_model = transformers.GPT2LMHeadModel.from_pretrained(src, dtype=torch.float32)
     except (OSError, ValueError) as exc:
-        if local:
-            raise GPT2Error(f"cannot load Hugging Face model from {src}: {exc}") from None
         raise GPT2Error(
             f"cannot load {src!r} from the Hugging Face Hub: the hub is unreachable or the model does not exist "
             f"({str(exc).splitlines()[0]}), and there is no local directory {src!r}. "
