@@ -68,7 +68,7 @@ def describe(spec: str) -> dict:
 
 
 def add_info_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a size name (124M, tiny, ...), a checkpoint or run directory, a Hugging Face directory or a .pt file")
+    parser.add_argument("model", help="a size (124M, tiny, ...), checkpoint or run dir, Hugging Face dir or .pt file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 

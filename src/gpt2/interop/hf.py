@@ -33,10 +33,10 @@ from gpt2.interop.state_dict import (
     transpose_conv1d,
     transpose_shapes,
 )
-from gpt2.tensor_tree import read_safetensors
-from gpt2.weights import check_float_dtypes, check_shapes, safetensors_header
 from gpt2.model import GPT
+from gpt2.tensor_tree import read_safetensors
 from gpt2.tokenizer import EOT_ID, EOT_TOKEN, bpe_files
+from gpt2.weights import check_float_dtypes, check_shapes, safetensors_header
 
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which our model uses
 # Both names denote the tanh approximation of GELU that GPT-2 was trained with (our MLP's activation).
