@@ -28,7 +28,7 @@ from gpt2.rundir import (
     write_run_info,
 )
 from gpt2.runtime.device import autocast, resolve_amp_dtype
-from gpt2.runtime.distributed import DistContext, all_reduce_mean, any_rank
+from gpt2.runtime.distributed import DistContext, all_reduce_mean, any_rank, barrier
 from gpt2.runtime.parallel import gradient_sync, wrap_model
 from gpt2.train.checkpointer import Checkpointer, check_resumable
 from gpt2.train.config import TrainConfig
@@ -54,7 +54,10 @@ class Trainer:
         self.run_dir = Path(cfg.out)
         self.console = RunConsole(ctx.is_main, cfg.steps, cfg.log_every)
         self.log, self.warn = self.console.log, self.console.warn
-        # --- read-only checks first: a bad invocation must not touch an existing run
+        if ctx.is_main and self.run_dir.is_dir():  # a crash's leftovers (a step_N mid-replace is put back first)
+            remove_stale_temporaries(self.run_dir)
+        barrier(ctx)
+        # --- read-only checks next: a bad invocation must not touch an existing run
         self.loader = TokenShardLoader(
             cfg.data, "train", cfg.micro_batch, cfg.seq_len, ctx.rank, ctx.world_size, cfg.seed, cfg.shuffle
         )
@@ -176,7 +179,6 @@ class Trainer:
         if self.resume_from is not None:
             self._restore()
         if ctx.is_main:
-            remove_stale_temporaries(self.run_dir)
             truncate_metrics(self.run_dir, state.step)
             write_run_info(self.run_dir, self.run_info(), state.step if self.resume_from is not None else None)
             self.console.open(MetricsLog(self.run_dir))
