@@ -109,7 +109,10 @@ def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
         if old and path.is_dir() and not (run_dir / old.group(1)).exists():
             os.replace(path, run_dir / old.group(1))
             continue
-        if path.is_dir() and not path.is_symlink():
+        is_dir = path.is_dir() and not path.is_symlink()
+        if path.name.startswith(".step_") != is_dir:
+            continue  # ours are directories for step_N and files otherwise: anything else is not ours
+        if is_dir:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
