@@ -1,4 +1,4 @@
-"""Graceful stop: SIGTERM / SIGINT ask the loop to finish its step, save a checkpoint and exit 0."""
+"""Graceful stop: SIGTERM / SIGINT ask the loop to stop at the next micro-step boundary, save a checkpoint, exit 0."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 
 class StopRequest:
-    """SIGTERM / SIGINT set ``requested``; the loop checks it after each step.
+    """SIGTERM / SIGINT set ``requested``; the loop checks it after each step and between micro-steps.
 
     A second Ctrl-C stops at once (KeyboardInterrupt) for when the user really means it. The previous
     handlers are put back on exit.
@@ -38,3 +38,56 @@ class StopRequest:
     def __exit__(self, *exc: Any) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+SLOW_STEP_SECONDS = 3600.0  # warn when one optimizer step would take longer than this
+DISTRIBUTED_CHECK_SECONDS = 10.0  # under torchrun, ranks agree on a stop between micro-steps only for steps this slow
+
+
+class MicroStepStop:
+    """A stop request honoured between the micro-steps of one optimizer step, and a warning for absurd steps.
+
+    A step of ``--batch-tokens 1e10`` can run for hours; SIGTERM (a preemption) must not wait for it. So
+    :meth:`abort` is asked before every micro-step after the first: when it says yes the trainer drops
+    the half-accumulated step and rewinds the data position and RNGs to the step's start, so the
+    checkpoint it then saves (of the last complete step) resumes exactly. One process checks its own
+    flag (free); under torchrun the ranks must agree (a collective per micro-step), so they do that only
+    once the first step showed steps are slow (> :data:`DISTRIBUTED_CHECK_SECONDS`).
+    After the first micro-step of the run, :meth:`first_micro_step` warns if a whole step would take
+    more than :data:`SLOW_STEP_SECONDS` at the measured rate.
+    """
+
+    def __init__(self, stop: StopRequest, ctx: Any, grad_accum: int, warn: Any):
+        self.stop, self.ctx, self.grad_accum, self.warn = stop, ctx, grad_accum, warn
+        self.check = not ctx.distributed  # under torchrun: decided after the first step (see step_done)
+        self.timed = False
+        self._decided = not ctx.distributed
+
+    def first_micro_step(self, seconds: float) -> None:
+        """Warn (once) if ``grad_accum`` micro-steps of ``seconds`` each make an absurdly long step."""
+        if self.timed:
+            return
+        self.timed = True
+        estimate = seconds * self.grad_accum
+        if estimate > SLOW_STEP_SECONDS:
+            self.warn(
+                f"one optimizer step will take ~{estimate / 3600:.1f} h at the measured rate "
+                f"({self.grad_accum:,} micro-steps of {seconds:.1f} s); lower --batch-tokens or raise --micro-batch"
+            )
+
+    def step_done(self, seconds: float) -> None:
+        """After the first step, under torchrun: check between micro-steps only if steps are slow (all ranks agree)."""
+        if not self._decided:
+            from gpt2.runtime.distributed import any_rank
+
+            self.check, self._decided = any_rank(seconds > DISTRIBUTED_CHECK_SECONDS, self.ctx), True
+
+    def abort(self) -> bool:
+        """True when the step in progress should be dropped for a stop request (ask between micro-steps)."""
+        if not self.check:
+            return False
+        if self.ctx.distributed:
+            from gpt2.runtime.distributed import any_rank
+
+            return any_rank(self.stop.requested, self.ctx)
+        return self.stop.requested

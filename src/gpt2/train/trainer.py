@@ -36,8 +36,8 @@ from gpt2.train.console import RunConsole
 from gpt2.train.hooks import InLoopEvaluation
 from gpt2.train.mfu import device_peak_flops, model_flops_utilization
 from gpt2.train.schedule import learning_rate
-from gpt2.train.signals import StopRequest
-from gpt2.train.state import ModelState, OptimizerState, RNGState, TrainState
+from gpt2.train.signals import MicroStepStop, StopRequest
+from gpt2.train.state import ModelState, OptimizerState, RNGState, TrainState, capture_rng_state, restore_rng_state
 
 
 class Trainer:
@@ -132,10 +132,12 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
 
-    def train_step(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    def train_step(self, pacer: MicroStepStop | None = None) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
         """Forward/backward over ``grad_accum`` micro-batches, then clip and update (unless non-finite).
 
-        Returns (mean loss over ranks and micro-batches, grad norm before clipping, whether it updated).
+        Returns (mean loss over ranks and micro-batches, grad norm before clipping, whether it updated), or
+        None when ``pacer`` stopped it between micro-steps: then nothing was updated and the data position
+        and RNGs are back at the step's start.
         """
         cfg = self.cfg
         lr = learning_rate(self.state.step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
@@ -143,7 +145,14 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.device)
+        start = (self.loader.state_dict(), capture_rng_state(self.device)) if pacer and self.grad_accum > 1 else None
         for micro in range(self.grad_accum):
+            if micro and pacer is not None and pacer.abort():
+                self.optimizer.zero_grad(set_to_none=True)
+                self.loader.load_state_dict(start[0])
+                restore_rng_state(start[1], self.device)
+                return None
+            t_micro = time.perf_counter()
             x, y = self.loader.next_batch()
             if self.device.type == "cuda":  # page-locked memory lets the copy overlap with compute
                 x, y = x.pin_memory(), y.pin_memory()
@@ -158,6 +167,10 @@ class Trainer:
                 loss = loss / self.grad_accum
                 loss_sum += loss.detach()
                 self.scaler.scale(loss).backward()
+            if micro == 1 and pacer is not None and not pacer.timed:  # the 2nd: compile and warm-up are behind
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                pacer.first_micro_step(time.perf_counter() - t_micro)
         loss_mean = all_reduce_mean(loss_sum, self.ctx)
         self.scaler.unscale_(self.optimizer)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
@@ -195,12 +208,20 @@ class Trainer:
         bad_in_row, stopped = 0, False
         try:
             with StopRequest() as stop:
+                pacer = MicroStepStop(stop, ctx, self.grad_accum, self.warn)
                 while state.step < cfg.steps:
                     t0 = time.perf_counter()
-                    loss, grad_norm, finite = self.train_step()
+                    result = self.train_step(pacer)
+                    if result is None:  # a stop between micro-steps: that step is redone on resume
+                        stopped = True
+                        if state.step > 0:
+                            self.log(f"saved {self.checkpointer.save(state.step)}")
+                        break
+                    loss, grad_norm, finite = result
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     dt = time.perf_counter() - t0
+                    pacer.step_done(dt)
                     state.step += 1
                     bad_in_row = 0 if finite else bad_in_row + 1
                     state.last_loss = loss.item() if finite else state.last_loss
