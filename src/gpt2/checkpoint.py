@@ -42,7 +42,8 @@ def write_model_files(directory: str | Path, model: GPT, meta: dict[str, Any] | 
     """Write weights, config and metadata of ``model`` into an existing ``directory`` (not atomic alone)."""
     directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED_KEY}
-    check_finite(state, f"refusing to save {directory.name}")  # a NaN checkpoint would only break what loads it
+    # A NaN checkpoint would only break whatever loads it later; the previous checkpoint stays the latest.
+    check_finite(state, "refusing to save the checkpoint", "the model diverged; lower --lr")
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
     config = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, **model.config.to_dict()}
     write_json(directory / CONFIG_FILE, config, sort_keys=False)  # format marker first, then the GPTConfig fields
@@ -95,11 +96,13 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return read_json_object(file, "checkpoint metadata") if file.is_file() else {}
 
 
-def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+def check_finite(
+    state: dict[str, torch.Tensor], source: str, why: str = "the model diverged or the file is corrupt"
+) -> None:
     """Raise a GPT2Error naming ``source`` and the first tensor of ``state`` holding a NaN or infinity."""
     for key, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise GPT2Error(f"{source}: {key} holds NaN/inf values (the model diverged or the file is corrupt)")
+            raise GPT2Error(f"{source}: {key} holds NaN/inf values ({why})")
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> GPT:
