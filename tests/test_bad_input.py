@@ -312,7 +312,8 @@ CASES = [
         "2-prepare-read-only",
         ["prepare", "files", "{case}/text.txt", "--out", "{case}/ro/data", "--quiet"],
         1,
-        r"^error: --out .*/ro: cannot create or write it \(the file system mounted at .*/ro is read-only\)$",
+        r"^error: --out .*/ro: cannot create or write the dataset directory \(the file system mounted at .*/ro is "
+        r"read-only\)$",
         setup=lambda w: (read_only_out(w), (w.case_dir / "text.txt").write_text("some text\n" * 100)),
         root=True,
     ),

@@ -162,7 +162,7 @@ def test_run_dir_checks(tmp_path):
     assert (tmp_path / "new" / "run").is_dir() and list((tmp_path / "new" / "run").iterdir()) == []
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(GPT2Error, match="cannot create or write it"):
+    with pytest.raises(GPT2Error, match="cannot create or write the run directory"):
         check_run_dir(blocker / "run", checkpoint_bytes=1000, keep_last=3)
     with pytest.raises(GPT2Error, match=r"GB free, but 3 kept checkpoint\(s\) plus the one being written need"):
         check_run_dir(tmp_path, checkpoint_bytes=10**18, keep_last=3)  # a disk that is (effectively) full

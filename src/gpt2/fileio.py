@@ -129,8 +129,8 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def check_writable(directory: str | Path, what: str) -> None:
-    """Create ``directory`` if needed and probe it with a temp file; a GPT2Error naming ``what`` when it fails.
+def check_writable(directory: str | Path, option: str, what: str) -> None:
+    """Create ``directory`` (``what``, given by ``option``) if needed and probe it with a temp file; else a GPT2Error.
 
     Run before long work (training, tokenizing) so a read-only or full disk fails at once, not hours later.
     """
@@ -141,7 +141,8 @@ def check_writable(directory: str | Path, what: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise GPT2Error(f"{what} {directory}: cannot create or write it ({write_error(exc, directory)})") from None
+        reason = write_error(exc, directory)
+        raise GPT2Error(f"{option} {directory}: cannot create or write the {what} ({reason})") from None
 
 
 def _mount_point(path: Path) -> Path:

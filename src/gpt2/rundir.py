@@ -145,7 +145,7 @@ def check_run_dir(run_dir: Path, checkpoint_bytes: int, keep_last: int) -> None:
     Needs room for ``keep_last + 1`` checkpoints of ``checkpoint_bytes`` each (a new one is complete
     before the oldest goes).
     """
-    check_writable(run_dir, "--out")
+    check_writable(run_dir, "--out", "run directory")
     free = shutil.disk_usage(run_dir).free
     needed = checkpoint_bytes * ((keep_last or 1) + 1)
     if free < needed:

@@ -100,7 +100,7 @@ def _check_out_writable(out: Path) -> None:
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
     if existing.is_dir():
-        check_writable(existing, "--out")
+        check_writable(existing, "--out", "dataset directory")
 
 
 def run_prepare(args: argparse.Namespace) -> int:
