@@ -242,6 +242,15 @@ def sigterm_after_slow_step_warning(world: World, proc: subprocess.Popen) -> Non
     assert time.time() - sent < 30  # at the next micro-step boundary, not after 10^10 tokens
 
 
+def same_state_as_before_the_dropped_step(world: World) -> None:
+    """The re-saved step_000002 holds what the first one did: the half step left no trace (data position, RNGs)."""
+    first, again = world.run / "step_000002", world.case_dir / "run" / "step_000002"
+    for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "rng.json"):
+        assert tree_hashes(first / name) == tree_hashes(again / name), name
+    loader = [json.loads((path / "trainer.json").read_text())["loader"] for path in (first, again)]
+    assert loader[0] == loader[1]
+
+
 def copy_run(world: World) -> None:
     shutil.copytree(world.run, world.case_dir / "run")
 
@@ -613,6 +622,7 @@ CASES = [
             or pytest.fail(err),
             latest_is(w.case_dir / "run", "step_000002"),
             no_temporaries(w.case_dir / "run"),
+            same_state_as_before_the_dropped_step(w),
         ),
     ),
     Case(

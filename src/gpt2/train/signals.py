@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import time
 from typing import Any
 
 
@@ -53,7 +54,7 @@ class MicroStepStop:
     checkpoint it then saves (of the last complete step) resumes exactly. One process checks its own
     flag (free); under torchrun the ranks must agree (a collective per micro-step), so they do that only
     once the first step showed steps are slow (> :data:`DISTRIBUTED_CHECK_SECONDS`).
-    After the first micro-step of the run, :meth:`first_micro_step` warns if a whole step would take
+    After the second micro-step of the run, :meth:`time_micro_step` warns if a whole step would take
     more than :data:`SLOW_STEP_SECONDS` at the measured rate.
     """
 
@@ -61,13 +62,26 @@ class MicroStepStop:
         self.stop, self.ctx, self.grad_accum, self.warn = stop, ctx, grad_accum, warn
         self.check = not ctx.distributed  # under torchrun: decided after the first step (see step_done)
         self.timed = False
+        self._start: tuple[Any, Any] | None = None  # (loader state, RNG states) at the start of the step
         self._decided = not ctx.distributed
 
-    def first_micro_step(self, seconds: float) -> None:
-        """Warn (once) if ``grad_accum`` micro-steps of ``seconds`` each make an absurdly long step."""
+    def begin_step(self, loader: Any, device: Any) -> None:
+        """Remember where the step starts (data position, RNG states) so :meth:`abort` can rewind to it."""
+        from gpt2.train.state import capture_rng_state
+
+        self._loader, self._device = loader, device
+        self._start = (loader.state_dict(), capture_rng_state(device)) if self.grad_accum > 1 else None
+
+    def time_micro_step(self, started: float, device: Any) -> None:
+        """Warn (once) if ``grad_accum`` micro-steps as long as this one (begun at ``started``) make an absurd step."""
         if self.timed:
             return
         self.timed = True
+        if device.type == "cuda":  # the kernels of this micro-step, not just their launch
+            import torch
+
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - started
         estimate = seconds * self.grad_accum
         if estimate > SLOW_STEP_SECONDS:
             self.warn(
@@ -83,11 +97,19 @@ class MicroStepStop:
             self.check, self._decided = any_rank(seconds > DISTRIBUTED_CHECK_SECONDS, self.ctx), True
 
     def abort(self) -> bool:
-        """True when the step in progress should be dropped for a stop request (ask between micro-steps)."""
+        """True when the step in progress is to be dropped for a stop request (ask between micro-steps); then the
+        data position and RNGs are already back at the step's start (the caller drops the gradients)."""
         if not self.check:
             return False
         if self.ctx.distributed:
             from gpt2.runtime.distributed import any_rank
 
-            return any_rank(self.stop.requested, self.ctx)
-        return self.stop.requested
+            requested = any_rank(self.stop.requested, self.ctx)
+        else:
+            requested = self.stop.requested
+        if requested and self._start is not None:
+            from gpt2.train.state import restore_rng_state
+
+            self._loader.load_state_dict(self._start[0])
+            restore_rng_state(self._start[1], self._device)
+        return requested

@@ -37,7 +37,7 @@ from gpt2.train.hooks import InLoopEvaluation
 from gpt2.train.mfu import device_peak_flops, model_flops_utilization
 from gpt2.train.schedule import learning_rate
 from gpt2.train.signals import MicroStepStop, StopRequest
-from gpt2.train.state import ModelState, OptimizerState, RNGState, TrainState, capture_rng_state, restore_rng_state
+from gpt2.train.state import ModelState, OptimizerState, RNGState, TrainState
 
 
 class Trainer:
@@ -145,12 +145,11 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.device)
-        start = (self.loader.state_dict(), capture_rng_state(self.device)) if pacer and self.grad_accum > 1 else None
+        if pacer is not None:
+            pacer.begin_step(self.loader, self.device)
         for micro in range(self.grad_accum):
-            if micro and pacer is not None and pacer.abort():
+            if micro and pacer is not None and pacer.abort():  # it rewound the data position and RNGs
                 self.optimizer.zero_grad(set_to_none=True)
-                self.loader.load_state_dict(start[0])
-                restore_rng_state(start[1], self.device)
                 return None
             t_micro = time.perf_counter()
             x, y = self.loader.next_batch()
@@ -167,10 +166,8 @@ class Trainer:
                 loss = loss / self.grad_accum
                 loss_sum += loss.detach()
                 self.scaler.scale(loss).backward()
-            if micro == 1 and pacer is not None and not pacer.timed:  # the 2nd: compile and warm-up are behind
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                pacer.first_micro_step(time.perf_counter() - t_micro)
+            if micro == 1 and pacer is not None:  # the 2nd micro-step: compile and warm-up are behind
+                pacer.time_micro_step(t_micro, self.device)
         loss_mean = all_reduce_mean(loss_sum, self.ctx)
         self.scaler.unscale_(self.optimizer)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
