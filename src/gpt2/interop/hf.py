@@ -101,28 +101,50 @@ def _hf_key(key: str) -> str:
     return key if key.startswith(("transformer.", "lm_head.")) else f"transformer.{key}"
 
 
+def hf_weight_files(path: Path) -> list[Path]:
+    """The weight files of a local HF directory: ``model.safetensors`` / ``pytorch_model.bin``, or the shards that
+    their ``*.index.json`` lists (``save_pretrained`` shards models over 5 GB, e.g. gpt2-xl in fp32)."""
+    for name in HF_WEIGHT_FILES:
+        if (path / name).is_file():
+            return [path / name]
+        index = path / f"{name}.index.json"
+        if index.is_file():
+            weight_map = read_json_object(index, "weights index").get("weight_map")
+            files = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+            if not files or not all(isinstance(f, str) and Path(f).name == f for f in files):
+                raise GPT2Error(f"corrupt weights index {index}: expected a weight_map of file names in {path}")
+            return [path / f for f in files]
+    raise GPT2Error(f"cannot load Hugging Face model from {path}: no {' or '.join(HF_WEIGHT_FILES)}")
+
+
 def read_hf_weights(path: Path, config: GPTConfig) -> dict[str, torch.Tensor]:
     """The tensors of a local HF GPT-2 directory, in our key names (Conv1D layout kept), read without transformers.
 
-    ``model.safetensors`` is checked against ``config`` from its header before any data is read; an old
+    safetensors weights are checked against ``config`` from their headers before any data is read; an old
     ``pytorch_model.bin`` is read with ``torch.load(weights_only=True)`` after the zip-bomb and pickle checks
     of :func:`gpt2.interop.nanogpt.read_pt`, so a hostile file is refused with one line and never runs.
     """
     from gpt2.interop.nanogpt import read_pt
 
-    file = next((path / name for name in HF_WEIGHT_FILES if (path / name).is_file()), None)
-    if file is None:
-        raise GPT2Error(f"cannot load Hugging Face model from {path}: no {' or '.join(HF_WEIGHT_FILES)}")
-    if file.suffix == ".safetensors":
-        shapes, dtypes = safetensors_header(file)
+    files = hf_weight_files(path)
+    state: dict[str, torch.Tensor] = {}
+    if files[0].suffix == ".safetensors":
+        shapes, dtypes = {}, {}
+        for file in files:
+            file_shapes, file_dtypes = safetensors_header(file)
+            shapes.update(file_shapes)
+            dtypes.update(file_dtypes)
         shapes = drop_attention_buffers({_hf_key(k): v for k, v in shapes.items()})
-        check_float_dtypes({k: v for k, v in dtypes.items() if not k.endswith(ATTENTION_BUFFER_SUFFIXES)}, str(file))
-        check_shapes(transpose_shapes(shapes), config, str(file))
-        state = read_safetensors(file)
+        check_float_dtypes({k: v for k, v in dtypes.items() if not k.endswith(ATTENTION_BUFFER_SUFFIXES)}, str(path))
+        check_shapes(transpose_shapes(shapes), config, str(files[0] if len(files) == 1 else path))
+        for file in files:
+            state.update(read_safetensors(file))
     else:
-        state = read_pt(file)
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise GPT2Error(f"{file}: expected a state dict of tensors")
+        for file in files:
+            part = read_pt(file)
+            if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
+                raise GPT2Error(f"{file}: expected a state dict of tensors")
+            state.update(part)
     return {_hf_key(k): v for k, v in state.items()}
 
 
