@@ -279,6 +279,17 @@ def small_disk(world: World) -> None:
 TRAIN = ["train", *TINY_RUN, *QUIET, "--data", "{data}"]
 
 
+def train_option_case(id: str, flag: str, value: str, rule: str, shown: str | None = None) -> Case:
+    """``gpt2 train FLAG VALUE`` refused with ``error: FLAG must be RULE, got VALUE``; nothing may be created."""
+    return Case(
+        id,
+        [*TRAIN, "--out", "{case}/run", flag, value],
+        1,
+        rf"^error: {flag} must be {rule}, got {re.escape(shown or value)}$",
+        after=lambda w, _: not (w.case_dir / "run").exists() or pytest.fail("created the run directory"),
+    )
+
+
 def config_file_case(id: str, text: str, stderr: str) -> Case:
     """``gpt2 train --config CASE/c.json`` with ``text`` in that file: nothing may be created."""
     return Case(
@@ -408,9 +419,8 @@ CASES = [
         setup=lambda w: corrupt_dataset(w, 0xFFFF, update_sha=True, split="val"),
     ),
     # 7. non-finite options and weights
-    Case(
-        "7-lr-inf", [*TRAIN, "--out", "{case}/run", "--lr", "inf"], 1, r"^error: --lr must be a finite number, got inf$"
-    ),
+    train_option_case("7-lr-inf", "--lr", "inf", "a finite number"),
+    train_option_case("7-peak-flops-nan", "--peak-flops", "nan", "a finite number"),
     config_file_case(
         "7-config-lr-infinity", '{"lr": Infinity}', r"^error: --config .*c.json: --lr must be a finite number"
     ),
@@ -460,9 +470,11 @@ CASES = [
         after=lambda w, _: not (w.case_dir / "step_000009").exists() or pytest.fail("wrote the checkpoint"),
     ),
     # 8. options validated by us
-    Case(
-        "8-beta1", [*TRAIN, "--out", "{case}/run", "--beta1", "2"], 1, r"^error: --beta1 must be in \[0, 1\), got 2.0$"
-    ),
+    train_option_case("8-beta1", "--beta1", "2", r"in \[0, 1\)", "2.0"),
+    train_option_case("8-seed-negative", "--seed", "-1", ">= 0"),
+    train_option_case("8-num-samples-zero", "--num-samples", "0", "positive"),
+    train_option_case("8-hellaswag-limit-zero", "--hellaswag-limit", "0", "positive"),
+    train_option_case("8-sample-every-negative", "--sample-every", "-5", ">= 0"),
     config_file_case("8-config-beta2", '{"beta2": 5}', r"^error: --beta2 must be in \[0, 1\), got 5.0$"),
     config_file_case(
         "8-config-lr-string", '{"lr": "abc"}', r"^error: --config .*c.json: --lr must be a number, got 'abc'$"
@@ -631,12 +643,7 @@ CASES = [
         1,
         r"^error: --val-shards must be >= 0, got -1$",
     ),
-    Case(
-        "13-eval-tokens-zero",
-        [*TRAIN, "--out", "{case}/run", "--eval-tokens", "0"],
-        1,
-        r"^error: --eval-tokens must be positive, got 0$",
-    ),
+    train_option_case("13-eval-tokens-zero", "--eval-tokens", "0", "positive"),
 ]
 
 
