@@ -154,3 +154,16 @@ def test_latest_checkpoint_follows_the_pointer(tmp_path, model):
     (run / "latest").write_text("step_000030")
     with pytest.raises(GPT2Error, match="points to 'step_000030', which does not exist"):
         latest_checkpoint(run)
+
+
+@pytest.mark.parametrize("size", ["tiny", "124M"])
+def test_expected_shapes_are_the_models(size):
+    """gpt2.weights checks files against expected_shapes without building a GPT: it must list exactly its weights."""
+    from gpt2.weights import count_parameters, expected_shapes
+
+    config = GPTConfig.named(size)
+    with torch.device("meta"):
+        model = GPT(config)
+    actual = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    assert expected_shapes(config) == actual
+    assert count_parameters(expected_shapes(config)) == model.num_parameters()
