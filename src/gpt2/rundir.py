@@ -102,6 +102,8 @@ def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
     only copy of that checkpoint: it is renamed back, not removed. Returns the removed paths.
     """
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
     stale = sorted({path for pattern in STALE_TEMPORARIES for path in run_dir.glob(pattern)})
     removed = []
     for path in stale:

@@ -54,7 +54,7 @@ class Trainer:
         self.run_dir = Path(cfg.out)
         self.console = RunConsole(ctx.is_main, cfg.steps, cfg.log_every)
         self.log, self.warn = self.console.log, self.console.warn
-        if ctx.is_main and self.run_dir.is_dir():  # a crash's leftovers (a step_N mid-replace is put back first)
+        if ctx.is_main:  # a crash's leftovers (a step_N caught mid-replace is put back first)
             remove_stale_temporaries(self.run_dir)
         barrier(ctx)
         # --- read-only checks next: a bad invocation must not touch an existing run
@@ -132,12 +132,11 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
 
-    def train_step(self, pacer: MicroStepStop | None = None) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
+    def train_step(self, pacer: MicroStepStop) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
         """Forward/backward over ``grad_accum`` micro-batches, then clip and update (unless non-finite).
 
-        Returns (mean loss over ranks and micro-batches, grad norm before clipping, whether it updated), or
-        None when ``pacer`` stopped it between micro-steps: then nothing was updated and the data position
-        and RNGs are back at the step's start.
+        Returns (mean loss over ranks and micro-batches, grad norm before clipping, whether it updated), or None
+        when ``pacer`` stopped it between micro-steps (nothing updated; data position and RNGs at the step's start).
         """
         cfg = self.cfg
         lr = learning_rate(self.state.step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
@@ -145,10 +144,9 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.device)
-        if pacer is not None:
-            pacer.begin_step(self.loader, self.device)
+        pacer.begin_step(self.loader, self.device)
         for micro in range(self.grad_accum):
-            if micro and pacer is not None and pacer.abort():  # it rewound the data position and RNGs
+            if micro and pacer.abort():  # it rewound the data position and RNGs
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
             t_micro = time.perf_counter()
@@ -166,7 +164,7 @@ class Trainer:
                 loss = loss / self.grad_accum
                 loss_sum += loss.detach()
                 self.scaler.scale(loss).backward()
-            if micro == 1 and pacer is not None:  # the 2nd micro-step: compile and warm-up are behind
+            if micro == 1:  # the 2nd micro-step: compile and warm-up are behind
                 pacer.time_micro_step(t_micro, self.device)
         loss_mean = all_reduce_mean(loss_sum, self.ctx)
         self.scaler.unscale_(self.optimizer)
