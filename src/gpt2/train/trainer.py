@@ -206,8 +206,7 @@ class Trainer:
                 pacer = MicroStepStop(stop, ctx, self.grad_accum, self.warn)
                 while state.step < cfg.steps:
                     t0 = time.perf_counter()
-                    result = self.train_step(pacer)
-                    if result is None:  # a stop between micro-steps: that step is redone on resume
+                    if (result := self.train_step(pacer)) is None:  # stopped between micro-steps: redone on resume
                         stopped = True
                         if state.step > 0:
                             self.log(f"saved {self.checkpointer.save(state.step)}")
