@@ -120,9 +120,9 @@ def edit_config(ckpt, **changes):
         (lambda c: (c / "config.json").write_text("{not json"), "corrupt checkpoint config"),
         (lambda c: (c / "meta.json").write_text("[1, 2"), "corrupt checkpoint metadata"),
         (lambda c: (c / "meta.json").write_text("[1, 2]"), "corrupt checkpoint metadata .*expected a JSON object"),
-        (lambda c: edit_config(c, format_version="2"), "format_version '2' is newer"),
+        (lambda c: edit_config(c, format_version="2"), "format_version must be a whole number, got '2'"),
         (lambda c: edit_config(c, n_embd=128), "has shape \\[50304, 64\\], config needs \\[50304, 128\\]"),
-        (lambda c: edit_config(c, n_layer=3), "missing: \\['transformer.h.2"),
+        (lambda c: edit_config(c, n_layer=3), "the config says n_layer=3 but the weights hold 2 blocks"),
         (lambda c: edit_config(c, vocab_size=50257), "transformer.wte.weight has shape \\[50304, 64\\]"),
         (lambda c: edit_config(c, vocab_size=1000), "vocab_size is 1000"),
         (lambda c: edit_config(c, format="something-else"), "is not a gpt2-from-scratch config"),
@@ -157,3 +157,16 @@ def test_latest_checkpoint_follows_the_pointer(tmp_path, model):
     (run / "latest").write_text("step_000030")
     with pytest.raises(GPT2Error, match="points to 'step_000030', which does not exist"):
         latest_checkpoint(run)
+
+
+@pytest.mark.parametrize("size", ["tiny", "124M"])
+def test_expected_shapes_are_the_models(size):
+    """gpt2.weights checks files against expected_shapes without building a GPT: it must list exactly its weights."""
+    from gpt2.weights import count_parameters, expected_shapes
+
+    config = GPTConfig.named(size)
+    with torch.device("meta"):
+        model = GPT(config)
+    actual = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    assert expected_shapes(config) == actual
+    assert count_parameters(expected_shapes(config)) == model.num_parameters()

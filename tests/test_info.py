@@ -39,7 +39,7 @@ def test_describe_checkpoint_and_run_dir(ckpt):
 def test_describe_errors(tmp_path, ckpt):
     with pytest.raises(GPT2Error, match="'huge' is neither a model size .*124M.* nor an existing checkpoint"):
         describe("huge")
-    with pytest.raises(GPT2Error, match="has no config.json"):
+    with pytest.raises(GPT2Error, match="is neither a checkpoint, a run directory nor a Hugging Face model directory"):
         describe(str(tmp_path))
     config = json.loads((ckpt / "config.json").read_text())
     (ckpt / "config.json").write_text(json.dumps({**config, "vocab_size": 1000}))

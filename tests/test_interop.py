@@ -77,6 +77,24 @@ def test_import_hf_dir_matches_transformers_logits(hf_dir, tokens):
     assert torch.equal(our_logits(gpt2.load(hf_dir), tokens), our_logits(model, tokens))
 
 
+@pytest.mark.parametrize("layout", ["sharded-safetensors", "pytorch_model.bin", "gpt2model-keys"])
+def test_hf_dir_weight_layouts_load_without_transformers(hf_dir, tmp_path, tokens, layout):
+    """save_pretrained's shards, an old pytorch_model.bin, and a GPT2Model's keys (no "transformer." prefix)."""
+    reference = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+    path = tmp_path / layout
+    if layout == "sharded-safetensors":
+        reference.save_pretrained(path, max_shard_size="5MB")
+        assert len(list(path.glob("model-*.safetensors"))) > 1
+    else:
+        path.mkdir()
+        shutil.copyfile(hf_dir / "config.json", path / "config.json")
+        state = reference.state_dict()
+        if layout == "gpt2model-keys":
+            state = {k.removeprefix("transformer."): v for k, v in state.items() if k != "lm_head.weight"}
+        torch.save(state, path / "pytorch_model.bin")
+    assert max_diff(hf_logits(reference, tokens), our_logits(load_hf_model(str(path)), tokens)) <= TOLERANCE
+
+
 def test_export_padded_model_loads_in_transformers_offline(tmp_path, tokens):
     torch.manual_seed(0)
     model = GPT(GPTConfig.named("tiny")).eval()  # our training layout: vocab padded to 50304

@@ -29,6 +29,7 @@ LAYERS = {
     "gpt2._lazy": 0,
     "gpt2.recipes": 0,
     "gpt2.quantize": 2,
+    "gpt2.weights": 0,
     # 1: devices/distributed, our file formats, run directories
     "gpt2.runtime": 1,
     "gpt2.checkpoint": 1,

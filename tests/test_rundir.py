@@ -80,20 +80,26 @@ def test_prune_keeps_the_newest_and_never_latest(tmp_path):
 
 
 def test_stale_temporaries_only_ours(tmp_path):
-    make_steps(tmp_path, 5)
+    make_steps(tmp_path, 3, 5)
     ours = [tmp_path / ".step_000006.tmp-k2j4", tmp_path / ".step_000010.tmp-zz"]
     for path in ours:
         path.mkdir()
         (path / "model.safetensors").write_bytes(b"half")
-    keep = [tmp_path / ".step_000006.old-123", tmp_path / ".metrics.jsonl.abc.tmp", tmp_path / "step_tmp-1"]
+    ours += [tmp_path / ".step_000003.old-123", tmp_path / ".metrics.jsonl.abc.tmp", tmp_path / ".latest.x1.tmp"]
+    ours[2].mkdir()  # the old step_000003 of a replace that got as far as renaming the new one in
+    ours[3].write_text("x")
+    ours[4].write_text("step_000004\n")
+    only_copy = tmp_path / ".step_000006.old-77"  # killed between the renames: the only step_000006 there is
+    only_copy.mkdir()
+    (only_copy / "config.json").write_text("{}")
+    keep = [tmp_path / "step_tmp-1", tmp_path / ".step_000007.tmp-file", tmp_path / ".latest.notes"]
     keep[0].mkdir()
-    keep[1].write_text("x")
-    keep[2].mkdir()
-    (tmp_path / ".step_000007.tmp-file").write_text("a file, not a checkpoint being written")
+    keep[1].write_text("a file, not a checkpoint being written")
+    keep[2].write_text("not one of our temp names")
     assert sorted(remove_stale_temporaries(tmp_path)) == sorted(ours)
     assert not any(p.exists() for p in ours)
-    assert all(p.exists() for p in keep) and (tmp_path / ".step_000007.tmp-file").exists()
-    assert (tmp_path / "step_000005").is_dir()
+    assert all(p.exists() for p in keep)
+    assert (tmp_path / "step_000005").is_dir() and (tmp_path / "step_000006" / "config.json").is_file()
 
 
 def test_find_resume_checkpoint(tmp_path):

@@ -27,6 +27,7 @@ from gpt2.fileio import atomic_directory, read_json_object, write_json
 from gpt2.model import GPT
 from gpt2.runtime.parallel import unwrap_model
 from gpt2.tensor_tree import read_safetensors
+from gpt2.weights import TIED_KEY, check_float_dtypes, check_safetensors, check_shapes
 
 # The "format" marker in config.json (and the safetensors metadata) that tells our checkpoints apart from
 # Hugging Face directories, which also have a config.json. The value on disk never changes.
@@ -35,13 +36,14 @@ CHECKPOINT_FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"
-TIED_KEY = "lm_head.weight"  # alias of transformer.wte.weight, not stored
 
 
 def write_model_files(directory: str | Path, model: GPT, meta: dict[str, Any] | None = None) -> None:
     """Write weights, config and metadata of ``model`` into an existing ``directory`` (not atomic alone)."""
     directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED_KEY}
+    # A NaN checkpoint would only break whatever loads it later; the previous checkpoint stays the latest.
+    check_finite(state, "refusing to save the checkpoint", "the model diverged; lower --lr")
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
     config = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, **model.config.to_dict()}
     write_json(directory / CONFIG_FILE, config, sort_keys=False)  # format marker first, then the GPTConfig fields
@@ -76,9 +78,16 @@ def read_config(path: str | Path) -> GPTConfig:
     if data.get("format") != CHECKPOINT_FORMAT:
         raise GPT2Error(f'{file} is not a {CHECKPOINT_FORMAT} config (missing "format": "{CHECKPOINT_FORMAT}")')
     version = data.get("format_version", 0)
-    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
-        raise GPT2Error(f"{file}: format_version {version!r} is newer than this gpt2 supports")
-    return GPTConfig.from_dict(data)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise GPT2Error(f"{file}: format_version must be a whole number, got {version!r}")
+    if version > CHECKPOINT_FORMAT_VERSION:
+        raise GPT2Error(f"{file}: format_version {version} is newer than this gpt2 supports")
+    try:
+        return GPTConfig.from_dict(data)
+    except TypeError as exc:  # a field of the wrong kind that the dataclass itself rejects
+        raise GPT2Error(f"{file}: invalid model config ({exc})") from None
+    except GPT2Error as exc:
+        raise GPT2Error(f"{file}: {exc}") from None
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -87,20 +96,13 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return read_json_object(file, "checkpoint metadata") if file.is_file() else {}
 
 
-def validate_state_dict(state: dict[str, torch.Tensor], model: GPT, source: str) -> None:
-    """Check that ``state`` has exactly the keys and shapes of ``model``; raise a GPT2Error naming ``source``."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != TIED_KEY}
-    got = {k: tuple(v.shape) for k, v in state.items() if k != TIED_KEY}
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    if missing or unexpected:
-        raise GPT2Error(
-            f"{source}: weights do not match the config "
-            f"(missing: {missing[:3] or 'none'}, unexpected: {unexpected[:3] or 'none'})"
-        )
-    for key, shape in expected.items():
-        if got[key] != shape:
-            raise GPT2Error(f"{source}: {key} has shape {list(got[key])}, config needs {list(shape)}")
+def check_finite(
+    state: dict[str, torch.Tensor], source: str, why: str = "the model diverged or the file is corrupt"
+) -> None:
+    """Raise a GPT2Error naming ``source`` and the first tensor of ``state`` holding a NaN or infinity."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise GPT2Error(f"{source}: {key} holds NaN/inf values ({why})")
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> GPT:
@@ -109,19 +111,24 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> GPT
     if not path.is_dir():
         raise GPT2Error(f"checkpoint not found: {path}")
     config = read_config(path)
+    check_safetensors(path / WEIGHTS_FILE, config)  # names, shapes, dtypes from the header: before reading data
     state = read_safetensors(path / WEIGHTS_FILE)
     return model_from_state_dict(config, state, str(path / WEIGHTS_FILE)).to(device).eval()
 
 
 def model_from_state_dict(config: GPTConfig, state: dict[str, torch.Tensor], source: str) -> GPT:
-    """A GPT with ``config`` whose weights are the tensors of ``state`` (validated; no copy, no random init).
+    """A GPT with ``config`` whose weights are the tensors of ``state`` (validated; fp32; no random init).
 
     ``state`` uses our key names; ``lm_head.weight`` may be absent (it is tied to the token embedding).
+    Names, shapes and dtypes are checked before any module is built, and the values must be finite.
     ``source`` names the file in error messages.
     """
+    check_float_dtypes({k: str(v.dtype) for k, v in state.items()}, source)
+    check_shapes({k: tuple(v.shape) for k, v in state.items()}, config, source)
+    check_finite(state, source)
+    state = {k: v.float() for k, v in state.items() if k != TIED_KEY}
     with torch.device("meta"):
         model = GPT(config)  # meta device: skip allocating and initialising weights we overwrite anyway
-    validate_state_dict(state, model, source)
     state = {**state, TIED_KEY: state["transformer.wte.weight"]}
     model.load_state_dict(state, assign=True)
     model.lm_head.weight = model.transformer.wte.weight  # re-tie after assign

@@ -83,6 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a full or read-only disk anywhere: one line naming the disk, never a traceback
+        from gpt2.fileio import write_error
+
+        if debug:
+            traceback.print_exc()
+        where = exc.filename or "."
+        print(f"error: writing {where} failed: {write_error(exc, where)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

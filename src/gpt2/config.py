@@ -14,11 +14,15 @@ from gpt2.errors import GPT2Error
 
 GPT2_VOCAB_SIZE = 50257  # tokens the GPT-2 BPE actually has (50,000 merges + 256 bytes + <|endoftext|>)
 PADDED_VOCAB_SIZE = 50304  # next multiple of 128: ~25% faster matmuls on GPU, the extra rows are never targets
+# Upper bounds of every GPTConfig field, far above any GPT-2 (1558M: 1024 / 50257 / 48 / 25 / 1600) yet low enough
+# that a hostile or mistyped config.json fails here instead of building a million modules.
+CONFIG_MAXIMA = {"block_size": 2**20, "vocab_size": 2**20, "n_layer": 1024, "n_head": 1024, "n_embd": 2**16}
 
 
 @dataclass(frozen=True)
 class GPTConfig:
-    """Shape of a GPT-2 model. All sizes are counts (tokens, layers, heads, channels)."""
+    """Shape of a GPT-2 model. All sizes are counts (tokens, layers, heads, channels), each in
+    ``[1, CONFIG_MAXIMA[field]]``."""
 
     block_size: int = 1024  # max sequence length (context window), tokens
     vocab_size: int = PADDED_VOCAB_SIZE  # rows of the embedding / output matrix
@@ -30,10 +34,12 @@ class GPTConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for field in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+        for field, maximum in CONFIG_MAXIMA.items():
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise GPT2Error(f"GPTConfig.{field} must be a positive integer, got {value!r}")
+            if value > maximum:
+                raise GPT2Error(f"GPTConfig.{field} is {value:,}, above the supported maximum of {maximum:,}")
         if self.n_embd % self.n_head != 0:
             raise GPT2Error(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.vocab_size < GPT2_VOCAB_SIZE:

@@ -11,8 +11,10 @@ Light on purpose: no torch, no numpy, so ``gpt2.data`` and the CLI can use it wi
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -125,6 +127,53 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_writable(directory: str | Path, option: str, what: str) -> None:
+    """Create ``directory`` (``what``, given by ``option``) if needed and probe it with a temp file; else a GPT2Error.
+
+    Run before long work (training, tokenizing) so a read-only or full disk fails at once, not hours later.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = write_error(exc, directory)
+        raise GPT2Error(f"{option} {directory}: cannot create or write the {what} ({reason})") from None
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists() or not os.path.ismount(path):
+        if path.parent == path:
+            break
+        path = path.parent
+    return path
+
+
+def write_error(exc: BaseException, path: str | Path) -> str:
+    """What went wrong writing under ``path``, in words naming the disk: full, read-only, or the OS's reason.
+
+    Works for an ``OSError`` and for errors that only carry the OS error in their text (safetensors'
+    ``SafetensorError``: "... No space left on device (os error 28)").
+    """
+    code = getattr(exc, "errno", None)
+    if code is None:
+        found = re.search(r"os error (\d+)|code: (\d+)", str(exc))
+        code = int(found.group(1) or found.group(2)) if found else None
+    disk = _mount_point(Path(path))
+    if code == errno.ENOSPC:
+        free = shutil.disk_usage(disk).free
+        return f"no space left on the disk mounted at {disk} ({free / 1e6:.1f} MB free)"
+    if code == errno.EROFS:
+        return f"the file system mounted at {disk} is read-only"
+    if code is not None:
+        return f"{os.strerror(code).lower()} on the disk mounted at {disk}"
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def read_json(path: str | Path, what: str = "file") -> Any:

@@ -20,20 +20,30 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_write_text, read_json_object, write_json_atomic
+from gpt2.fileio import atomic_write_text, check_writable, read_json_object, write_json_atomic
 
 METRICS_FILE = "metrics.jsonl"
 RUN_FILE = "run.json"
 LATEST_FILE = "latest"  # the name of the newest complete checkpoint directory
 ROW_TYPES = ("train", "eval", "sample")
 STEP_DIR = re.compile(r"^step_(\d+)$")
-STALE_TEMPORARY = ".step_*.tmp-*"  # what fileio.atomic_directory names a step_N being written
+# What a crash can leave in RUN_DIR, by the names our writers give (never anything else): a step_N being written
+# (fileio.atomic_directory), the old step_N it was replacing, and temp files of latest / metrics / run.json
+# (fileio.atomic_write_bytes) and of the write probe of check_run_dir.
+STALE_TEMPORARIES = (
+    ".step_*.tmp-*",
+    ".step_*.old-*",
+    f".{LATEST_FILE}.*.tmp",
+    f".{METRICS_FILE}.*.tmp",
+    f".{RUN_FILE}.*.tmp",
+    ".write-test-*",
+)
+STALE_OLD = re.compile(r"^\.(step_\d+)\.old-\d+$")
 
 
 # ---------------------------------------------------------------- checkpoints and the latest pointer
@@ -86,11 +96,30 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
 
 
 def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
-    """Remove half-written checkpoint directories left by a crash during a save; returns the removed."""
-    stale = [path for path in Path(run_dir).glob(STALE_TEMPORARY) if path.is_dir()]
+    """Remove what a crash left behind (:data:`STALE_TEMPORARIES`; call only while no other process writes the run).
+
+    A ``.step_N.old-PID`` whose ``step_N`` is missing (killed between the two renames of a replace) is the
+    only copy of that checkpoint: it is renamed back, not removed. Returns the removed paths.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    stale = sorted({path for pattern in STALE_TEMPORARIES for path in run_dir.glob(pattern)})
+    removed = []
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return stale
+        old = STALE_OLD.match(path.name)
+        if old and path.is_dir() and not (run_dir / old.group(1)).exists():
+            os.replace(path, run_dir / old.group(1))
+            continue
+        is_dir = path.is_dir() and not path.is_symlink()
+        if path.name.startswith(".step_") != is_dir:
+            continue  # ours are directories for step_N and files otherwise: anything else is not ours
+        if is_dir:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def find_resume_checkpoint(run_dir: Path, resume: bool | None) -> Path | None:
@@ -118,13 +147,7 @@ def check_run_dir(run_dir: Path, checkpoint_bytes: int, keep_last: int) -> None:
     Needs room for ``keep_last + 1`` checkpoints of ``checkpoint_bytes`` each (a new one is complete
     before the oldest goes).
     """
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise GPT2Error(f"--out {run_dir}: cannot create or write the run directory ({exc.strerror or exc})") from None
+    check_writable(run_dir, "--out", "run directory")
     free = shutil.disk_usage(run_dir).free
     needed = checkpoint_bytes * ((keep_last or 1) + 1)
     if free < needed:

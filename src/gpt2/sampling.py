@@ -127,6 +127,8 @@ def pick_next_tokens(
 ) -> torch.Tensor:
     """Choose one token per row of ``logits`` (B, V) given the tokens so far ``context`` (B, T); returns (B,)."""
     logits = logits[:, :GPT2_VOCAB_SIZE].float()  # padded vocab rows (50257..50303) are never real tokens
+    if not bool(torch.isfinite(logits).all()):  # else multinomial fails with a torch error, or argmax picks junk
+        raise GPT2Error("the model's outputs are NaN/inf: its weights have diverged (train it with a lower --lr)")
     if options.repetition_penalty is not None and options.repetition_penalty != 1.0:
         logits = apply_repetition_penalty(logits, context, options.repetition_penalty)
     if options.temperature == 0.0:

@@ -10,9 +10,11 @@ Light at import (no numpy, no tokenizer): the encoder and writer load only in :f
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
@@ -26,6 +28,7 @@ DEFAULT_VAL_TOKENS = {"files": 1_000_000, "demo": 100_000}
 # an explicit --val-tokens / --val-shards is kept exactly (and refused when the corpus is not larger).
 SMALL_CORPUS_VAL_FRACTION = 0.1
 PREFIX = {"fineweb-edu": "edufineweb", "files": "corpus", "demo": "shakespeare"}
+MAX_COUNT = 10**15  # tokens: 100,000x FineWeb-Edu sample-10BT, far beyond any dataset here
 _SCALE = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
 
 
@@ -36,6 +39,8 @@ def parse_count(text: str) -> int:
         value = float(raw[:-1]) * _SCALE[raw[-1]] if raw and raw[-1] in _SCALE else float(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a count: {text!r} (e.g. 100M, 300k, 2e6)") from None
+    if not math.isfinite(value) or value > MAX_COUNT:  # "inf", "1e400" (float overflow), or absurdly large
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (at most {MAX_COUNT:.0e})")
     if value != int(value) or value < 0:
         raise argparse.ArgumentTypeError(f"not a whole non-negative count: {text!r}")
     return int(value)
@@ -87,6 +92,20 @@ def _documents_and_source(args: argparse.Namespace) -> tuple[Iterable[str], str,
     return sources.fineweb_edu_documents(args.subset, data_files, args.text_field), description, options
 
 
+def _check_out_writable(out: Path) -> None:
+    """Fail before tokenizing when ``out`` (or the directory it will be created in) cannot be written.
+
+    Probes the nearest existing directory, so a run that fails here creates nothing.
+    """
+    from gpt2.fileio import check_writable
+
+    existing = out
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.is_dir():
+        check_writable(existing, "--out", "dataset directory")
+
+
 def run_prepare(args: argparse.Namespace) -> int:
     """Run ``gpt2 prepare``; prints a one-line summary, returns the exit code."""
     from gpt2.data.encode import default_workers
@@ -103,8 +122,11 @@ def run_prepare(args: argparse.Namespace) -> int:
     out = args.out or DEFAULT_OUT.get(args.source)
     if out is None:
         raise GPT2Error("--out DIR is required for the files source")
+    if args.val_shards is not None and args.val_shards < 0:
+        raise GPT2Error(f"--val-shards must be >= 0, got {args.val_shards}")
     if args.workers is not None and args.workers < 1:
         raise GPT2Error(f"--workers must be >= 1, got {args.workers}")
+    _check_out_writable(Path(out))
     documents, source, options = _documents_and_source(args)
     val_tokens = args.val_tokens
     explicit_val = val_tokens is not None or args.val_shards is not None
@@ -130,6 +152,13 @@ def run_prepare(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"interrupted: finished shards are kept; re-run the same command to resume into {out}", file=sys.stderr)
         raise
+    except OSError as exc:  # the disk filled up (or went read-only) mid-way
+        from gpt2.fileio import write_error
+
+        raise GPT2Error(
+            f"--out {out}: writing the dataset failed: {write_error(exc, out)}; finished shards are kept, "
+            "free some space and re-run the same command to resume"
+        ) from None
     seconds = time.perf_counter() - t0
     splits = {split: sum(s["tokens"] for s in manifest["shards"] if s["split"] == split) for split in ("val", "train")}
     print(

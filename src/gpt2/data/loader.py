@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from gpt2.config import GPT2_VOCAB_SIZE
 from gpt2.data.manifest import read_manifest, split_shards
-from gpt2.data.shards import open_shard
+from gpt2.data.shards import open_shard, verify_shard
 from gpt2.errors import GPT2Error
 
 STATE_VERSION = 1
@@ -55,7 +56,8 @@ class TokenShardLoader:
 
     ``next_batch()`` returns ``(x, y)``: int64 CPU tensors of shape (B, T) with ``y[:, t] = x[:, t+1]``
     (the token after ``x``'s last one for the final column). A fresh loader (e.g. for validation)
-    always yields the same sequence of batches.
+    always yields the same sequence of batches. Each shard is verified the first time a batch reads from
+    it (:func:`gpt2.data.shards.verify_shard`: manifest SHA-256 and token ids < 50257).
     """
 
     def __init__(
@@ -78,11 +80,14 @@ class TokenShardLoader:
         self.batch_size, self.seq_len = batch_size, seq_len
         self.rank, self.world_size = rank, world_size
         self.seed, self.shuffle = seed, shuffle
+        self.vocab_size = GPT2_VOCAB_SIZE  # GPT-2 token ids; a larger id can only be corruption
         manifest = read_manifest(self.data_dir)
         entries = split_shards(manifest, split)
         if not entries:
             raise GPT2Error(f"{self.data_dir} has no {split!r} shards" + _missing_split_hint(manifest, split))
         self.shard_files = [entry["file"] for entry in entries]
+        self._sha256 = [entry["sha256"] for entry in entries]
+        self._verified: set[int] = set()  # shards checked by verify_shard (on first read, see _read)
         self._shards = []
         for entry in entries:
             tokens = open_shard(self.data_dir / entry["file"])
@@ -123,6 +128,7 @@ class TokenShardLoader:
         i = bisect.bisect_right(self._starts, start) - 1
         filled = 0
         while filled < length:
+            self._verify(self._order[i])
             shard = self._shards[self._order[i]]
             offset = start + filled - self._starts[i]
             take = min(length - filled, len(shard) - offset)
@@ -130,6 +136,15 @@ class TokenShardLoader:
             filled += take
             i += 1
         return out
+
+    def _verify(self, index: int) -> None:
+        """Check shard ``index`` (checksum, token range) the first time it is read: a corrupt shard is an error
+        naming it, never a silent wrong result or an IndexError deep in the model."""
+        if index not in self._verified:
+            verify_shard(
+                self.data_dir / self.shard_files[index], self._shards[index], self._sha256[index], self.vocab_size
+            )
+            self._verified.add(index)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next (x, y) pair of int64 tensors of shape (B, T) for this rank."""

@@ -108,6 +108,38 @@ def shard_num_tokens(path: str | Path) -> int:
     return int(open_shard(path).shape[0])
 
 
+# Shards already verified in this process: (resolved path, size, mtime_ns). The val split is reopened at every
+# in-loop evaluation; an unchanged file is not hashed again.
+_VERIFIED: set[tuple[str, int, int]] = set()
+_CHECK_CHUNK = 1 << 24  # tokens per vectorised range check (32 MB of uint16)
+
+
+def verify_shard(path: str | Path, tokens: np.ndarray, sha256: str | None, vocab_size: int) -> None:
+    """Check a shard before its tokens are used: its SHA-256 (when the manifest has one) and every id < ``vocab_size``.
+
+    Raises GPT2Error naming the file (and, for a bad id, its offset in tokens). ``tokens`` is the shard's
+    memory map (:func:`open_shard`). Costs one read of the file (~1 s per 100M-token shard).
+    """
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise GPT2Error(
+            f"{path}: SHA-256 differs from the dataset's manifest.json; the shard is corrupt, re-run `gpt2 prepare`"
+        )
+    for start in range(0, len(tokens), _CHECK_CHUNK):
+        chunk = np.asarray(tokens[start : start + _CHECK_CHUNK])
+        if chunk.size and int(chunk.max()) >= vocab_size:
+            offset = start + int(np.argmax(chunk >= vocab_size))
+            raise GPT2Error(
+                f"{path}: token id {int(tokens[offset])} at offset {offset} is outside the vocabulary "
+                f"(ids must be < {vocab_size}); the shard is corrupt or from another tokenizer"
+            )
+    _VERIFIED.add(key)
+
+
 def file_sha256(path: str | Path, chunk_bytes: int = 1 << 24) -> str:
     """SHA-256 (hex) of a file, read in chunks."""
     digest = hashlib.sha256()

@@ -53,6 +53,8 @@ def _summed_loss(
 
 def _result(total: float, count: float) -> dict[str, float | int]:
     loss = total / count
+    if not math.isfinite(loss):
+        raise GPT2Error(f"the loss is {loss}: the model's weights have diverged (NaN/inf outputs)")
     return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": int(count)}
 
 

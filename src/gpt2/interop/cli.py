@@ -21,8 +21,19 @@ if TYPE_CHECKING:
 EXPORT_FORMATS = ("hf",)
 
 
-def _check_output(out: Path, force: bool) -> None:
-    """Refuse to replace a non-empty directory (or any file) at ``out`` unless ``--force``: never lose data silently."""
+def _check_output(out: Path, force: bool, source: str) -> None:
+    """Refuse to replace a non-empty directory (or any file) at ``out`` unless ``--force``: never lose data silently.
+
+    Even with ``--force``, ``out`` may not be, contain or lie inside ``source`` (replacing it would delete the
+    model being read), nor contain the current directory (it cannot be renamed away).
+    """
+    target = out.resolve()
+    if Path(source).exists():
+        src = Path(source).resolve()
+        if target == src or target in src.parents or src in target.parents:
+            raise GPT2Error(f"--out {out} overlaps the source {source}; writing there would destroy it, choose another")
+    if target == Path.cwd() or target in Path.cwd().parents:
+        raise GPT2Error(f"--out {out} is or contains the current directory; choose a new directory")
     if out.is_file():
         raise GPT2Error(f"--out {out} is a file; choose a directory path")
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -49,7 +60,7 @@ def run_import(args: argparse.Namespace) -> int:
     from gpt2.interop.hf import load_hf_model
     from gpt2.interop.nanogpt import import_nanogpt
 
-    _check_output(args.out, args.force)
+    _check_output(args.out, args.force, args.src)
     meta: dict[str, Any]
     if args.source_type == "hf":
         model = load_hf_model(args.src)
@@ -74,7 +85,7 @@ def run_export(args: argparse.Namespace) -> int:
     from gpt2.interop.hf import export_hf
     from gpt2.loading import load
 
-    _check_output(args.out, args.force)
+    _check_output(args.out, args.force, args.model)
     model = load(args.model)
     export_hf(model, args.out)
     print(f"exported {args.model} -> {args.out} (Hugging Face GPT2LMHeadModel; {_summary(model)})")

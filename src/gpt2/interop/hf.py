@@ -26,9 +26,17 @@ from gpt2.checkpoint import CHECKPOINT_FORMAT, model_from_state_dict
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.fileio import atomic_directory, read_json_object, write_json
-from gpt2.interop.state_dict import check_tied_head, drop_attention_buffers, transpose_conv1d
+from gpt2.interop.state_dict import (
+    ATTENTION_BUFFER_SUFFIXES,
+    check_tied_head,
+    drop_attention_buffers,
+    transpose_conv1d,
+    transpose_shapes,
+)
 from gpt2.model import GPT
+from gpt2.tensor_tree import read_safetensors
 from gpt2.tokenizer import EOT_ID, EOT_TOKEN, bpe_files
+from gpt2.weights import check_float_dtypes, check_shapes, safetensors_header
 
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which our model uses
 # Both names denote the tanh approximation of GELU that GPT-2 was trained with (our MLP's activation).
@@ -71,8 +79,7 @@ def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
 def model_from_hf_state(config: GPTConfig, state: dict[str, torch.Tensor], source: str) -> GPT:
     """Our GPT from an HF ``GPT2LMHeadModel`` state dict (Conv1D layout, optional buffers and tied head)."""
     state = check_tied_head(drop_attention_buffers(state), source)
-    state = {k: v.float() for k, v in transpose_conv1d(state).items()}
-    return model_from_state_dict(config, state, source)
+    return model_from_state_dict(config, transpose_conv1d(state), source)
 
 
 def _is_local(src: str) -> bool:
@@ -88,14 +95,69 @@ def _load_transformers():
     return transformers
 
 
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what save_pretrained writes (new, old)
+
+
+def _hf_key(key: str) -> str:
+    # A saved GPT2Model (the hub's gpt2) has no "transformer." prefix; GPT2LMHeadModel has one.
+    return key if key.startswith(("transformer.", "lm_head.")) else f"transformer.{key}"
+
+
+def hf_weight_files(path: Path) -> list[Path]:
+    """The weight files of a local HF directory: ``model.safetensors`` / ``pytorch_model.bin``, or the shards that
+    their ``*.index.json`` lists (``save_pretrained`` shards models over 5 GB, e.g. gpt2-xl in fp32)."""
+    for name in HF_WEIGHT_FILES:
+        if (path / name).is_file():
+            return [path / name]
+        index = path / f"{name}.index.json"
+        if index.is_file():
+            weight_map = read_json_object(index, "weights index").get("weight_map")
+            files = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+            if not files or not all(isinstance(f, str) and Path(f).name == f for f in files):
+                raise GPT2Error(f"corrupt weights index {index}: expected a weight_map of file names in {path}")
+            return [path / f for f in files]
+    raise GPT2Error(f"cannot load Hugging Face model from {path}: no {' or '.join(HF_WEIGHT_FILES)}")
+
+
+def read_hf_weights(path: Path, config: GPTConfig) -> dict[str, torch.Tensor]:
+    """The tensors of a local HF GPT-2 directory, in our key names (Conv1D layout kept), read without transformers.
+
+    safetensors weights are checked against ``config`` from their headers before any data is read; an old
+    ``pytorch_model.bin`` is read with ``torch.load(weights_only=True)`` after the zip-bomb and pickle checks
+    of :func:`gpt2.interop.nanogpt.read_pt`, so a hostile file is refused with one line and never runs.
+    """
+    from gpt2.interop.nanogpt import read_pt
+
+    files = hf_weight_files(path)
+    state: dict[str, torch.Tensor] = {}
+    if files[0].suffix == ".safetensors":
+        shapes, dtypes = {}, {}
+        for file in files:
+            file_shapes, file_dtypes = safetensors_header(file)
+            shapes.update(file_shapes)
+            dtypes.update(file_dtypes)
+        shapes = drop_attention_buffers({_hf_key(k): v for k, v in shapes.items()})
+        check_float_dtypes({k: v for k, v in dtypes.items() if not k.endswith(ATTENTION_BUFFER_SUFFIXES)}, str(path))
+        check_shapes(transpose_shapes(shapes), config, str(files[0] if len(files) == 1 else path))
+        for file in files:
+            state.update(read_safetensors(file))
+    else:
+        for file in files:
+            part = read_pt(file)
+            if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
+                raise GPT2Error(f"{file}: expected a state dict of tensors")
+            state.update(part)
+    return {_hf_key(k): v for k, v in state.items()}
+
+
 def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
     """Load a GPT-2 from a local HF directory or a hub name (``gpt2``, ``openai-community/gpt2-xl``).
 
-    Weights are converted exactly (fp32, vocab kept at the checkpoint's 50257). Returns the model
-    in eval mode on ``device``.
+    A local directory is read directly (no ``transformers`` needed); a hub name goes through
+    ``transformers`` (the download and its cache). Weights are converted exactly (fp32, vocab kept at
+    the checkpoint's 50257). Returns the model in eval mode on ``device``.
     """
-    local = _is_local(src)
-    if local:
+    if _is_local(src):
         path = Path(src).expanduser()
         if not path.exists():
             raise GPT2Error(f"Hugging Face model directory not found: {src}")
@@ -104,17 +166,14 @@ def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
         hf_config = read_json_object(path / "config.json", "Hugging Face config")
         if hf_config.get("format") == CHECKPOINT_FORMAT:
             raise GPT2Error(f"{src} is already a {CHECKPOINT_FORMAT} checkpoint; load it directly, no import needed")
-        config = config_from_hf(hf_config, src)  # fail fast, before transformers reads any weights
-        src = str(path)
+        config = config_from_hf(hf_config, src)  # fail fast, before reading any weights
+        return model_from_hf_state(config, read_hf_weights(path, config), src).to(device).eval()
     transformers = _load_transformers()
     try:
         # The real hub code path: downloads (or reuses the HF cache) when the hub is reachable.
-        if not local:  # check the small config.json before downloading gigabytes of weights
-            config = config_from_hf(transformers.AutoConfig.from_pretrained(src).to_dict(), src)
+        config = config_from_hf(transformers.AutoConfig.from_pretrained(src).to_dict(), src)  # before the weights
         hf_model = transformers.GPT2LMHeadModel.from_pretrained(src, dtype=torch.float32)
     except (OSError, ValueError) as exc:
-        if local:
-            raise GPT2Error(f"cannot load Hugging Face model from {src}: {exc}") from None
         raise GPT2Error(
             f"cannot load {src!r} from the Hugging Face Hub: the hub is unreachable or the model does not exist "
             f"({str(exc).splitlines()[0]}), and there is no local directory {src!r}. "

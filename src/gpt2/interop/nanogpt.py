@@ -30,6 +30,7 @@ from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.interop.state_dict import check_tied_head, drop_attention_buffers
 from gpt2.model import GPT
+from gpt2.weights import check_shapes, expected_shapes
 
 # Prefixes added by torch.compile (`_orig_mod.`) and DDP / DataParallel (`module.`) wrappers.
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
@@ -58,6 +59,7 @@ def _pickle_globals(path: Path) -> list[str]:
         # global it does not know, so such files load only if they hold nothing but tensors and plain values.
         return []
     try:
+        _check_inflated_size(path)
         return torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except (ValueError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError) as exc:
         raise GPT2Error(f"{path}: not a readable torch checkpoint ({exc})") from None
@@ -87,13 +89,35 @@ def read_pt(path: str | Path) -> Any:
         raise GPT2Error(f"{path}: cannot load safely ({_unpickler_reason(exc)})") from None
 
 
+# Where torch's own advice starts in a load error: allow-listing globals or weights_only=False, i.e. running the
+# pickle's code. We never give that advice, so the message is cut there.
+_TORCH_ADVICE = ("Please use", "Re-running", "weights_only", "If you trust", "Check the documentation", "In PyTorch")
+# torch.save stores entries uncompressed, so a real .pt inflates to about its own size; a zip bomb does not.
+MAX_INFLATION = 4  # uncompressed bytes per byte on disk, beyond MAX_INFLATION_SLACK
+MAX_INFLATION_SLACK = 64 * 2**20
+
+
 def _unpickler_reason(exc: Exception) -> str:
-    """The informative part of a torch.load error (its text around it advises weights_only=False: never here)."""
+    """The informative part of a torch.load error, without torch's advice to trust or unpickle the file."""
     text = str(exc)
     if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    for marker in _TORCH_ADVICE:
+        text = text.split(marker, 1)[0]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    return lines[0].rstrip(". ") if lines else type(exc).__name__
+
+
+def _check_inflated_size(path: Path) -> None:
+    """Refuse a zip archive whose index says it inflates far beyond its size on disk (before reading it)."""
+    with zipfile.ZipFile(path) as archive:
+        inflated = sum(info.file_size for info in archive.infolist())
+    limit = MAX_INFLATION * path.stat().st_size + MAX_INFLATION_SLACK
+    if inflated > limit:
+        raise GPT2Error(
+            f"{path}: refusing to load, its entries inflate to {inflated / 1e9:.2f} GB from "
+            f"{path.stat().st_size / 1e6:.1f} MB on disk (torch.save never compresses; this looks like a zip bomb)"
+        )
 
 
 def _strip_prefixes(key: str) -> str:
@@ -140,8 +164,12 @@ def _to_number(value: Any) -> float | int | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def import_nanogpt(path: str | Path) -> tuple[GPT, dict[str, Any]]:
-    """Model (CPU, fp32, train mode) and metadata (step, val_loss when saved) of a seed/nanoGPT ``.pt``."""
+def read_nanogpt(path: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """(config, weights in our key names, metadata: step / val_loss when saved) of a seed/nanoGPT ``.pt``.
+
+    Nothing is built: the weights' names and shapes are checked against the config here, so a hostile
+    config (a million layers) fails before any module exists.
+    """
     source = str(path)
     checkpoint = read_pt(path)
     if not isinstance(checkpoint, dict):
@@ -155,13 +183,10 @@ def import_nanogpt(path: str | Path) -> tuple[GPT, dict[str, Any]]:
     config = _infer_config(fields, state, source)
     if fields.get("bias") is False:
         # nanoGPT's bias=False drops the Linear and LayerNorm biases; a zero bias computes exactly the same.
-        with torch.device("meta"):
-            reference = GPT(config).state_dict()
-        for key, value in reference.items():
+        for key, shape in expected_shapes(config).items():  # the config is bounded (GPTConfig), the list short
             if key.endswith(".bias") and key not in state:
-                state[key] = torch.zeros(value.shape)
-    state = {k: v.float() for k, v in state.items()}
-    model = model_from_state_dict(config, state, source)
+                state[key] = torch.zeros(shape)
+    check_shapes({k: tuple(v.shape) for k, v in state.items()}, config, source)
     meta: dict[str, Any] = {"source": str(Path(path).resolve()), "imported_from": "nanogpt"}
     for meta_key, keys in (("step", ("step", "iter_num")), ("val_loss", ("val_loss", "best_val_loss"))):
         for key in keys:
@@ -169,7 +194,13 @@ def import_nanogpt(path: str | Path) -> tuple[GPT, dict[str, Any]]:
             if number is not None:
                 meta[meta_key] = number
                 break
-    return model, meta
+    return config, state, meta
+
+
+def import_nanogpt(path: str | Path) -> tuple[GPT, dict[str, Any]]:
+    """Model (CPU, fp32, train mode) and metadata (step, val_loss when saved) of a seed/nanoGPT ``.pt``."""
+    config, state, meta = read_nanogpt(path)
+    return model_from_state_dict(config, state, str(path)), meta
 
 
 def load_nanogpt_checkpoint(path: str | Path) -> GPT:

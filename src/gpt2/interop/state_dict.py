@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from gpt2.errors import GPT2Error
@@ -12,14 +14,19 @@ CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight"
 ATTENTION_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
 
-def drop_attention_buffers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` without the causal-mask buffers (``...attn.bias``, ``...attn.masked_bias``)."""
+def drop_attention_buffers(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (tensors or shapes) without the causal-mask buffers (``...attn.bias``, ``...attn.masked_bias``)."""
     return {k: v for k, v in state.items() if not k.endswith(ATTENTION_BUFFER_SUFFIXES)}
 
 
 def transpose_conv1d(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # The transpose is its own inverse, so the same function converts in both directions.
     return {k: v.t().contiguous() if k.endswith(CONV1D_SUFFIXES) else v for k, v in state.items()}
+
+
+def transpose_shapes(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """The shapes :func:`transpose_conv1d` would give tensors of these ``shapes`` (for header-only checks)."""
+    return {k: tuple(reversed(v)) if k.endswith(CONV1D_SUFFIXES) else tuple(v) for k, v in shapes.items()}
 
 
 def check_tied_head(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:

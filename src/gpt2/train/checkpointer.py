@@ -23,10 +23,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from gpt2.checkpoint import read_config
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_directory
+from gpt2.fileio import atomic_directory, write_error
 from gpt2.rundir import checkpoint_name, prune_checkpoints, write_latest
 from gpt2.runtime.distributed import DistContext, barrier
 from gpt2.tensor_tree import load_tensor_tree, save_tensor_tree
@@ -66,9 +68,9 @@ class Checkpointer:
                         else:
                             save_tensor_tree(tmp, name, states[name])
                 write_latest(self.run_dir, path.name)
-            except OSError as exc:
+            except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as its own error type
                 raise GPT2Error(
-                    f"saving the checkpoint of step {step} in {self.run_dir} failed ({exc.strerror or exc}); "
+                    f"saving the checkpoint of step {step} in {self.run_dir} failed: {write_error(exc, self.run_dir)}; "
                     "the previous checkpoint is intact"
                 ) from None
             prune_checkpoints(self.run_dir, self.keep_last)

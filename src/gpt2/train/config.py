@@ -144,13 +144,17 @@ class TrainConfig:
         """Raise GPT2Error naming the option when the configuration cannot work."""
         for name in OPTION_NAMES:
             check_option_value(name, getattr(self, name))
-        for name in ("steps", "batch_tokens", "micro_batch", "seq_len", "lr", "peak_flops"):
+        positive = ("steps", "batch_tokens", "micro_batch", "seq_len", "lr", "peak_flops", "eval_tokens")
+        positive += ("sample_tokens", "num_samples", "hellaswag_limit")
+        for name in positive:
             value = getattr(self, name)
-            if value is not None and value <= 0:  # None (peak_flops) = decided later
+            if value is not None and value <= 0:  # None (peak_flops, hellaswag_limit) = decided later
                 raise GPT2Error(f"{option_name(name)} must be positive, got {value}")
-        for name in ("warmup_steps", "eval_every", "save_every", "keep_last", "grad_clip", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise GPT2Error(f"{option_name(name)} must be >= 0, got {getattr(self, name)}")
+        non_negative = ("warmup_steps", "eval_every", "save_every", "keep_last", "grad_clip", "weight_decay", "seed")
+        for name in (*non_negative, "hellaswag_every", "sample_every", "log_every"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise GPT2Error(f"{option_name(name)} must be >= 0, got {value}")
         if self.seq_len > self.model.block_size:
             raise GPT2Error(
                 f"{option_name('seq_len')} {self.seq_len} exceeds the model's context window "
@@ -160,6 +164,9 @@ class TrainConfig:
             raise GPT2Error(f"{option_name('dropout')} must be in [0, 1), got {self.dropout}")
         if self.model.dropout != self.dropout:  # one rate: the model applies it, the checkpoint config stores it
             raise GPT2Error(f"{option_name('dropout')} {self.dropout} differs from the model's {self.model.dropout}")
+        for name in ("beta1", "beta2"):  # AdamW's moment decay rates; torch would raise a ValueError at start-up
+            if not 0 <= getattr(self, name) < 1:
+                raise GPT2Error(f"{option_name(name)} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise GPT2Error(f"{option_name('min_lr_ratio')} must be in [0, 1], got {self.min_lr_ratio}")
         if self.max_bad_steps < 1:

@@ -28,7 +28,7 @@ from gpt2.rundir import (
     write_run_info,
 )
 from gpt2.runtime.device import autocast, resolve_amp_dtype
-from gpt2.runtime.distributed import DistContext, all_reduce_mean, any_rank
+from gpt2.runtime.distributed import DistContext, all_reduce_mean, any_rank, barrier
 from gpt2.runtime.parallel import gradient_sync, wrap_model
 from gpt2.train.checkpointer import Checkpointer, check_resumable
 from gpt2.train.config import TrainConfig
@@ -37,7 +37,7 @@ from gpt2.train.hooks import InLoopEvaluation
 from gpt2.train.init import InitSource, initial_model
 from gpt2.train.mfu import device_peak_flops, model_flops_utilization
 from gpt2.train.schedule import learning_rate
-from gpt2.train.signals import StopRequest
+from gpt2.train.signals import MicroStepStop, StopRequest
 from gpt2.train.state import ModelState, OptimizerState, RNGState, TrainState
 from gpt2.train.tracking import Tracking
 
@@ -56,7 +56,10 @@ class Trainer:
         self.run_dir = Path(cfg.out)
         self.console = RunConsole(ctx.is_main, cfg.steps, cfg.log_every)
         self.log, self.warn = self.console.log, self.console.warn
-        # --- read-only checks first: a bad invocation must not touch an existing run
+        if ctx.is_main:  # a crash's leftovers (a step_N caught mid-replace is put back first)
+            remove_stale_temporaries(self.run_dir)
+        barrier(ctx)
+        # --- read-only checks next: a bad invocation must not touch an existing run
         self.loader = TokenShardLoader(
             cfg.data, "train", cfg.micro_batch, cfg.seq_len, ctx.rank, ctx.world_size, cfg.seed, cfg.shuffle
         )
@@ -138,10 +141,11 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
 
-    def train_step(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    def train_step(self, pacer: MicroStepStop) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
         """Forward/backward over ``grad_accum`` micro-batches, then clip and update (unless non-finite).
 
-        Returns (mean loss over ranks and micro-batches, grad norm before clipping, whether it updated).
+        Returns (mean loss over ranks and micro-batches, grad norm before clipping, whether it updated), or None
+        when ``pacer`` stopped it between micro-steps (nothing updated; data position and RNGs at the step's start).
         """
         cfg = self.cfg
         lr = learning_rate(self.state.step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
@@ -149,7 +153,12 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.device)
+        pacer.begin_step(self.loader, self.device)
         for micro in range(self.grad_accum):
+            if micro and pacer.abort():  # it rewound the data position and RNGs
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            t_micro = time.perf_counter()
             x, y = self.loader.next_batch()
             if self.device.type == "cuda":  # page-locked memory lets the copy overlap with compute
                 x, y = x.pin_memory(), y.pin_memory()
@@ -164,6 +173,8 @@ class Trainer:
                 loss = loss / self.grad_accum
                 loss_sum += loss.detach()
                 self.scaler.scale(loss).backward()
+            if micro == 1:  # the 2nd micro-step: compile and warm-up are behind
+                pacer.time_micro_step(t_micro, self.device)
         loss_mean = all_reduce_mean(loss_sum, self.ctx)
         self.scaler.unscale_(self.optimizer)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
@@ -185,7 +196,6 @@ class Trainer:
         if self.resume_from is not None:
             self._restore()
         if ctx.is_main:
-            remove_stale_temporaries(self.run_dir)
             truncate_metrics(self.run_dir, state.step)
             info = write_run_info(self.run_dir, self.run_info(), state.step if self.resume_from is not None else None)
             self.console.open(MetricsLog(self.run_dir), self.tracking.start(self.run_dir, info, state.step))
@@ -202,12 +212,19 @@ class Trainer:
         bad_in_row, stopped = 0, False
         try:
             with StopRequest() as stop:
+                pacer = MicroStepStop(stop, ctx, self.grad_accum, self.warn)
                 while state.step < cfg.steps:
                     t0 = time.perf_counter()
-                    loss, grad_norm, finite = self.train_step()
+                    if (result := self.train_step(pacer)) is None:  # stopped between micro-steps: redone on resume
+                        stopped = True
+                        if state.step > 0:
+                            self.log(f"saved {self.checkpointer.save(state.step)}")
+                        break
+                    loss, grad_norm, finite = result
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     dt = time.perf_counter() - t0
+                    pacer.step_done(dt)
                     state.step += 1
                     bad_in_row = 0 if finite else bad_in_row + 1
                     state.last_loss = loss.item() if finite else state.last_loss

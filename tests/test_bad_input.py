@@ -1,0 +1,719 @@
+"""Every bad input and fault of the hardening issue, one table row each: the command, its exit code, the first
+line it prints on stderr, and what must be unchanged (or true) afterwards.
+
+Rows run in-process through ``gpt2.cli.main`` unless they need a real process (a signal, a disk filling up
+while training runs). The disk-full and read-only rows mount a small tmpfs, so they need root; they skip
+with the reason otherwise. Fixtures (a tiny trained run, its checkpoint, a prepared dataset) are built once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from gpt2.cli import main
+from gpt2.data.shards import HEADER_BYTES, file_sha256
+from gpt2.errors import GPT2Error
+from train_helpers import QUIET, TINY_RUN, prepared_dataset, subprocess_env
+
+GPT2 = [sys.executable, "-m", "gpt2"]
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@dataclass
+class Case:
+    """One bad input. ``argv`` may use ``{name}`` placeholders for the paths of :class:`World`.
+
+    ``setup(world)`` makes the bad files; ``unchanged`` lists paths (placeholders allowed) whose files are hashed
+    before and after; ``after(world, stderr)`` asserts anything else. ``stderr`` None: nothing on stderr.
+    ``process``: run ``gpt2`` in a subprocess with ``process(world, popen)`` driving it (signals, filling a disk).
+    """
+
+    id: str
+    argv: list[str]
+    code: int
+    stderr: str | None
+    setup: Callable[[World], None] | None = None
+    unchanged: list[str] = field(default_factory=list)
+    after: Callable[[World, str], None] | None = None
+    process: Callable[[World, subprocess.Popen], None] | None = None
+    call: Callable[[World], None] | None = None  # a library call instead of a command (errors as the CLI shows them)
+    root: bool = False  # needs to mount a tmpfs
+
+
+class World:
+    """The fixtures: ``run`` (2 steps, a checkpoint each), ``ckpt`` (a copy of its step_000002), ``data``."""
+
+    def __init__(self, base: Path, data: Path, run: Path):
+        self.base, self.data, self.run = base, data, run
+        self.case_dir = base
+
+    def new_case(self, name: str) -> None:
+        self.case_dir = self.base / "cases" / name
+        self.case_dir.mkdir(parents=True)
+        self.ckpt = self.case_dir / "ckpt"
+        shutil.copytree(self.run / "step_000002", self.ckpt)
+
+    def paths(self) -> dict[str, str]:
+        return {"data": str(self.data), "run": str(self.run), "ckpt": str(self.ckpt), "case": str(self.case_dir)}
+
+    def fill(self, text: str) -> str:
+        return text.format(**self.paths())
+
+
+# ---------------------------------------------------------------- helpers that make bad files
+
+
+def tree_hashes(path: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``path`` (or of ``path`` itself), with the mode bits."""
+    if path.is_file():
+        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {
+        str(p.relative_to(path)): f"{hashlib.sha256(p.read_bytes()).hexdigest()} {oct(p.stat().st_mode)}"
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+def edit_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def edit_weights(ckpt: Path, change: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    weights = load_file(str(ckpt / "model.safetensors"))
+    change(weights)
+    save_file(weights, str(ckpt / "model.safetensors"), metadata={"format": "gpt2-from-scratch"})
+
+
+def set_weight(name: str, value) -> Callable[[World], None]:
+    def setup(world: World) -> None:
+        def change(weights):
+            if isinstance(value, torch.dtype):
+                weights[name] = weights[name].to(value)
+            else:
+                weights[name][0, 0] = value
+
+        edit_weights(world.ckpt, change)
+
+    return setup
+
+
+def nanogpt_pt(world: World, **model_args) -> Path:
+    """A nanoGPT-style .pt of the fixture model with ``model_args`` as its saved config."""
+    state = load_file(str(world.ckpt / "model.safetensors"))
+    args = {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 128, "vocab_size": 50304, **model_args}
+    path = world.case_dir / "model.pt"
+    torch.save({"model": state, "model_args": args, "iter_num": 2}, path)
+    return path
+
+
+class Payload:
+    """Unpickling this runs a shell command (touch a marker): what a hostile .pt / pytorch_model.bin does."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class Opaque:
+    """A harmless custom class that weights_only loading refuses."""
+
+
+def hf_dir(world: World) -> Path:
+    """An HF export of the fixture checkpoint at CASE/hf."""
+    assert main(["export", str(world.ckpt), "--out", str(world.case_dir / "hf")]) == 0
+    return world.case_dir / "hf"
+
+
+def hostile_hf_dir(world: World) -> None:
+    path = hf_dir(world)
+    (path / "model.safetensors").unlink()
+    torch.save({"transformer.wte.weight": Payload(world.case_dir / "pwned")}, path / "pytorch_model.bin")
+
+
+def zip_bomb(world: World) -> None:
+    """A 0.1 MB .pt whose zip index says it inflates to 100 MB (torch.save never compresses)."""
+    with zipfile.ZipFile(world.case_dir / "bomb.pt", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        with archive.open("archive/data/0", "w", force_zip64=True) as f:
+            for _ in range(100):
+                f.write(bytes(1 << 20))
+
+
+def corrupt_dataset(world: World, token: int, update_sha: bool, split: str = "train") -> None:
+    """CASE/data: a copy of the dataset with ``token`` written into the body of its first ``split`` shard."""
+    data = world.case_dir / "data"
+    shutil.copytree(world.data, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    shard = next(s for s in manifest["shards"] if s["split"] == split)
+    with open(data / shard["file"], "r+b") as f:
+        f.seek(HEADER_BYTES + 2 * 100)  # token offset 100
+        f.write(np.array([token], dtype="<u2").tobytes())
+    if update_sha:  # so the range check, not the checksum, is what catches it
+        shard["sha256"] = file_sha256(data / shard["file"])
+        (data / "manifest.json").write_text(json.dumps(manifest))
+
+
+MOUNTS: list[Path] = []  # unmounted at the end of each test
+
+
+def mount_tmpfs(path: Path, size: str, read_only: bool = False) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({result.stderr.decode().strip()})")
+    MOUNTS.append(path)
+
+
+def no_temporaries(path: Path, keep: tuple[str, ...] = ()) -> None:
+    leftovers = [
+        p.name
+        for p in path.rglob("*")
+        if p.name.startswith(".") and (".tmp" in p.name or ".old-" in p.name) and p.name not in keep
+    ]
+    assert leftovers == [], leftovers
+
+
+def latest_is(run: Path, name: str) -> None:
+    assert (run / "latest").read_text().strip() == name and (run / name / "model.safetensors").is_file()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def follows_umask(*paths: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in paths:
+        expected = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert mode(path) == expected, f"{path}: {oct(mode(path))} != {oct(expected)}"
+
+
+# ---------------------------------------------------------------- rows that drive a real process
+
+
+def fill_disk_after_first_save(world: World, proc: subprocess.Popen) -> None:
+    run = world.case_dir / "disk" / "run"
+    deadline = time.time() + 120
+    while not (run / "latest").is_file():
+        assert proc.poll() is None and time.time() < deadline, "training never saved its first checkpoint"
+        time.sleep(0.2)
+    with open(world.case_dir / "disk" / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(bytes(2**20))
+                f.flush()
+        except OSError:  # full
+            pass
+        f.truncate(max(0, f.tell() - 2**20))  # leave 1 MB: metrics rows still fit, a checkpoint (40 MB) does not
+    proc.wait(timeout=120)
+
+
+def sigterm_after_slow_step_warning(world: World, proc: subprocess.Popen) -> None:
+    log = world.case_dir / "stderr.txt"
+    deadline = time.time() + 120
+    while "one optimizer step will take" not in log.read_text():
+        assert proc.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.2)
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert time.time() - sent < 30  # at the next micro-step boundary, not after 10^10 tokens
+
+
+def same_state_as_before_the_dropped_step(world: World) -> None:
+    """The re-saved step_000002 holds what the first one did: the half step left no trace (data position, RNGs)."""
+    first, again = world.run / "step_000002", world.case_dir / "run" / "step_000002"
+    for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "rng.json"):
+        assert tree_hashes(first / name) == tree_hashes(again / name), name
+    loader = [json.loads((path / "trainer.json").read_text())["loader"] for path in (first, again)]
+    assert loader[0] == loader[1]
+
+
+def copy_run(world: World) -> None:
+    shutil.copytree(world.run, world.case_dir / "run")
+
+
+def leftovers(world: World) -> None:
+    copy_run(world)
+    run = world.case_dir / "run"
+    shutil.copytree(run / "step_000001", run / ".step_000002.old-4242")  # killed mid-replace of step_000002
+    (run / ".latest.k3j.tmp").write_text("step_000002\n")
+    (run / ".metrics.jsonl.x9.tmp").write_text("")
+    (run / ".notes.tmp").write_text("not ours: must stay")
+
+
+def read_only_out(world: World) -> None:
+    mount_tmpfs(world.case_dir / "ro", "1m", read_only=True)
+
+
+def full_out(world: World) -> None:
+    mount_tmpfs(world.case_dir / "full", "96k")
+
+
+def small_disk(world: World) -> None:
+    mount_tmpfs(world.case_dir / "disk", "100m")
+
+
+TRAIN = ["train", *TINY_RUN, *QUIET, "--data", "{data}"]
+
+
+def train_option_case(id: str, flag: str, value: str, rule: str, shown: str | None = None) -> Case:
+    """``gpt2 train FLAG VALUE`` refused with ``error: FLAG must be RULE, got VALUE``; nothing may be created."""
+    return Case(
+        id,
+        [*TRAIN, "--out", "{case}/run", flag, value],
+        1,
+        rf"^error: {flag} must be {rule}, got {re.escape(shown or value)}$",
+        after=lambda w, _: not (w.case_dir / "run").exists() or pytest.fail("created the run directory"),
+    )
+
+
+def config_file_case(id: str, text: str, stderr: str) -> Case:
+    """``gpt2 train --config CASE/c.json`` with ``text`` in that file: nothing may be created."""
+    return Case(
+        id,
+        [*TRAIN, "--out", "{case}/run", "--config", "{case}/c.json"],
+        1,
+        stderr,
+        setup=lambda w: (w.case_dir / "c.json").write_text(text),
+        after=lambda w, _: not (w.case_dir / "run").exists() or pytest.fail("created the run directory"),
+    )
+
+
+def save_nan_model(world: World) -> None:
+    from gpt2.checkpoint import load_checkpoint, save_model
+
+    model = load_checkpoint(world.ckpt)
+    with torch.no_grad():
+        model.transformer.wte.weight[0, 0] = float("nan")
+    save_model(world.case_dir / "step_000009", model)
+
+
+CASES = [
+    # 1. disk full during a checkpoint save
+    Case(
+        "1-disk-full-during-save",
+        [*TRAIN, "--out", "{case}/disk/run", "--steps", "100000", "--save-every", "1", "--keep-last", "1"],
+        1,
+        r"^error: saving the checkpoint of step \d+ in .*/disk/run failed: no space left on the disk mounted at "
+        r".*/disk \(\d+\.\d MB free\); the previous checkpoint is intact$",
+        setup=small_disk,
+        process=fill_disk_after_first_save,
+        after=lambda w, _: (
+            no_temporaries(w.case_dir / "disk"),
+            main(["info", str(w.case_dir / "disk" / "run")]) == 0 or pytest.fail("latest does not load"),
+        ),
+        root=True,
+    ),
+    # 2. gpt2 prepare on a read-only / full file system
+    Case(
+        "2-prepare-read-only",
+        ["prepare", "files", "{case}/text.txt", "--out", "{case}/ro/data", "--quiet"],
+        1,
+        r"^error: --out .*/ro: cannot create or write the dataset directory \(the file system mounted at .*/ro is "
+        r"read-only\)$",
+        setup=lambda w: (read_only_out(w), (w.case_dir / "text.txt").write_text("some text\n" * 100)),
+        root=True,
+    ),
+    Case(
+        "2-prepare-disk-full",
+        ["prepare", "files", "{case}/text.txt", "--out", "{case}/full/data", "--shard-tokens", "5000", "--quiet"],
+        1,
+        r"^error: --out .*/full/data: writing the dataset failed: no space left on the disk mounted at .*/full "
+        r"\(0\.0 MB free\); finished shards are kept, free some space and re-run the same command to resume$",
+        setup=lambda w: (full_out(w), (w.case_dir / "text.txt").write_text("the river and the city. " * 30_000)),
+        after=lambda w, _: no_temporaries(w.case_dir / "full"),
+        root=True,
+    ),
+    # 3. absurd model configs: bounded fields, weights checked before anything is built; info trusts the weights
+    *(
+        Case(
+            f"3-config-json-million-layers-{argv[0]}",
+            argv,
+            1,
+            r"^error: .*ckpt/config.json: GPTConfig.n_layer is 1,000,000, above the supported maximum of 1,024$",
+            setup=lambda w: edit_json(w.ckpt / "config.json", n_layer=1_000_000),
+        )
+        for argv in (["info", "{ckpt}"], ["sample", "--model", "{ckpt}", "--max-new-tokens", "2"])
+    ),
+    Case(
+        "3-config-json-lies-info",  # within bounds, but not what the weights hold: info no longer believes it
+        ["info", "{ckpt}"],
+        1,
+        r"^error: .*model.safetensors: the config says n_layer=4 but the weights hold 2 blocks$",
+        setup=lambda w: edit_json(w.ckpt / "config.json", n_layer=4),
+    ),
+    Case(
+        "3-pt-million-layers-import",
+        ["import", "nanogpt", "{case}/model.pt", "--out", "{case}/out"],
+        1,
+        r"^error: .*model.pt: invalid model config .*GPTConfig.n_layer is 1,000,000, above the supported maximum",
+        setup=lambda w: nanogpt_pt(w, n_layer=1_000_000),
+        after=lambda w, _: not (w.case_dir / "out").exists() or pytest.fail("import wrote an output"),
+    ),
+    Case(
+        "3-pt-wrong-shapes-info",
+        ["info", "{case}/model.pt"],
+        1,
+        r"^error: .*model.pt: transformer.wpe.weight has shape \[128, 64\], config needs \[256, 64\]$",
+        setup=lambda w: nanogpt_pt(w, block_size=256),
+    ),
+    Case(
+        "3-info-pt-file",
+        ["info", "{case}/model.pt"],
+        0,
+        None,
+        setup=lambda w: nanogpt_pt(w),
+    ),
+    Case(
+        "3-info-hf-dir",
+        ["info", "{case}/hf"],
+        0,
+        None,
+        setup=lambda w: hf_dir(w),
+    ),
+    # 6. corrupt shard contents
+    Case(
+        "6-token-out-of-range-train",
+        [*TRAIN[:-1], "{case}/data", "--out", "{case}/run", "--steps", "2"],
+        1,
+        r"^error: .*/data/\w+_train_000001.bin: token id 65535 at offset 100 is outside the vocabulary "
+        r"\(ids must be < 50257\); the shard is corrupt or from another tokenizer$",
+        setup=lambda w: corrupt_dataset(w, 0xFFFF, update_sha=True),
+        after=lambda w, _: not (w.case_dir / "run" / "latest").exists() or pytest.fail("saved a checkpoint"),
+    ),
+    Case(
+        "6-in-range-corruption-checksum",
+        [*TRAIN[:-1], "{case}/data", "--out", "{case}/run", "--steps", "2"],
+        1,
+        r"^error: .*_train_000001.bin: SHA-256 differs from the dataset's manifest.json; the shard is corrupt",
+        setup=lambda w: corrupt_dataset(w, 42, update_sha=False),
+    ),
+    Case(
+        "6-token-out-of-range-eval-loss",
+        ["eval", "loss", "--model", "{ckpt}", "--data", "{case}/data", "--seq-len", "32", "--device", "cpu"],
+        1,
+        r"^error: .*_val_000000.bin: token id 65535 at offset 100 is outside the vocabulary",
+        setup=lambda w: corrupt_dataset(w, 0xFFFF, update_sha=True, split="val"),
+    ),
+    # 7. non-finite options and weights
+    train_option_case("7-lr-inf", "--lr", "inf", "a finite number"),
+    train_option_case("7-peak-flops-nan", "--peak-flops", "nan", "a finite number"),
+    config_file_case(
+        "7-config-lr-infinity", '{"lr": Infinity}', r"^error: --config .*c.json: --lr must be a finite number"
+    ),
+    Case(
+        "7-sample-temperature-nan",
+        ["sample", "--model", "{ckpt}", "--temperature", "nan"],
+        1,
+        r"^error: .*temperature",
+    ),
+    Case(
+        "7-nan-weights-sample",
+        ["sample", "--model", "{ckpt}", "--max-new-tokens", "2"],
+        1,
+        r"^error: .*ckpt/model.safetensors: transformer.wte.weight holds NaN/inf values \(the model diverged or the "
+        r"file is corrupt\)$",
+        setup=set_weight("transformer.wte.weight", float("nan")),
+    ),
+    Case(
+        "7-finite-but-diverged-outputs-sample",  # weights of 1e30 (trained with --lr 1e30): the outputs are NaN
+        ["sample", "--model", "{ckpt}", "--max-new-tokens", "2"],
+        1,
+        r"^error: the model's outputs are NaN/inf: its weights have diverged \(train it with a lower --lr\)$",
+        setup=lambda w: edit_weights(w.ckpt, lambda s: [t.mul_(1e30) for t in s.values()]),
+    ),
+    Case(
+        "7-finite-but-diverged-eval-loss",
+        ["eval", "loss", "--model", "{ckpt}", "--data", "{data}", "--seq-len", "32", "--device", "cpu"],
+        1,
+        r"^error: the loss is nan: the model's weights have diverged \(NaN/inf outputs\)$",
+        setup=lambda w: edit_weights(w.ckpt, lambda s: [t.mul_(1e30) for t in s.values()]),
+    ),
+    Case(
+        "7-nan-weights-pt-import",  # import would write a NaN checkpoint: the load check refuses it first
+        ["import", "nanogpt", "{case}/model.pt", "--out", "{case}/out"],
+        1,
+        r"^error: .*model.pt: transformer.wpe.weight holds NaN/inf values",
+        setup=lambda w: (set_weight("transformer.wpe.weight", float("inf"))(w), nanogpt_pt(w)),
+        after=lambda w, _: not (w.case_dir / "out").exists() or pytest.fail("import wrote an output"),
+    ),
+    Case(
+        "7-nan-weights-refused-at-save",  # the trainer's checkpoint writer, given a model that diverged to NaN
+        [],
+        1,
+        r"^error: refusing to save the checkpoint: transformer.wte.weight holds NaN/inf values \(the model diverged; "
+        r"lower --lr\)$",
+        call=save_nan_model,
+        after=lambda w, _: not (w.case_dir / "step_000009").exists() or pytest.fail("wrote the checkpoint"),
+    ),
+    # 8. options validated by us
+    train_option_case("8-beta1", "--beta1", "2", r"in \[0, 1\)", "2.0"),
+    train_option_case("8-seed-negative", "--seed", "-1", ">= 0"),
+    train_option_case("8-num-samples-zero", "--num-samples", "0", "positive"),
+    train_option_case("8-hellaswag-limit-zero", "--hellaswag-limit", "0", "positive"),
+    train_option_case("8-sample-every-negative", "--sample-every", "-5", ">= 0"),
+    config_file_case("8-config-beta2", '{"beta2": 5}', r"^error: --beta2 must be in \[0, 1\), got 5.0$"),
+    config_file_case(
+        "8-config-lr-string", '{"lr": "abc"}', r"^error: --config .*c.json: --lr must be a number, got 'abc'$"
+    ),
+    Case(
+        "8-prepare-max-tokens-inf",
+        ["prepare", "demo", "--out", "{case}/d", "--max-tokens", "inf"],
+        2,
+        r"^usage: gpt2 prepare",
+        after=lambda w, err: "argument --max-tokens: not a count: 'inf' (at most 1e+15)" in err or pytest.fail(err),
+    ),
+    Case(
+        "8-prepare-max-tokens-1e400",
+        ["prepare", "demo", "--out", "{case}/d", "--max-tokens", "1e400"],
+        2,
+        r"^usage: gpt2 prepare",
+        after=lambda w, err: "not a count: '1e400'" in err or pytest.fail(err),
+    ),
+    # 9. bad checkpoint contents
+    Case(
+        "9-format-version-string",
+        ["sample", "--model", "{ckpt}"],
+        1,
+        r"^error: .*ckpt/config.json: format_version must be a whole number, got 'x'$",
+        setup=lambda w: edit_json(w.ckpt / "config.json", format_version="x"),
+    ),
+    Case(
+        "9-int64-weights",
+        ["info", "{ckpt}"],
+        1,
+        r"^error: .*model.safetensors: transformer.wpe.weight is stored as I64; model weights must be floating point$",
+        setup=set_weight("transformer.wpe.weight", torch.int64),
+    ),
+    Case(
+        "9-bool-weights-sample",
+        ["sample", "--model", "{ckpt}"],
+        1,
+        r"^error: .*model.safetensors: transformer.wpe.weight is stored as BOOL; model weights must be floating",
+        setup=set_weight("transformer.wpe.weight", torch.bool),
+    ),
+    Case(
+        "9-inf-weights-eval",
+        ["eval", "loss", "--model", "{ckpt}", "--data", "{data}", "--seq-len", "32", "--device", "cpu"],
+        1,
+        r"^error: .*ckpt/model.safetensors: transformer.wte.weight holds NaN/inf values",
+        setup=set_weight("transformer.wte.weight", float("inf")),
+    ),
+    # 10. an output over its source
+    *(
+        Case(
+            f"10-export-out-{name}",
+            ["export", source, "--out", out, "--force"],
+            1,
+            rf"^error: --out {out_pattern} overlaps the source {source_pattern}; writing there would destroy it",
+            setup=copy_run,
+            unchanged=["{case}/run"],
+        )
+        for name, source, out, out_pattern, source_pattern in (
+            ("is-source", "{case}/run", "{case}/run", ".*/run", ".*/run"),
+            ("inside-source", "{case}/run", "{case}/run/step_000001", ".*/run/step_000001", ".*/run"),
+            ("contains-source", "{case}/run/step_000002", "{case}", ".*", ".*/run/step_000002"),
+        )
+    ),
+    Case(
+        "10-export-out-dot",
+        ["export", "{run}/step_000002", "--out", ".", "--force"],
+        1,
+        r"^error: --out \. is or contains the current directory; choose a new directory$",
+        unchanged=["{run}"],
+    ),
+    Case(
+        "10-import-hf-over-source",
+        ["import", "hf", "{case}/hf", "--out", "{case}/hf", "--force"],
+        1,
+        r"^error: --out .*/hf overlaps the source",
+        setup=lambda w: hf_dir(w),
+        unchanged=["{case}/hf"],
+    ),
+    # 11. leftovers of a crash are cleaned at the next start (only ours)
+    Case(
+        "11-leftovers-cleaned-on-resume",
+        [*TRAIN, "--out", "{case}/run", "--steps", "3"],
+        0,
+        None,
+        setup=leftovers,
+        unchanged=["{case}/run/step_000001"],
+        after=lambda w, _: (
+            no_temporaries(w.case_dir / "run", keep=(".notes.tmp",)),
+            latest_is(w.case_dir / "run", "step_000003"),
+            (w.case_dir / "run" / ".notes.tmp").is_file() or pytest.fail("removed a file that is not ours"),
+        ),
+    ),
+    # 12. permissions follow the umask
+    Case(
+        "12-modes-after-resume",
+        [*TRAIN, "--out", "{case}/run", "--steps", "3"],
+        0,
+        None,
+        setup=copy_run,
+        after=lambda w, _: follows_umask(
+            *(w.case_dir / "run" / n for n in ("step_000003", "latest", "metrics.jsonl", "run.json")),
+            *(w.case_dir / "run" / "step_000003").iterdir(),
+        ),
+    ),
+    Case(
+        "12-modes-hf-export",
+        ["export", "{ckpt}", "--out", "{case}/hf"],
+        0,
+        None,
+        after=lambda w, _: follows_umask(w.case_dir / "hf", *(w.case_dir / "hf").iterdir()),
+    ),
+    Case(
+        "12-modes-prepared-shards",
+        ["prepare", "files", "{case}/text.txt", "--out", "{case}/d", "--val-tokens", "100", "--quiet"],
+        0,
+        None,
+        setup=lambda w: (w.case_dir / "text.txt").write_text("the river and the city. " * 200),
+        after=lambda w, _: follows_umask(w.case_dir / "d", *(w.case_dir / "d").iterdir()),
+    ),
+    # 13. small ones
+    Case(
+        "13-legacy-pt-no-weights-only-advice",
+        ["import", "nanogpt", "{case}/legacy.pt", "--out", "{case}/out"],
+        1,
+        r"^error: .*legacy.pt: cannot load safely \(Unsupported global: GLOBAL test_bad_input.Opaque was not an "
+        r"allowed global by default\)$",
+        setup=lambda w: torch.save(
+            {"model": {}, "x": Opaque()}, w.case_dir / "legacy.pt", _use_new_zipfile_serialization=False
+        ),
+        after=lambda w, err: "weights_only" not in err or pytest.fail(err),
+    ),
+    Case(
+        "13-hf-hostile-pytorch-model-bin",
+        ["sample", "--model", "{case}/hf"],
+        1,
+        r"^error: .*pytorch_model.bin: refusing to load, the pickle references '(posix|os).system'",
+        setup=hostile_hf_dir,
+        after=lambda w, _: not (w.case_dir / "pwned").exists() or pytest.fail("the payload ran"),
+    ),
+    Case(
+        "13-zip-bomb-pt",
+        ["info", "{case}/bomb.pt"],
+        1,
+        r"^error: .*bomb.pt: refusing to load, its entries inflate to 0.10 GB from 0.1 MB on disk",
+        setup=zip_bomb,
+    ),
+    Case(
+        "13-huge-batch-warns-and-sigterm-stops-mid-step",
+        [*TRAIN, "--out", "{case}/run", "--steps", "3", "--batch-tokens", str(64 * 10**8)],
+        0,
+        r"^warning: world size or batch differs",
+        setup=copy_run,
+        unchanged=["{case}/run/step_000001"],
+        process=sigterm_after_slow_step_warning,
+        after=lambda w, err: (
+            re.search(r"warning: one optimizer step will take ~\d+\.\d h at the measured rate", err)
+            or pytest.fail(err),
+            latest_is(w.case_dir / "run", "step_000002"),
+            no_temporaries(w.case_dir / "run"),
+            same_state_as_before_the_dropped_step(w),
+        ),
+    ),
+    Case(
+        "13-val-shards-negative",
+        ["prepare", "demo", "--out", "{case}/d", "--val-shards", "-1"],
+        1,
+        r"^error: --val-shards must be >= 0, got -1$",
+    ),
+    train_option_case("13-eval-tokens-zero", "--eval-tokens", "0", "positive"),
+]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bad-input")
+    data = prepared_dataset(base)
+    run = base / "run"
+    argv = [*TRAIN, "--out", str(run), "--steps", "2", "--save-every", "1", "--keep-last", "0"]
+    assert main([a.format(data=data) for a in argv]) == 0
+    return World(base, data, run)
+
+
+def run_case(case: Case, world: World, capsys) -> tuple[int, str]:
+    argv = [world.fill(a) for a in case.argv]
+    if case.call is not None:
+        capsys.readouterr()
+        try:
+            case.call(world)
+            code = 0
+        except GPT2Error as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = 1
+        return code, capsys.readouterr().err
+    if case.process is None:
+        capsys.readouterr()
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse rejected an argument (usage line + error, exit 2)
+            code = exc.code
+        return code, capsys.readouterr().err
+    log = world.case_dir / "stderr.txt"
+    with log.open("w") as err:
+        env = {**subprocess_env(), "PYTHONPATH": str(SRC)}  # the cwd is the case's directory: an absolute path
+        proc = subprocess.Popen([*GPT2, *argv], stdout=subprocess.DEVNULL, stderr=err, env=env)
+        try:
+            case.process(world, proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return proc.returncode, log.read_text()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input(case: Case, world: World, capsys, monkeypatch, one_torch_thread):
+    if case.root and os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    world.new_case(case.id)
+    monkeypatch.chdir(world.case_dir)
+    try:
+        check_case(case, world, capsys)
+    finally:
+        while MOUNTS:
+            subprocess.run(["umount", str(MOUNTS.pop())], check=False)
+
+
+def check_case(case: Case, world: World, capsys) -> None:
+    if case.setup is not None:
+        case.setup(world)
+    before = {path: tree_hashes(Path(world.fill(path))) for path in case.unchanged}
+    code, stderr = run_case(case, world, capsys)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == case.code, stderr
+    if case.stderr is None:
+        assert lines == [], stderr
+    else:
+        assert lines and re.search(case.stderr, lines[0]), stderr
+        assert "Traceback" not in stderr, stderr
+    for path, hashes in before.items():
+        assert tree_hashes(Path(world.fill(path))) == hashes, f"{path} changed"
+    if case.after is not None:
+        case.after(world, stderr)
