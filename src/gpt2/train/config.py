@@ -23,9 +23,12 @@ from typing import Any
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.fileio import read_json_object
-from gpt2.recipes import SIZE_DEFAULTS
+from gpt2.recipes import RECIPES, SIZE_DEFAULTS
+from gpt2.train.schedule import SCHEDULES
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
+OPTIMIZERS = ("adamw", "muon")
+QKV_MODES = ("fused", "split")
 
 
 def option(default: Any, help: str, group: str, **extra: Any) -> Any:
@@ -51,6 +54,19 @@ class TrainConfig:
     data: str = option("edu_fineweb10B", "prepared dataset directory (gpt2 prepare)", "data", metavar="DIR")
     out: str = option("runs/gpt2", "run directory: checkpoints, metrics.jsonl, run.json", "data", metavar="RUN_DIR")
     # optimisation (seed recipe)
+    recipe: str = option(
+        "gpt2",
+        "named recipe (gpt2.recipes.RECIPES): gpt2 = AdamW + cosine (the seed), muon = Muon + AdamW, "
+        "warmup-stable-decay; explicit options override it",
+        "optim",
+        choices=tuple(RECIPES),
+    )
+    optimizer: str = option(
+        "adamw",
+        "adamw: AdamW on every parameter; muon: Muon on the hidden 2-D matrices, AdamW on the rest",
+        "optim",
+        choices=OPTIMIZERS,
+    )
     steps: int = option(19073, "optimizer steps (at 124M: x 2^19 tokens = 10B, one epoch of sample-10BT)", "optim")
     batch_tokens: int = option(2**19, "tokens per optimizer step, over all micro-steps and ranks", "optim")
     micro_batch: int = option(
@@ -59,10 +75,26 @@ class TrainConfig:
     seq_len: int = option(
         1024, "tokens per sequence (at most the model's block size)", "optim", default_text="min(block size, 1024)"
     )
-    lr: float = option(6e-4, "peak learning rate", "optim")
-    min_lr_ratio: float = option(0.1, "final lr as a fraction of --lr (cosine decay to lr x ratio)", "optim")
+    lr: float = option(6e-4, "peak learning rate (of the AdamW groups)", "optim")
+    schedule: str = option(
+        "cosine",
+        "lr schedule after warmup: cosine decay, or wsd (constant, then linear decay over --decay-frac)",
+        "optim",
+        choices=SCHEDULES,
+    )
+    decay_frac: float = option(0.4, "wsd: fraction of --steps (at the end) over which the lr decays", "optim")
+    min_lr_ratio: float = option(0.1, "final lr as a fraction of the peak (decay to lr x ratio)", "optim")
     warmup_steps: int = option(715, "linear warmup steps (from lr/warmup to lr)", "optim")
     weight_decay: float = option(0.1, "AdamW weight decay on the >=2-D weights (not biases, not LayerNorm)", "optim")
+    muon_lr: float = option(0.02, "--optimizer muon: peak lr of the Muon matrices (x sqrt(max(1, rows/cols)))", "optim")
+    muon_momentum: float = option(0.95, "--optimizer muon: Muon's (Nesterov) momentum", "optim")
+    muon_weight_decay: float = option(0.0, "--optimizer muon: decoupled weight decay of the Muon matrices", "optim")
+    muon_qkv: str = option(
+        "fused",
+        "--optimizer muon: orthogonalise attention's fused q/k/v matrix whole, or as 3 blocks",
+        "optim",
+        choices=QKV_MODES,
+    )
     grad_clip: float = option(1.0, "max global gradient norm, 0 = off", "optim")
     beta1: float = option(0.9, "AdamW beta1", "optim")
     beta2: float = option(0.95, "AdamW beta2", "optim")
@@ -124,7 +156,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:  # None (peak_flops) = decided later
                 raise GPT2Error(f"{option_name(name)} must be positive, got {value}")
-        for name in ("warmup_steps", "eval_every", "save_every", "keep_last", "grad_clip", "weight_decay"):
+        nonnegative = ("warmup_steps", "eval_every", "save_every", "keep_last", "grad_clip", "weight_decay")
+        for name in (*nonnegative, "muon_weight_decay"):
             if getattr(self, name) < 0:
                 raise GPT2Error(f"{option_name(name)} must be >= 0, got {getattr(self, name)}")
         if self.seq_len > self.model.block_size:
@@ -132,8 +165,19 @@ class TrainConfig:
                 f"{option_name('seq_len')} {self.seq_len} exceeds the model's context window "
                 f"(block_size {self.model.block_size})"
             )
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise GPT2Error(f"{option_name('min_lr_ratio')} must be in [0, 1], got {self.min_lr_ratio}")
+        for name in ("min_lr_ratio", "decay_frac"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise GPT2Error(f"{option_name(name)} must be in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.muon_momentum < 1:
+            raise GPT2Error(f"{option_name('muon_momentum')} must be in [0, 1), got {self.muon_momentum}")
+        if self.muon_lr <= 0:
+            raise GPT2Error(f"{option_name('muon_lr')} must be positive, got {self.muon_lr}")
+        if self.fsdp and self.optimizer == "muon":
+            raise GPT2Error(
+                f"{option_name('fsdp')} does not work with {option_name('optimizer')} muon: FSDP shards each "
+                "matrix across ranks (DTensor), and Muon's Newton-Schulz step needs the whole matrix; "
+                "train with DDP (drop --fsdp) or use --optimizer adamw"
+            )
         if self.max_bad_steps < 1:
             raise GPT2Error(f"{option_name('max_bad_steps')} must be >= 1, got {self.max_bad_steps}")
         if self.fsdp and world_size < 2:
@@ -225,9 +269,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def build_config(options: dict[str, Any], device_type: str) -> TrainConfig:
     """Resolve a TrainConfig from explicit options (CLI flags and ``--config`` values, already merged).
 
-    Precedence: explicit option > per-size default (:data:`gpt2.recipes.SIZE_DEFAULTS`) > TrainConfig
-    default. ``device_type`` ("cuda", "mps", "cpu") picks the micro-batch default (small on CPU, where
-    big batches only cost memory).
+    Precedence: explicit option > recipe (:data:`gpt2.recipes.RECIPES`, ``--recipe``) > per-size default
+    (:data:`gpt2.recipes.SIZE_DEFAULTS`) > TrainConfig default. ``device_type`` ("cuda", "mps", "cpu") picks
+    the micro-batch default (small on CPU, where big batches only cost memory).
     """
     options = {k: v for k, v in options.items() if v is not None}
     size = options.pop("size", None)
@@ -244,8 +288,9 @@ def build_config(options: dict[str, Any], device_type: str) -> TrainConfig:
     if unknown:
         raise GPT2Error(f"unknown training option(s): {', '.join(unknown)}")
     options = {name: check_option_value(name, value) for name, value in options.items()}
-    recipe = SIZE_DEFAULTS.get(size or "")
-    defaults = recipe.options(device_type) if recipe is not None else {}
+    sized = SIZE_DEFAULTS.get(size or "")
+    defaults = sized.options(device_type) if sized is not None else {}
     if "seq_len" not in options:
         defaults["seq_len"] = min(model.block_size, 1024)
-    return TrainConfig(model=model, size=size, **{**defaults, **options})
+    recipe = options.get("recipe", FIELDS["recipe"].default)
+    return TrainConfig(model=model, size=size, **{**defaults, **RECIPES[recipe].options(), **options})
