@@ -1,7 +1,7 @@
 """Summaries for scripts/compare_recipes.sh: the best lr of a sweep, and the Muon-vs-AdamW table.
 
-    python scripts/compare_recipes.py best OUT_DIR PREFIX   # lr suffix of the PREFIX<lr> run with the lowest val loss
-    python scripts/compare_recipes.py summary OUT_DIR       # Markdown: every run, then the token-efficiency numbers
+python scripts/compare_recipes.py best OUT_DIR PREFIX   # lr suffix of the PREFIX<lr> run with the lowest val loss
+python scripts/compare_recipes.py summary OUT_DIR       # Markdown: every run, then the token-efficiency numbers
 """
 
 from __future__ import annotations

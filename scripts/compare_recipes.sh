@@ -10,7 +10,7 @@
 #   scripts/compare_recipes.sh [OUT_DIR]        # default runs/compare; about 40 CPU-minutes in all
 #
 # Environment: WIKI (the JSONL to prepare, default ../shared/data/wiki/enwiki_sample.jsonl), DATA (prepared
-# dataset, default data/wiki), STEPS (default 80 steps of 2,048 tokens), GPT2 (the command, default gpt2),
+# dataset, default data/wiki), STEPS (default 80 steps of 1,024 tokens), GPT2 (the command, default gpt2),
 # PYTHON (an interpreter with gpt2 importable, default python).
 set -euo pipefail
 OUT=${1:-runs/compare}
@@ -30,8 +30,8 @@ if [ ! -f "$DATA/manifest.json" ]; then
 fi
 # 4 layers x 128 channels (7.3M parameters, 6.4M of them the tied token embedding), context 128
 echo '{"model": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128}}' > "$OUT/shape.json"
-COMMON=(--config "$OUT/shape.json" --data "$DATA" --seq-len 128 --batch-tokens 2048 --micro-batch 16
-  --warmup-steps 10 --eval-every 10 --eval-tokens 16384 --hellaswag-every 0 --sample-every 0
+COMMON=(--config "$OUT/shape.json" --data "$DATA" --seq-len 128 --batch-tokens 1024 --micro-batch 8
+  --warmup-steps 10 --eval-every 10 --eval-tokens 8192 --hellaswag-every 0 --sample-every 0
   --save-every 0 --keep-last 1 --device cpu --seed 1337)
 
 run() {  # run NAME STEPS [gpt2 train options...]: one training, CPU seconds to NAME.cpu

@@ -130,8 +130,14 @@ class BlockMuon(torch.optim.Optimizer):
                 param.add_(update, alpha=-lr * math.sqrt(max(1, rows / cols)))
 
 
-def _stock_muon() -> type[torch.optim.Optimizer]:
+def muon_class(cfg: TrainConfig) -> type[torch.optim.Optimizer]:
+    """The Muon of ``--muon-qkv``: ``torch.optim.Muon`` (fused) or :class:`BlockMuon` (split).
+
+    Raises GPT2Error when this torch has no ``torch.optim.Muon`` (the trainer asks before it writes anything).
+    """
     muon = getattr(torch.optim, "Muon", None)
+    if cfg.muon_qkv == "split":
+        return BlockMuon
     if muon is None:
         raise GPT2Error(
             f"{option_name('optimizer')} muon needs torch.optim.Muon (torch >= 2.9); this torch "
@@ -197,7 +203,7 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) -
     if cfg.optimizer == "adamw":
         groups = optimizer_param_groups(model, cfg.weight_decay)
         return Optimizers({"optimizer": torch.optim.AdamW(groups, lr=cfg.lr, **adamw)}, cfg)
-    muon_cls = _stock_muon() if cfg.muon_qkv == "fused" else BlockMuon  # checked first: before any allocation
+    muon_cls = muon_class(cfg)
     muon_groups, adamw_groups = muon_param_groups(model, cfg)
     muon_options = dict(lr=cfg.muon_lr, momentum=cfg.muon_momentum, weight_decay=cfg.muon_weight_decay)
     if muon_cls is not BlockMuon:

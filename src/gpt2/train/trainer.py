@@ -35,7 +35,7 @@ from gpt2.train.config import TrainConfig
 from gpt2.train.console import RunConsole
 from gpt2.train.hooks import InLoopEvaluation
 from gpt2.train.mfu import device_peak_flops, model_flops_utilization
-from gpt2.train.optim import build_optimizers, check_resume_optimizer, newton_schulz_flops
+from gpt2.train.optim import build_optimizers, check_resume_optimizer, muon_class, newton_schulz_flops
 from gpt2.train.signals import StopRequest
 from gpt2.train.state import ModelState, RNGState, TrainState
 
@@ -50,6 +50,8 @@ class Trainer:
         self.ctx = ctx
         self.device = ctx.device
         cfg.validate(ctx.world_size)
+        if cfg.optimizer == "muon":
+            muon_class(cfg)  # this torch has torch.optim.Muon (checked before anything is written)
         self.grad_accum = cfg.grad_accum_steps(ctx.world_size)
         self.run_dir = Path(cfg.out)
         self.console = RunConsole(ctx.is_main, cfg.steps, cfg.log_every)
