@@ -75,7 +75,7 @@ class TrainConfig:
     seq_len: int = option(
         1024, "tokens per sequence (at most the model's block size)", "optim", default_text="min(block size, 1024)"
     )
-    lr: float = option(6e-4, "peak learning rate (of the AdamW groups)", "optim")
+    lr: float = option(6e-4, "peak learning rate", "optim")
     schedule: str = option(
         "cosine",
         "lr schedule after warmup: cosine decay, or wsd (constant, then linear decay over --decay-frac)",
@@ -86,7 +86,11 @@ class TrainConfig:
     min_lr_ratio: float = option(0.1, "final lr as a fraction of the peak (decay to lr x ratio)", "optim")
     warmup_steps: int = option(715, "linear warmup steps (from lr/warmup to lr)", "optim")
     weight_decay: float = option(0.1, "AdamW weight decay on the >=2-D weights (not biases, not LayerNorm)", "optim")
-    muon_lr: float = option(0.02, "--optimizer muon: peak lr of the Muon matrices (x sqrt(max(1, rows/cols)))", "optim")
+    muon_lr: float = option(
+        0.02,
+        "--optimizer muon: peak lr of the Muon matrices, x sqrt(max(1, rows/cols)) (--lr: the AdamW rest)",
+        "optim",
+    )
     muon_momentum: float = option(0.95, "--optimizer muon: Muon's (Nesterov) momentum", "optim")
     muon_weight_decay: float = option(0.0, "--optimizer muon: decoupled weight decay of the Muon matrices", "optim")
     muon_qkv: str = option(
