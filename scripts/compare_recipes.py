@@ -79,6 +79,53 @@ def summary(out: Path) -> str:
     return "\n".join(lines)
 
 
+def overhead(out: Path, repeats: int = 15) -> str:
+    """Median ms of one training step (forward, backward, clip, update) of the benchmark shape, AdamW vs Muon.
+
+    The two alternate step by step, so both see the same machine load; the optimizer update alone is timed too.
+    """
+    import time
+
+    import torch
+
+    from gpt2 import GPT, GPTConfig
+    from gpt2.train.config import TrainConfig
+    from gpt2.train.optim import build_optimizers
+
+    shape = GPTConfig.from_dict(json.loads((out / "shape.json").read_text())["model"])
+    torch.manual_seed(0)
+    x = torch.randint(0, shape.vocab_size, (8, 128))
+    models, optims = {}, {}
+    for name in ("adamw", "muon"):
+        torch.manual_seed(0)
+        models[name] = GPT(shape)
+        cfg = TrainConfig(model=shape, size=None, optimizer=name, lr=4e-3, seq_len=128)
+        optims[name] = build_optimizers(models[name], cfg, torch.device("cpu"))
+    times: dict[str, list[float]] = {f"{n} {part}": [] for n in models for part in ("step", "update")}
+    for i in range(repeats + 2):
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            model(x, x)[1].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            t1 = time.perf_counter()
+            for optimizer in optims[name]:
+                optimizer.step()
+            optims[name].zero_grad()
+            t2 = time.perf_counter()
+            if i >= 2:  # warm-up
+                times[f"{name} step"].append(1000 * (t2 - t0))
+                times[f"{name} update"].append(1000 * (t2 - t1))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return (
+        f"1,024-token training step, median of {repeats} interleaved: AdamW {med['adamw step']:.0f} ms "
+        f"(update {med['adamw update']:.1f} ms), Muon {med['muon step']:.0f} ms (update {med['muon update']:.1f} ms): "
+        f"Muon +{100 * (med['muon step'] / med['adamw step'] - 1):.1f}% per step"
+    )
+
+
 if __name__ == "__main__":
     command, out = sys.argv[1], Path(sys.argv[2])
-    print(best(out, sys.argv[3]) if command == "best" else summary(out))
+    if command == "best":
+        print(best(out, sys.argv[3]))
+    else:
+        print(summary(out) if command == "summary" else overhead(out))

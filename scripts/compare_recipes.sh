@@ -19,8 +19,8 @@ DATA=${DATA:-data/wiki}
 STEPS=${STEPS:-80}
 GPT2=${GPT2:-gpt2}
 PYTHON=${PYTHON:-python}
-ADAMW_LRS=(2e-3 4e-3 8e-3)
-MUON_LRS=(0.02 0.04 0.08)
+ADAMW_LRS=(1e-3 2e-3 4e-3)
+MUON_LRS=(0.01 0.02 0.04)
 MUON_ADAMW_LR=4e-3
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # one core per run, two runs at a time
 
@@ -60,3 +60,4 @@ $PYTHON scripts/compare_recipes.py summary "$OUT" | tee "$OUT/summary.md"
 ADAMW_BEST=$($PYTHON scripts/compare_recipes.py best "$OUT" adamw_lr)
 $GPT2 plot "$OUT/adamw_lr$ADAMW_BEST" "$OUT/muon_lr$BEST" "$OUT/muon_${short}steps_lr$BEST" \
   --out "$OUT/muon_vs_adamw.png"
+$PYTHON scripts/compare_recipes.py overhead "$OUT" | tee -a "$OUT/summary.md"
