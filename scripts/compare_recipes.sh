@@ -5,6 +5,7 @@
 #      AdamW --lr in ADAMW_LRS, Muon --muon-lr in MUON_LRS (its AdamW groups at --lr MUON_ADAMW_LR);
 #   2. at the best Muon lr: c_attn orthogonalised as one matrix (fused, the sweep's run) vs three (split);
 #   3. Muon with 60% and 50% of the token budget (its own full schedule): does it reach AdamW's final loss?
+#   4. fused vs split again with a second seed, and split with 60% of the tokens;
 # then a summary table (scripts/compare_recipes.py) and the plot. Finished runs are skipped, so a rerun resumes.
 #
 #   scripts/compare_recipes.sh [OUT_DIR]        # default runs/compare; about 40 CPU-minutes in all
@@ -56,6 +57,12 @@ run "muon_split_lr$BEST" "$STEPS" --recipe muon --lr "$MUON_ADAMW_LR" --muon-lr 
 run "muon_${short}steps_lr$BEST" "$short" --recipe muon --lr "$MUON_ADAMW_LR" --muon-lr "$BEST" &
 wait
 run "muon_${half}steps_lr$BEST" "$half" --recipe muon --lr "$MUON_ADAMW_LR" --muon-lr "$BEST"
+# fused vs split once more with another seed (init and data order), and split with 60% of the tokens
+run "muon_seed2_lr$BEST" "$STEPS" --recipe muon --lr "$MUON_ADAMW_LR" --muon-lr "$BEST" --seed 1338 &
+run "muon_split_seed2_lr$BEST" "$STEPS" --recipe muon --lr "$MUON_ADAMW_LR" --muon-lr "$BEST" --muon-qkv split \
+  --seed 1338 &
+wait
+run "muon_split_${short}steps_lr$BEST" "$short" --recipe muon --lr "$MUON_ADAMW_LR" --muon-lr "$BEST" --muon-qkv split
 $PYTHON scripts/compare_recipes.py summary "$OUT" | tee "$OUT/summary.md"
 ADAMW_BEST=$($PYTHON scripts/compare_recipes.py best "$OUT" adamw_lr)
 $GPT2 plot "$OUT/adamw_lr$ADAMW_BEST" "$OUT/muon_lr$BEST" "$OUT/muon_${short}steps_lr$BEST" \

@@ -124,13 +124,14 @@ def test_block_muon_orthogonalises_q_k_v_separately():
 
 
 def test_newton_schulz_flops_of_124m():
-    cfg = TrainConfig(optimizer="muon")
     with torch.device("meta"):
         big = GPT(GPTConfig.named("124M"))
-    flops = newton_schulz_flops(big, cfg)
+    flops = newton_schulz_flops(big, TrainConfig(optimizer="muon", muon_qkv="fused"))
     m = 768  # per layer: c_attn (768 x 2304 wide), c_proj (768^2), c_fc and mlp c_proj (768 x 3072)
     per_layer = sum(5 * (4 * m * m * n + 2 * m**3) for n in (3 * m, m, 4 * m, 4 * m))
     assert flops == 12 * per_layer and 1.4e12 < flops < 1.6e12
+    split = newton_schulz_flops(big, TrainConfig(optimizer="muon", muon_qkv="split"))
+    assert split - flops == 12 * 5 * (3 * 6 * m**3 - (4 * m * m * 3 * m + 2 * m**3))  # c_attn as 3 square blocks
     assert newton_schulz_flops(big, TrainConfig()) == 0
 
 
@@ -147,6 +148,7 @@ def test_wsd_schedule():
 def test_recipes_and_precedence():
     muon = build_config({"size": "tiny", "recipe": "muon"}, "cpu")
     assert (muon.optimizer, muon.schedule, muon.muon_lr, muon.weight_decay) == ("muon", "wsd", 0.02, 0.0)
+    assert muon.muon_qkv == "split"  # q, k, v orthogonalised separately (measured in docs/training.md)
     assert muon.lr == 3e-3 and muon.warmup_steps == 20  # not set by the recipe: the per-size defaults
     explicit = build_config({"size": "tiny", "recipe": "muon", "muon_lr": 0.05, "schedule": "cosine"}, "cpu")
     assert explicit.muon_lr == 0.05 and explicit.schedule == "cosine"  # flags beat the recipe
@@ -169,7 +171,8 @@ def test_muon_trains_with_bf16_accumulation_eval_and_nan_guard(dataset, tmp_path
 
     tiny.lm_head.register_forward_hook(poison)
     out = tmp_path / "run"
-    cfg = tiny_config(dataset, out, steps=8, recipe="muon", dtype="bf16", eval_every=4, eval_tokens=256)
+    options = dict(recipe="muon", muon_qkv="fused", dtype="bf16", eval_every=4, eval_tokens=256)
+    cfg = tiny_config(dataset, out, steps=8, **options)  # stock torch.optim.Muon here; split runs elsewhere
     summary = train(cfg, model=tiny)
     rows = read_metrics(out)
     train_rows = [r for r in rows if r["type"] == "train"]
@@ -243,7 +246,7 @@ def test_muon_missing_from_torch_is_one_clear_error(dataset, tmp_path):
     out = tmp_path / "run"
     code = (
         "import sys, torch; del torch.optim.Muon; from gpt2.cli import main; "
-        f"sys.exit(main(['train', *{[*MUON_RUN, '--data', str(dataset), '--out', str(out), '--steps', '2']!r}]))"
+        f"sys.exit(main(['train', *{[*MUON_RUN, '--muon-qkv', 'fused', '--data', str(dataset), '--out', str(out)]!r}]))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
     _one_error_line(result, "--optimizer muon needs torch.optim.Muon (torch >= 2.9)", "--optimizer adamw")

@@ -69,6 +69,7 @@ class Recipe:
     muon_lr: float | None = None  # Muon group (the hidden 2-D matrices), before Muon's shape adjustment
     muon_momentum: float | None = None
     muon_weight_decay: float | None = None
+    muon_qkv: str | None = None  # c_attn's q, k, v orthogonalised as one matrix (fused) or three (split)
     weight_decay: float | None = None  # AdamW groups
     warmup_steps: int | None = None
     schedule: str | None = None
@@ -87,13 +88,14 @@ RECIPES: dict[str, Recipe] = {
     # Muon on the hidden matrices + AdamW on the rest, warmup-stable-decay as modded-nanogpt: the lr stays at its
     # peak and decays linearly to 0 over the last 40% of steps. No weight decay (modded-nanogpt's 124M records use
     # none at this scale). muon_lr is the lr of torch.optim.Muon with its "original" (Keller Jordan's) shape
-    # adjustment; it was picked by the sweep in docs/training.md ("Muon vs AdamW").
+    # adjustment; it and the split q/k/v were picked by the measurements in docs/training.md ("Muon vs AdamW").
     "muon": Recipe(
         "Muon (hidden matrices) + AdamW (embeddings, biases, LayerNorm), warmup-stable-decay",
         optimizer="muon",
         muon_lr=0.02,
         muon_momentum=0.95,
         muon_weight_decay=0.0,
+        muon_qkv="split",
         weight_decay=0.0,
         schedule="wsd",
         decay_frac=0.4,

@@ -94,8 +94,8 @@ class TrainConfig:
     muon_momentum: float = option(0.95, "--optimizer muon: Muon's (Nesterov) momentum", "optim")
     muon_weight_decay: float = option(0.0, "--optimizer muon: decoupled weight decay of the Muon matrices", "optim")
     muon_qkv: str = option(
-        "fused",
-        "--optimizer muon: orthogonalise attention's fused q/k/v matrix whole, or as 3 blocks",
+        "split",
+        "--optimizer muon: orthogonalise attention's fused q/k/v matrix as 3 blocks (measured better), or whole",
         "optim",
         choices=QKV_MODES,
     )
