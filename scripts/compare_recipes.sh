@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Muon vs AdamW (--recipe muon vs --recipe gpt2) on the Wikipedia stand-in, on a CPU: the measurement behind
 # docs/training.md ("Muon vs AdamW"). Same model shape, data, seed and token budget for every run:
+# Muon runs name --muon-qkv: the lr sweep uses fused (one Newton-Schulz per matrix, stock torch.optim.Muon).
 #   1. lr sweeps, run in pairs (one AdamW + one Muon at a time, so both see the same machine load):
 #      AdamW --lr in ADAMW_LRS, Muon --muon-lr in MUON_LRS (its AdamW groups at --lr MUON_ADAMW_LR);
 #   2. at the best Muon lr: c_attn orthogonalised as one matrix (fused, the sweep's run) vs three (split);
@@ -47,24 +48,24 @@ run() {  # run NAME STEPS [gpt2 train options...]: one training, CPU seconds to 
 
 for i in 0 1 2; do
   run "adamw_lr${ADAMW_LRS[$i]}" "$STEPS" --recipe gpt2 --lr "${ADAMW_LRS[$i]}" &
-  run "muon_lr${MUON_LRS[$i]}" "$STEPS" --recipe muon --lr "$MUON_ADAMW_LR" --muon-lr "${MUON_LRS[$i]}" &
+  run "muon_lr${MUON_LRS[$i]}" "$STEPS" --recipe muon --muon-qkv fused --lr "$MUON_ADAMW_LR" --muon-lr "${MUON_LRS[$i]}" &
   wait
 done
 BEST=$($PYTHON scripts/compare_recipes.py best "$OUT" muon_lr)
 short=$((STEPS * 6 / 10))
 half=$((STEPS / 2))
 run "muon_split_lr$BEST" "$STEPS" --recipe muon --lr "$MUON_ADAMW_LR" --muon-lr "$BEST" --muon-qkv split &
-run "muon_${short}steps_lr$BEST" "$short" --recipe muon --lr "$MUON_ADAMW_LR" --muon-lr "$BEST" &
+run "muon_${short}steps_lr$BEST" "$short" --recipe muon --muon-qkv fused --lr "$MUON_ADAMW_LR" --muon-lr "$BEST" &
 wait
-run "muon_${half}steps_lr$BEST" "$half" --recipe muon --lr "$MUON_ADAMW_LR" --muon-lr "$BEST"
+run "muon_${half}steps_lr$BEST" "$half" --recipe muon --muon-qkv fused --lr "$MUON_ADAMW_LR" --muon-lr "$BEST"
 # fused vs split once more with another seed (init and data order), and split with 60% of the tokens
-run "muon_seed2_lr$BEST" "$STEPS" --recipe muon --lr "$MUON_ADAMW_LR" --muon-lr "$BEST" --seed 1338 &
+run "muon_seed2_lr$BEST" "$STEPS" --recipe muon --muon-qkv fused --lr "$MUON_ADAMW_LR" --muon-lr "$BEST" --seed 1338 &
 run "muon_split_seed2_lr$BEST" "$STEPS" --recipe muon --lr "$MUON_ADAMW_LR" --muon-lr "$BEST" --muon-qkv split \
   --seed 1338 &
 wait
 run "muon_split_${short}steps_lr$BEST" "$short" --recipe muon --lr "$MUON_ADAMW_LR" --muon-lr "$BEST" --muon-qkv split
 $PYTHON scripts/compare_recipes.py summary "$OUT" | tee "$OUT/summary.md"
 ADAMW_BEST=$($PYTHON scripts/compare_recipes.py best "$OUT" adamw_lr)
-$GPT2 plot "$OUT/adamw_lr$ADAMW_BEST" "$OUT/muon_lr$BEST" "$OUT/muon_${short}steps_lr$BEST" \
-  --out "$OUT/muon_vs_adamw.png"
+$GPT2 plot "$OUT/adamw_lr$ADAMW_BEST" "$OUT/muon_lr$BEST" "$OUT/muon_split_lr$BEST" \
+  "$OUT/muon_split_${short}steps_lr$BEST" --out "$OUT/muon_vs_adamw.png"
 $PYTHON scripts/compare_recipes.py overhead "$OUT" | tee -a "$OUT/summary.md"
