@@ -262,3 +262,7 @@ def test_resuming_with_another_optimizer_is_refused(dataset, tmp_path):
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # untouched
     with pytest.raises(GPT2Error, match="trained with --optimizer adamw"):
         Trainer(tiny_config(dataset, out, steps=4, recipe="muon"), DistContext())
+    muon_run = tmp_path / "muon"
+    train(tiny_config(dataset, muon_run, steps=2, recipe="muon"))  # split q/k/v
+    with pytest.raises(GPT2Error, match="trained with --muon-qkv split, this run asks for --muon-qkv fused"):
+        Trainer(tiny_config(dataset, muon_run, steps=4, recipe="muon", muon_qkv="fused"), DistContext())

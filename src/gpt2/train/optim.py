@@ -215,14 +215,18 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) -
 
 
 def check_resume_optimizer(checkpoint: Path, trainer_state: dict[str, Any], cfg: TrainConfig) -> None:
-    """Refuse (reading only) to resume a checkpoint saved with another ``--optimizer``: its state would not fit."""
-    saved = trainer_state.get("config", {}).get("optimizer", "adamw")  # runs from before --optimizer: AdamW
-    if saved != cfg.optimizer:
-        flag = option_name("optimizer")
-        raise GPT2Error(
-            f"cannot resume from {checkpoint}: it was trained with {flag} {saved}, this run asks for "
-            f"{flag} {cfg.optimizer}; use {flag} {saved} (or --recipe of that run), or a new --out directory"
-        )
+    """Refuse (reading only) to resume a checkpoint saved with another ``--optimizer`` or ``--muon-qkv``: its
+    optimizer state (which parameters, which groups) would not fit this run's optimizers."""
+    saved_config = trainer_state.get("config", {})
+    names = ("optimizer", "muon_qkv") if cfg.optimizer == "muon" else ("optimizer",)
+    for name in names:
+        saved = saved_config.get(name, "adamw" if name == "optimizer" else None)  # older runs: AdamW, no Muon
+        if saved != getattr(cfg, name):
+            flag = option_name(name)
+            raise GPT2Error(
+                f"cannot resume from {checkpoint}: it was trained with {flag} {saved}, this run asks for "
+                f"{flag} {getattr(cfg, name)}; use {flag} {saved} (or --recipe of that run), or a new --out directory"
+            )
 
 
 def newton_schulz_flops(model: nn.Module, cfg: TrainConfig) -> int:
