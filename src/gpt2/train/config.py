@@ -156,7 +156,7 @@ class TrainConfig:
         """Raise GPT2Error naming the option when the configuration cannot work."""
         for name in OPTION_NAMES:
             check_option_value(name, getattr(self, name))
-        for name in ("steps", "batch_tokens", "micro_batch", "seq_len", "lr", "peak_flops"):
+        for name in ("steps", "batch_tokens", "micro_batch", "seq_len", "lr", "muon_lr", "peak_flops"):
             value = getattr(self, name)
             if value is not None and value <= 0:  # None (peak_flops) = decided later
                 raise GPT2Error(f"{option_name(name)} must be positive, got {value}")
@@ -174,8 +174,6 @@ class TrainConfig:
                 raise GPT2Error(f"{option_name(name)} must be in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.muon_momentum < 1:
             raise GPT2Error(f"{option_name('muon_momentum')} must be in [0, 1), got {self.muon_momentum}")
-        if self.muon_lr <= 0:
-            raise GPT2Error(f"{option_name('muon_lr')} must be positive, got {self.muon_lr}")
         if self.fsdp and self.optimizer == "muon":
             raise GPT2Error(
                 f"{option_name('fsdp')} does not work with {option_name('optimizer')} muon: FSDP shards each "
