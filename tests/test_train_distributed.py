@@ -96,3 +96,21 @@ def test_ddp_then_fsdp_match_one_process(dataset, reference, tmp_path):
     components = {"model": ModelState(model, False, dict), "optimizer": OptimizerState(model, optimizer, False)}
     Checkpointer(out, components, DistContext(), keep_last=0).load(out / "step_000006")  # just these two pieces
     assert len(optimizer.state) == len(moments["state"])
+
+
+def test_muon_ddp_matches_one_process_and_every_rank_steps_alike(dataset, tmp_path):
+    """Muon on DDP: gradients are all-reduced before the step, so each rank's Newton-Schulz step sees the same
+    matrix and the replicas stay bitwise identical; and 2 ranks = 1 process with 2 accumulation steps."""
+    muon = ["--recipe", "muon", "--muon-lr", "0.02", "--steps", "4"]
+    single = tmp_path / "single"
+    options = dict(size="tiny", seq_len=32, micro_batch=2, batch_tokens=128, lr=3e-3, warmup_steps=2, min_lr_ratio=1.0)
+    options.update(eval_every=0, hellaswag_every=0, sample_every=0, device="cpu", seed=7, save_every=0)
+    train(build_config({**options, "recipe": "muon", "muon_lr": 0.02, "data": str(dataset), "out": str(single),
+                        "steps": 4}, "cpu"))  # fmt: skip
+    out = tmp_path / "ddp"
+    ddp = torchrun([str(REPO / "tests" / "muon_ddp_run.py")], [*RUN, *muon, "--data", str(dataset), "--out", str(out)])
+    assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
+    assert "ranks identical: True" in ddp.stdout
+    assert train_losses(out) == pytest.approx(train_losses(single), rel=1e-4, abs=1e-4)
+    muon_state = load_tensor_tree(out / "step_000004", "muon")["state"]
+    assert len(muon_state) == 4 * 2  # the 4 hidden matrices of both blocks

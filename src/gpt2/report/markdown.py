@@ -139,6 +139,9 @@ def summary_rows(run: RunMetrics) -> list[tuple[str, str]]:
     mfu = [r["mfu"] for r in steady if isinstance(r.get("mfu"), (int, float))]
     if mfu:
         rows.append(("MFU", f"{100 * statistics.median(mfu):.1f}% (median)"))
+    settings = run.run_info.get("config")
+    if isinstance(settings, dict) and settings.get("recipe"):  # runs from before --recipe have none
+        rows.append(("recipe", f"{settings['recipe']} (--optimizer {settings.get('optimizer', 'adamw')})"))
     for key, label in (("device", "device"), ("world_size", "processes (world size)"), ("data", "data")):
         if run.run_info.get(key) is not None:
             rows.append((label, str(run.run_info[key])))

@@ -23,10 +23,13 @@ from typing import Any
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.fileio import read_json_object
-from gpt2.recipes import FINE_TUNE_DEFAULTS, SIZE_DEFAULTS
+from gpt2.recipes import FINE_TUNE_DEFAULTS, RECIPES, SIZE_DEFAULTS
+from gpt2.train.schedule import SCHEDULES
 from gpt2.train.tracking import TRACKERS, parse_log_to
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
+OPTIMIZERS = ("adamw", "muon")
+QKV_MODES = ("fused", "split")
 
 
 def option(default: Any, help: str, group: str, **extra: Any) -> Any:
@@ -60,6 +63,19 @@ class TrainConfig:
         default_text="random init",
     )
     # optimisation (seed recipe)
+    recipe: str = option(
+        "gpt2",
+        "named recipe (gpt2.recipes.RECIPES): gpt2 = AdamW + cosine (the seed), muon = Muon + AdamW, "
+        "warmup-stable-decay; explicit options override it",
+        "optim",
+        choices=tuple(RECIPES),
+    )
+    optimizer: str = option(
+        "adamw",
+        "adamw: AdamW on every parameter; muon: Muon on the hidden 2-D matrices, AdamW on the rest",
+        "optim",
+        choices=OPTIMIZERS,
+    )
     steps: int = option(19073, "optimizer steps (at 124M: x 2^19 tokens = 10B, one epoch of sample-10BT)", "optim")
     batch_tokens: int = option(2**19, "tokens per optimizer step, over all micro-steps and ranks", "optim")
     micro_batch: int = option(
@@ -69,9 +85,29 @@ class TrainConfig:
         1024, "tokens per sequence (at most the model's block size)", "optim", default_text="min(block size, 1024)"
     )
     lr: float = option(6e-4, "peak learning rate", "optim")
-    min_lr_ratio: float = option(0.1, "final lr as a fraction of --lr (cosine decay to lr x ratio)", "optim")
+    schedule: str = option(
+        "cosine",
+        "lr schedule after warmup: cosine decay, or wsd (constant, then linear decay over --decay-frac)",
+        "optim",
+        choices=SCHEDULES,
+    )
+    decay_frac: float = option(0.4, "wsd: fraction of --steps (at the end) over which the lr decays", "optim")
+    min_lr_ratio: float = option(0.1, "final lr as a fraction of the peak (decay to lr x ratio)", "optim")
     warmup_steps: int = option(715, "linear warmup steps (from lr/warmup to lr)", "optim")
     weight_decay: float = option(0.1, "AdamW weight decay on the >=2-D weights (not biases, not LayerNorm)", "optim")
+    muon_lr: float = option(
+        0.02,
+        "--optimizer muon: peak lr of the Muon matrices, x sqrt(max(1, rows/cols)) (--lr: the AdamW rest)",
+        "optim",
+    )
+    muon_momentum: float = option(0.95, "--optimizer muon: Muon's (Nesterov) momentum", "optim")
+    muon_weight_decay: float = option(0.0, "--optimizer muon: decoupled weight decay of the Muon matrices", "optim")
+    muon_qkv: str = option(
+        "split",
+        "--optimizer muon: orthogonalise attention's fused q/k/v matrix as 3 blocks (measured better), or whole",
+        "optim",
+        choices=QKV_MODES,
+    )
     grad_clip: float = option(1.0, "max global gradient norm, 0 = off", "optim")
     beta1: float = option(0.9, "AdamW beta1", "optim")
     beta2: float = option(0.95, "AdamW beta2", "optim")
@@ -144,14 +180,14 @@ class TrainConfig:
         """Raise GPT2Error naming the option when the configuration cannot work."""
         for name in OPTION_NAMES:
             check_option_value(name, getattr(self, name))
-        positive = ("steps", "batch_tokens", "micro_batch", "seq_len", "lr", "peak_flops", "eval_tokens")
+        positive = ("steps", "batch_tokens", "micro_batch", "seq_len", "lr", "peak_flops", "eval_tokens", "muon_lr")
         positive += ("sample_tokens", "num_samples", "hellaswag_limit")
         for name in positive:
             value = getattr(self, name)
             if value is not None and value <= 0:  # None (peak_flops, hellaswag_limit) = decided later
                 raise GPT2Error(f"{option_name(name)} must be positive, got {value}")
         non_negative = ("warmup_steps", "eval_every", "save_every", "keep_last", "grad_clip", "weight_decay", "seed")
-        for name in (*non_negative, "hellaswag_every", "sample_every", "log_every"):
+        for name in (*non_negative, "hellaswag_every", "sample_every", "log_every", "muon_weight_decay"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise GPT2Error(f"{option_name(name)} must be >= 0, got {value}")
@@ -167,8 +203,17 @@ class TrainConfig:
         for name in ("beta1", "beta2"):  # AdamW's moment decay rates; torch would raise a ValueError at start-up
             if not 0 <= getattr(self, name) < 1:
                 raise GPT2Error(f"{option_name(name)} must be in [0, 1), got {getattr(self, name)}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise GPT2Error(f"{option_name('min_lr_ratio')} must be in [0, 1], got {self.min_lr_ratio}")
+        for name in ("min_lr_ratio", "decay_frac"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise GPT2Error(f"{option_name(name)} must be in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.muon_momentum < 1:
+            raise GPT2Error(f"{option_name('muon_momentum')} must be in [0, 1), got {self.muon_momentum}")
+        if self.fsdp and self.optimizer == "muon":
+            raise GPT2Error(
+                f"{option_name('fsdp')} does not work with {option_name('optimizer')} muon: FSDP shards each "
+                "matrix across ranks (DTensor), and Muon's Newton-Schulz step needs the whole matrix; "
+                "train with DDP (drop --fsdp) or use --optimizer adamw"
+            )
         if self.max_bad_steps < 1:
             raise GPT2Error(f"{option_name('max_bad_steps')} must be >= 1, got {self.max_bad_steps}")
         parse_log_to(self.log_to)
@@ -263,11 +308,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def build_config(options: dict[str, Any], device_type: str, init_model: GPTConfig | None = None) -> TrainConfig:
     """Resolve a TrainConfig from explicit options (CLI flags and ``--config`` values, already merged).
 
-    Precedence: explicit option > fine-tuning default (:data:`gpt2.recipes.FINE_TUNE_DEFAULTS`, with
-    ``init_from``) > per-size default (:data:`gpt2.recipes.SIZE_DEFAULTS`) > TrainConfig default.
-    ``device_type`` ("cuda", "mps", "cpu") picks the micro-batch default (small on CPU, where big batches
-    only cost memory). With ``init_from``, ``init_model`` is the config of those weights
-    (:func:`gpt2.train.init.resolve_config` reads it) and the model takes its shape (:func:`fine_tune_shape`).
+    Precedence: explicit option > recipe (:data:`gpt2.recipes.RECIPES`, ``--recipe``) > fine-tuning default
+    (:data:`gpt2.recipes.FINE_TUNE_DEFAULTS`, with ``init_from``) > per-size default
+    (:data:`gpt2.recipes.SIZE_DEFAULTS`) > TrainConfig default. ``device_type`` ("cuda", "mps", "cpu") picks
+    the micro-batch default (small on CPU, where big batches only cost memory). With ``init_from``,
+    ``init_model`` is the config of those weights (:func:`gpt2.train.init.resolve_config` reads it) and the
+    model takes its shape (:func:`fine_tune_shape`).
     """
     options = {k: v for k, v in options.items() if v is not None}
     size = options.pop("size", None)
@@ -296,8 +342,9 @@ def build_config(options: dict[str, Any], device_type: str, init_model: GPTConfi
         size = size or "124M"
         model = GPTConfig.named(size)
     model = dataclasses.replace(model, dropout=options["dropout"])
-    recipe = SIZE_DEFAULTS.get(size or "")
-    defaults = {**(recipe.options(device_type) if recipe is not None else {}), **defaults}
+    sized = SIZE_DEFAULTS.get(size or "")
+    recipe = RECIPES[options.get("recipe", FIELDS["recipe"].default)]
+    defaults = {**(sized.options(device_type) if sized is not None else {}), **defaults, **recipe.options()}
     if "seq_len" not in options:
         defaults["seq_len"] = min(model.block_size, 1024)
     return TrainConfig(model=model, size=size, **{**defaults, **options})

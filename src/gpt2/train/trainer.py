@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from gpt2.errors import GPT2Error
-from gpt2.model import GPT, optimizer_param_groups
+from gpt2.model import GPT
 from gpt2.rundir import (
     MetricsLog,
     check_run_dir,
@@ -36,9 +36,9 @@ from gpt2.train.console import RunConsole
 from gpt2.train.hooks import InLoopEvaluation
 from gpt2.train.init import InitSource, initial_model
 from gpt2.train.mfu import device_peak_flops, model_flops_utilization
-from gpt2.train.schedule import learning_rate
+from gpt2.train.optim import build_optimizers, check_resume_optimizer, muon_class, newton_schulz_flops
 from gpt2.train.signals import MicroStepStop, StopRequest
-from gpt2.train.state import ModelState, OptimizerState, RNGState, TrainState
+from gpt2.train.state import ModelState, RNGState, TrainState
 from gpt2.train.tracking import Tracking
 
 
@@ -52,6 +52,8 @@ class Trainer:
         self.ctx = ctx
         self.device = ctx.device
         cfg.validate(ctx.world_size)
+        if cfg.optimizer == "muon":
+            muon_class(cfg)  # this torch has torch.optim.Muon (checked before anything is written)
         self.grad_accum = cfg.grad_accum_steps(ctx.world_size)
         self.run_dir = Path(cfg.out)
         self.console = RunConsole(ctx.is_main, cfg.steps, cfg.log_every)
@@ -65,8 +67,10 @@ class Trainer:
         )
         self.resume_from = find_resume_checkpoint(self.run_dir, cfg.resume)
         if self.resume_from is not None:
-            # refuses another model config, and a dataset/seed the data position does not belong to
-            self.loader.load_state_dict(check_resumable(self.resume_from, cfg.model)["loader"])
+            # refuses another model config or optimizer, and a dataset/seed the data position does not belong to
+            saved = check_resumable(self.resume_from, cfg.model)
+            check_resume_optimizer(self.resume_from, saved, cfg)
+            self.loader.load_state_dict(saved["loader"])
         self.tracking = Tracking(cfg.log_to, self.run_dir, self.resume_from is not None, ctx.is_main, self.warn)
         self.amp_dtype = resolve_amp_dtype(cfg.dtype, self.device)
         self.compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
@@ -84,15 +88,8 @@ class Trainer:
         if ctx.is_main:  # room for fp32 weights + two AdamW moments per kept checkpoint
             check_run_dir(self.run_dir, 4 * 3 * self.num_parameters, cfg.keep_last)
         self.runner = wrap_model(self.model, ctx, cfg.fsdp, self.compile)
-        self.optimizer = torch.optim.AdamW(
-            optimizer_param_groups(self.model, cfg.weight_decay),
-            lr=cfg.lr,
-            betas=(cfg.beta1, cfg.beta2),
-            eps=1e-8,
-            # one fused kernel for the whole update: on CUDA (as the seed) and on CPU, where it is ~7x faster than
-            # the default per-tensor loop (30M-parameter model: 110 ms vs 750 ms per step)
-            fused=self.device.type in ("cuda", "cpu"),
-        )
+        self.optimizers = build_optimizers(self.model, cfg, self.device)  # AdamW, or Muon + AdamW
+        self.optimizer = self.optimizers.adamw
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.peak_flops = device_peak_flops(self.device, cfg.peak_flops)
         self.evaluation = InLoopEvaluation(cfg, self.device, self.amp_dtype, self.warn)
@@ -101,7 +98,7 @@ class Trainer:
         # Everything a checkpoint holds, each saved under its name; a new stateful piece is one more entry here.
         components = {
             "model": ModelState(self.model, cfg.fsdp, self.state.meta),
-            "optimizer": OptimizerState(self.model, self.optimizer, cfg.fsdp),
+            **self.optimizers.components(self.model, cfg.fsdp),  # "optimizer" (AdamW), with Muon also "muon"
             "rng": RNGState(ctx),
             "trainer": self.state,
         }
@@ -133,7 +130,8 @@ class Trainer:
             "dtype": str(self.amp_dtype or torch.float32).removeprefix("torch."),
             "compile": self.compile,
             "data": str(self.cfg.data),
-            "flops_per_token": self.flops_per_token,
+            "flops_per_token": self.flops_per_token,  # model FLOPs only (what MFU counts), not the optimizer's
+            "optimizer_flops_per_step": newton_schulz_flops(self.model, self.cfg),
             "peak_flops": self.peak_flops,
             "torch": torch.__version__,
             "tracking": self.tracking.run_ids,
@@ -148,15 +146,13 @@ class Trainer:
         when ``pacer`` stopped it between micro-steps (nothing updated; data position and RNGs at the step's start).
         """
         cfg = self.cfg
-        lr = learning_rate(self.state.step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizers.set_lr(self.state.step)  # each group from its own peak lr
+        self.optimizers.zero_grad()
         loss_sum = torch.zeros((), device=self.device)
         pacer.begin_step(self.loader, self.device)
         for micro in range(self.grad_accum):
             if micro and pacer.abort():  # it rewound the data position and RNGs
-                self.optimizer.zero_grad(set_to_none=True)
+                self.optimizers.zero_grad()
                 return None
             t_micro = time.perf_counter()
             x, y = self.loader.next_batch()
@@ -176,16 +172,16 @@ class Trainer:
             if micro == 1:  # the 2nd micro-step: compile and warm-up are behind
                 pacer.time_micro_step(t_micro, self.device)
         loss_mean = all_reduce_mean(loss_sum, self.ctx)
-        self.scaler.unscale_(self.optimizer)
+        self.optimizers.unscale_(self.scaler)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
             grad_norm = grad_norm.full_tensor()
         finite = bool(torch.isfinite(loss_mean).item() and torch.isfinite(grad_norm).item())
         if finite:
-            self.scaler.step(self.optimizer)
+            self.optimizers.step(self.scaler)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizers.zero_grad()
         return loss_mean, grad_norm, finite
 
     # ------------------------------------------------------------ the loop
@@ -200,7 +196,8 @@ class Trainer:
             info = write_run_info(self.run_dir, self.run_info(), state.step if self.resume_from is not None else None)
             self.console.open(MetricsLog(self.run_dir), self.tracking.start(self.run_dir, info, state.step))
         self.log(
-            f"training {cfg.size or 'custom'} ({self.num_parameters:,} parameters) on {self.device} "
+            f"training {cfg.size or 'custom'} ({self.num_parameters:,} parameters, --recipe {cfg.recipe}, "
+            f"--optimizer {cfg.optimizer}) on {self.device} "
             f"x{ctx.world_size}, {str(self.amp_dtype or 'fp32').removeprefix('torch.')}, "
             f"{cfg.batch_tokens:,} tokens/step = {cfg.micro_batch} x {cfg.seq_len} x {ctx.world_size} ranks "
             f"x {self.grad_accum} micro-steps; steps {state.step + 1}..{cfg.steps} -> {self.run_dir}"
@@ -254,7 +251,7 @@ class Trainer:
             "type": "train",
             "step": self.state.step,
             "loss": loss.item() if finite else None,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            **self.optimizers.lrs(),
             "grad_norm": norm.item() if math.isfinite(norm.item()) else None,
             "tokens": self.state.tokens,
             "tok_per_s": tok_per_s,
