@@ -198,7 +198,8 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 150.0) -> bool
     return True
 
 
-def test_muon_resume_after_sigkill_is_bitwise(dataset, tmp_path):
+def test_muon_resume_after_sigkill_is_bitwise(dataset, tmp_path, one_torch_thread):
+    # one thread in-process like the subprocesses (subprocess_env): float reductions then match bit for bit
     args = [*MUON_RUN, "--data", str(dataset), "--steps", "8", "--save-every", "3"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     train(build_config({**vars_of(args), "out": str(full)}, "cpu"))
