@@ -31,11 +31,15 @@ SAMPLE_PROMPT = "ROMEO:"
 # the cheapest one sees the most tokens; lr 3e-3 beat 1e-3, 6e-3 and 1e-2; and the number of updates is what
 # limits it, so steps of 512 tokens (4 x 128) beat steps of 1,024 for the same tokens and CPU time.
 # 1,000 steps = 512K tokens; the fused loss (--fused-loss) skips the (512, 50304) logits buffers.
+# The Muon recipe (--recipe muon: Muon on the block matrices, AdamW at DEMO_LR on the embeddings, warmup-stable-
+# decay) ends at val 5.856 where AdamW (lr 3e-3, cosine) ends at 6.0135, for the same steps and CPU time; with
+# Muon the AdamW part takes a higher lr (6e-3 beat 3e-3: 5.856 vs 5.881).
 DEMO_SIZE = "tiny"
 DEMO_SEQ_LEN = 128
 DEMO_MICRO_BATCH = 4
 DEMO_STEPS = 1000
-DEMO_LR = 3e-3
+DEMO_RECIPE = "muon"
+DEMO_LR = 6e-3
 DEMO_EVAL_TOKENS = 16_384  # per validation pass: a stable estimate that costs a few seconds on a CPU
 DEMO_HELLASWAG_LIMIT = 200  # items scored at the end (chance level is 0.25; a model this small stays near it)
 
@@ -136,6 +140,7 @@ def train_argv(
         "--seq-len", str(DEMO_SEQ_LEN),
         "--micro-batch", str(DEMO_MICRO_BATCH),
         "--batch-tokens", str(DEMO_SEQ_LEN * DEMO_MICRO_BATCH),
+        "--recipe", DEMO_RECIPE,
         "--lr", str(DEMO_LR),
         "--fused-loss",
         "--warmup-steps", str(max(1, steps // 15)),
