@@ -1,0 +1,305 @@
+"""Helpers of tests/test_bad_input.py: the Case row type, the fixture world, and the functions that make bad
+files, drive a real process (signals, a filling disk) and check what must be unchanged afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from gpt2.cli import main
+from gpt2.data.shards import HEADER_BYTES, file_sha256
+from train_helpers import QUIET, TINY_RUN
+
+GPT2 = [sys.executable, "-m", "gpt2"]
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@dataclass
+class Case:
+    """One bad input. ``argv`` may use ``{name}`` placeholders for the paths of :class:`World`.
+
+    ``setup(world)`` makes the bad files; ``unchanged`` lists paths (placeholders allowed) whose files are hashed
+    before and after; ``after(world, stderr)`` asserts anything else. ``stderr`` None: nothing on stderr.
+    ``process``: run ``gpt2`` in a subprocess with ``process(world, popen)`` driving it (signals, filling a disk).
+    """
+
+    id: str
+    argv: list[str]
+    code: int
+    stderr: str | None
+    setup: Callable[[World], None] | None = None
+    unchanged: list[str] = field(default_factory=list)
+    after: Callable[[World, str], None] | None = None
+    process: Callable[[World, subprocess.Popen], None] | None = None
+    call: Callable[[World], None] | None = None  # a library call instead of a command (errors as the CLI shows them)
+    root: bool = False  # needs to mount a tmpfs
+
+
+class World:
+    """The fixtures: ``run`` (2 steps, a checkpoint each), ``ckpt`` (a copy of its step_000002), ``data``."""
+
+    def __init__(self, base: Path, data: Path, run: Path):
+        self.base, self.data, self.run = base, data, run
+        self.case_dir = base
+
+    def new_case(self, name: str) -> None:
+        self.case_dir = self.base / "cases" / name
+        self.case_dir.mkdir(parents=True)
+        self.ckpt = self.case_dir / "ckpt"
+        shutil.copytree(self.run / "step_000002", self.ckpt)
+
+    def paths(self) -> dict[str, str]:
+        return {"data": str(self.data), "run": str(self.run), "ckpt": str(self.ckpt), "case": str(self.case_dir)}
+
+    def fill(self, text: str) -> str:
+        return text.format(**self.paths())
+
+
+# ---------------------------------------------------------------- helpers that make bad files
+
+
+def tree_hashes(path: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``path`` (or of ``path`` itself), with the mode bits."""
+    if path.is_file():
+        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {
+        str(p.relative_to(path)): f"{hashlib.sha256(p.read_bytes()).hexdigest()} {oct(p.stat().st_mode)}"
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+def edit_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def edit_weights(ckpt: Path, change: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    weights = load_file(str(ckpt / "model.safetensors"))
+    change(weights)
+    save_file(weights, str(ckpt / "model.safetensors"), metadata={"format": "gpt2-from-scratch"})
+
+
+def set_weight(name: str, value) -> Callable[[World], None]:
+    def setup(world: World) -> None:
+        def change(weights):
+            if isinstance(value, torch.dtype):
+                weights[name] = weights[name].to(value)
+            else:
+                weights[name][0, 0] = value
+
+        edit_weights(world.ckpt, change)
+
+    return setup
+
+
+def nanogpt_pt(world: World, **model_args) -> Path:
+    """A nanoGPT-style .pt of the fixture model with ``model_args`` as its saved config."""
+    state = load_file(str(world.ckpt / "model.safetensors"))
+    args = {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 128, "vocab_size": 50304, **model_args}
+    path = world.case_dir / "model.pt"
+    torch.save({"model": state, "model_args": args, "iter_num": 2}, path)
+    return path
+
+
+class Payload:
+    """Unpickling this runs a shell command (touch a marker): what a hostile .pt / pytorch_model.bin does."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class Opaque:
+    """A harmless custom class that weights_only loading refuses."""
+
+
+def hf_dir(world: World) -> Path:
+    """An HF export of the fixture checkpoint at CASE/hf."""
+    assert main(["export", str(world.ckpt), "--out", str(world.case_dir / "hf")]) == 0
+    return world.case_dir / "hf"
+
+
+def hostile_hf_dir(world: World) -> None:
+    path = hf_dir(world)
+    (path / "model.safetensors").unlink()
+    torch.save({"transformer.wte.weight": Payload(world.case_dir / "pwned")}, path / "pytorch_model.bin")
+
+
+def zip_bomb(world: World) -> None:
+    """A 0.1 MB .pt whose zip index says it inflates to 100 MB (torch.save never compresses)."""
+    with zipfile.ZipFile(world.case_dir / "bomb.pt", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        with archive.open("archive/data/0", "w", force_zip64=True) as f:
+            for _ in range(100):
+                f.write(bytes(1 << 20))
+
+
+def corrupt_dataset(world: World, token: int, update_sha: bool, split: str = "train") -> None:
+    """CASE/data: a copy of the dataset with ``token`` written into the body of its first ``split`` shard."""
+    data = world.case_dir / "data"
+    shutil.copytree(world.data, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    shard = next(s for s in manifest["shards"] if s["split"] == split)
+    with open(data / shard["file"], "r+b") as f:
+        f.seek(HEADER_BYTES + 2 * 100)  # token offset 100
+        f.write(np.array([token], dtype="<u2").tobytes())
+    if update_sha:  # so the range check, not the checksum, is what catches it
+        shard["sha256"] = file_sha256(data / shard["file"])
+        (data / "manifest.json").write_text(json.dumps(manifest))
+
+
+MOUNTS: list[Path] = []  # unmounted at the end of each test
+
+
+def mount_tmpfs(path: Path, size: str, read_only: bool = False) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({result.stderr.decode().strip()})")
+    MOUNTS.append(path)
+
+
+def no_temporaries(path: Path, keep: tuple[str, ...] = ()) -> None:
+    leftovers = [
+        p.name
+        for p in path.rglob("*")
+        if p.name.startswith(".") and (".tmp" in p.name or ".old-" in p.name) and p.name not in keep
+    ]
+    assert leftovers == [], leftovers
+
+
+def latest_is(run: Path, name: str) -> None:
+    assert (run / "latest").read_text().strip() == name and (run / name / "model.safetensors").is_file()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def follows_umask(*paths: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in paths:
+        expected = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert mode(path) == expected, f"{path}: {oct(mode(path))} != {oct(expected)}"
+
+
+# ---------------------------------------------------------------- rows that drive a real process
+
+
+def fill_disk_after_first_save(world: World, proc: subprocess.Popen) -> None:
+    run = world.case_dir / "disk" / "run"
+    deadline = time.time() + 120
+    while not (run / "latest").is_file():
+        assert proc.poll() is None and time.time() < deadline, "training never saved its first checkpoint"
+        time.sleep(0.2)
+    with open(world.case_dir / "disk" / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(bytes(2**20))
+                f.flush()
+        except OSError:  # full
+            pass
+        f.truncate(max(0, f.tell() - 2**20))  # leave 1 MB: metrics rows still fit, a checkpoint (40 MB) does not
+    proc.wait(timeout=120)
+
+
+def sigterm_after_slow_step_warning(world: World, proc: subprocess.Popen) -> None:
+    log = world.case_dir / "stderr.txt"
+    deadline = time.time() + 120
+    while "one optimizer step will take" not in log.read_text():
+        assert proc.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.2)
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert time.time() - sent < 30  # at the next micro-step boundary, not after 10^10 tokens
+
+
+def same_state_as_before_the_dropped_step(world: World) -> None:
+    """The re-saved step_000002 holds what the first one did: the half step left no trace (data position, RNGs)."""
+    first, again = world.run / "step_000002", world.case_dir / "run" / "step_000002"
+    for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "rng.json"):
+        assert tree_hashes(first / name) == tree_hashes(again / name), name
+    loader = [json.loads((path / "trainer.json").read_text())["loader"] for path in (first, again)]
+    assert loader[0] == loader[1]
+
+
+def copy_run(world: World) -> None:
+    shutil.copytree(world.run, world.case_dir / "run")
+
+
+def leftovers(world: World) -> None:
+    copy_run(world)
+    run = world.case_dir / "run"
+    shutil.copytree(run / "step_000001", run / ".step_000002.old-4242")  # killed mid-replace of step_000002
+    (run / ".latest.k3j.tmp").write_text("step_000002\n")
+    (run / ".metrics.jsonl.x9.tmp").write_text("")
+    (run / ".notes.tmp").write_text("not ours: must stay")
+
+
+def read_only_out(world: World) -> None:
+    mount_tmpfs(world.case_dir / "ro", "1m", read_only=True)
+
+
+def full_out(world: World) -> None:
+    mount_tmpfs(world.case_dir / "full", "96k")
+
+
+def small_disk(world: World) -> None:
+    mount_tmpfs(world.case_dir / "disk", "100m")
+
+
+TRAIN = ["train", *TINY_RUN, *QUIET, "--data", "{data}"]
+
+
+def train_option_case(id: str, flag: str, value: str, rule: str, shown: str | None = None) -> Case:
+    """``gpt2 train FLAG VALUE`` refused with ``error: FLAG must be RULE, got VALUE``; nothing may be created."""
+    return Case(
+        id,
+        [*TRAIN, "--out", "{case}/run", flag, value],
+        1,
+        rf"^error: {flag} must be {rule}, got {re.escape(shown or value)}$",
+        after=lambda w, _: not (w.case_dir / "run").exists() or pytest.fail("created the run directory"),
+    )
+
+
+def config_file_case(id: str, text: str, stderr: str) -> Case:
+    """``gpt2 train --config CASE/c.json`` with ``text`` in that file: nothing may be created."""
+    return Case(
+        id,
+        [*TRAIN, "--out", "{case}/run", "--config", "{case}/c.json"],
+        1,
+        stderr,
+        setup=lambda w: (w.case_dir / "c.json").write_text(text),
+        after=lambda w, _: not (w.case_dir / "run").exists() or pytest.fail("created the run directory"),
+    )
+
+
+def save_nan_model(world: World) -> None:
+    from gpt2.checkpoint import load_checkpoint, save_model
+
+    model = load_checkpoint(world.ckpt)
+    with torch.no_grad():
+        model.transformer.wte.weight[0, 0] = float("nan")
+    save_model(world.case_dir / "step_000009", model)
