@@ -71,3 +71,19 @@ def test_read_json_errors_name_the_file(tmp_path):
         read_json_object(tmp_path / "list.json")
     atomic_write_text(tmp_path / "ok.json", '{"a": 1}')
     assert read_json_object(tmp_path / "ok.json") == {"a": 1}
+
+
+def test_file_from_env_names_the_variable_and_what_to_put_there(tmp_path, monkeypatch):
+    from gpt2.fileio import file_from_env
+
+    monkeypatch.delenv("GPT2_TEST_FILE", raising=False)
+    assert file_from_env("GPT2_TEST_FILE", "name a file") is None
+    monkeypatch.setenv("GPT2_TEST_FILE", "")
+    assert file_from_env("GPT2_TEST_FILE", "name a file") is None
+    monkeypatch.setenv("GPT2_TEST_FILE", str(tmp_path / "missing.jsonl"))
+    message = r"^\$GPT2_TEST_FILE is '.*missing.jsonl', which is not a file \(name a file\)$"
+    with pytest.raises(GPT2Error, match=message):
+        file_from_env("GPT2_TEST_FILE", "name a file")
+    (tmp_path / "there.jsonl").write_text("{}\n")
+    monkeypatch.setenv("GPT2_TEST_FILE", str(tmp_path / "there.jsonl"))
+    assert file_from_env("GPT2_TEST_FILE", "name a file") == tmp_path / "there.jsonl"

@@ -176,6 +176,18 @@ def write_error(exc: BaseException, path: str | Path) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def file_from_env(variable: str, hint: str) -> Path | None:
+    """The file that environment variable ``variable`` names; None when it is unset or empty. A value that names
+    no file is a GPT2Error ending in ``(hint)`` (what to put there instead), not a silent fallback."""
+    value = os.environ.get(variable, "")
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise GPT2Error(f"${variable} is {value!r}, which is not a file ({hint})")
+    return path
+
+
 def read_json(path: str | Path, what: str = "file") -> Any:
     """The JSON value in ``path``; a missing or corrupt file is a GPT2Error naming ``what`` and the file."""
     path = Path(path)

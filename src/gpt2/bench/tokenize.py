@@ -12,7 +12,6 @@ enough for ``gpt2 bench all`` on 2 cores.
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from gpt2.bench.core import BenchResult, interleaved_median_seconds
 from gpt2.data.encode import default_workers
 from gpt2.data.prepare import prepare_documents
 from gpt2.data.sources import demo_documents, file_documents
-from gpt2.errors import GPT2Error
+from gpt2.fileio import file_from_env
 from gpt2.tokenizer import get_tokenizer
 
 WIKI_PATH_ENV = "GPT2_WIKI_PATH"  # a JSONL corpus to tokenize instead of the demo corpus (``make`` may set it)
@@ -29,10 +28,7 @@ WIKI_PATH_ENV = "GPT2_WIKI_PATH"  # a JSONL corpus to tokenize instead of the de
 
 def corpus_file() -> Path | None:
     """The file named by ``$GPT2_WIKI_PATH``; None when unset or empty; a GPT2Error when it is no file."""
-    value = os.environ.get(WIKI_PATH_ENV, "")
-    if value and not Path(value).expanduser().is_file():
-        raise GPT2Error(f"${WIKI_PATH_ENV} is {value!r}, which is not a file (name a JSONL corpus or unset it)")
-    return Path(value).expanduser() if value else None
+    return file_from_env(WIKI_PATH_ENV, "name a JSONL corpus or unset it")
 
 
 def bench_documents(max_chars: int) -> tuple[list[str], str]:

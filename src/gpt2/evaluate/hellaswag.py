@@ -35,7 +35,7 @@ from torch import nn
 
 from gpt2.errors import GPT2Error
 from gpt2.evaluate.scoring import ContinuationScore, encode_pair, score_requests
-from gpt2.fileio import atomic_output
+from gpt2.fileio import atomic_output, file_from_env
 from gpt2.runtime.device import model_device
 from gpt2.runtime.distributed import all_reduce_sum, rank_and_world_size
 from gpt2.runtime.parallel import unwrap_model
@@ -148,13 +148,7 @@ def default_cache_dir() -> Path:
 
 def hellaswag_path_from_env() -> Path | None:
     """The file named by ``$GPT2_HELLASWAG_PATH``; None when it is unset or empty; a GPT2Error if it is no file."""
-    value = os.environ.get(HELLASWAG_PATH_ENV, "")
-    if not value:
-        return None
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise GPT2Error(f"${HELLASWAG_PATH_ENV} is {value!r}, which is not a file (name a hellaswag_val.jsonl)")
-    return path
+    return file_from_env(HELLASWAG_PATH_ENV, "name a hellaswag_val.jsonl")
 
 
 def download_hellaswag(cache_dir: str | Path | None = None, url: str | None = None) -> Path:
