@@ -51,12 +51,14 @@ def prepare_model(model: Any, dtype: str = "fp32", quantize: str | None = None) 
     so do not keep using the original for training). GPT2Error for a combination that cannot work."""
     import torch
 
+    from gpt2.runtime.device import model_device
+
     if dtype not in DTYPES:
         raise GPT2Error(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if quantize is not None and quantize not in QUANTIZE_METHODS:
         raise GPT2Error(f"--quantize must be one of {', '.join(QUANTIZE_METHODS)}, got {quantize!r}")
     model = model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     if quantize == "int8":
         if device.type != "cpu":
             raise GPT2Error(f"--quantize int8 runs on the CPU only (fbgemm kernels); the model is on {device}")

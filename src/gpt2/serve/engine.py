@@ -36,6 +36,7 @@ from gpt2.config import GPT2_VOCAB_SIZE
 from gpt2.errors import GPT2Error
 from gpt2.generate import SLIDE_KEEP_FRACTION, fit_prompt
 from gpt2.model import GPT, KVCache
+from gpt2.runtime.device import model_device
 from gpt2.runtime.parallel import unwrap_model
 from gpt2.sampling import SamplingOptions, pick_next_tokens
 from gpt2.tokenizer import get_tokenizer
@@ -94,7 +95,7 @@ class Engine:
     def __init__(self, model: torch.nn.Module, max_batch_rows: int = MAX_BATCH_ROWS):
         self.model: GPT = unwrap_model(model)  # torch.compile / DDP wrappers in any order
         self.config = self.model.config
-        self.device = next(self.model.parameters()).device
+        self.device = model_device(self.model)
         self.dtype = _float_dtype(self.model)
         self.max_batch_rows = max_batch_rows
         self.keep = max(1, int(self.config.block_size * SLIDE_KEEP_FRACTION))
