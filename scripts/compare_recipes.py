@@ -11,7 +11,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from gpt2.rundir import read_metrics
+from gpt2.store.rundir import read_metrics
 
 
 def _runs(out: Path) -> dict[str, list[dict]]:

@@ -297,7 +297,7 @@ def config_file_case(id: str, text: str, stderr: str) -> Case:
 
 
 def save_nan_model(world: World) -> None:
-    from gpt2.checkpoint import load_checkpoint, save_model
+    from gpt2.store.checkpoint import load_checkpoint, save_model
 
     model = load_checkpoint(world.ckpt)
     with torch.no_grad():

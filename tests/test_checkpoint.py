@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from gpt2 import GPT, GPT2Error, GPTConfig
-from gpt2.checkpoint import (
+from gpt2.store.checkpoint import (
     WEIGHTS_FILE,
     is_checkpoint_dir,
     load_checkpoint,
@@ -19,8 +19,8 @@ from gpt2.checkpoint import (
     read_meta,
     save_model,
 )
-from gpt2.fileio import atomic_directory
-from gpt2.rundir import latest_checkpoint
+from gpt2.store.files import atomic_directory
+from gpt2.store.rundir import latest_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_files_on_disk_are_those_of_the_format(ckpt, model):
 
 
 def test_checkpoint_written_by_the_old_writer_loads(tmp_path, model):
-    """A checkpoint as the code before gpt2.fileio wrote it (compact meta, no sort), rebuilt here by hand."""
+    """A checkpoint as the code before gpt2.store.files wrote it (compact meta, no sort), rebuilt here by hand."""
     old = tmp_path / "old"
     old.mkdir()
     state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
@@ -161,8 +161,8 @@ def test_latest_checkpoint_follows_the_pointer(tmp_path, model):
 
 @pytest.mark.parametrize("size", ["tiny", "124M"])
 def test_expected_shapes_are_the_models(size):
-    """gpt2.weights checks files against expected_shapes without building a GPT: it must list exactly its weights."""
-    from gpt2.weights import count_parameters, expected_shapes
+    """gpt2.store.weights checks files against expected_shapes without building a GPT: it lists exactly its weights."""
+    from gpt2.store.weights import count_parameters, expected_shapes
 
     config = GPTConfig.named(size)
     with torch.device("meta"):

@@ -21,9 +21,9 @@ from safetensors.torch import load_file, save_file
 
 from gpt2 import GPT, GPTConfig
 from gpt2.model import optimizer_param_groups
-from gpt2.rundir import latest_checkpoint, list_checkpoints
 from gpt2.runtime.distributed import DistContext
-from gpt2.tensor_tree import load_tensor_tree, save_tensor_tree
+from gpt2.store.rundir import latest_checkpoint, list_checkpoints
+from gpt2.store.tensor_tree import load_tensor_tree, save_tensor_tree
 from gpt2.train.checkpointer import Checkpointer
 from gpt2.train.state import ModelState, OptimizerState, RNGState, capture_rng_state, optimizer_state_by_name
 from gpt2.train.trainer import Trainer, train

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPTConfig
-from gpt2.checkpoint import WEIGHTS_FILE, save_model
 from gpt2.cli import COMMANDS, main
+from gpt2.store.checkpoint import WEIGHTS_FILE, save_model
 
 REPO = Path(__file__).resolve().parents[1]
 

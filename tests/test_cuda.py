@@ -24,8 +24,8 @@ import torch
 import gpt2
 from evaluate_helpers import ITEMS, write_jsonl
 from gpt2.generate import generate, generate_token_ids
-from gpt2.rundir import read_metrics
-from gpt2.sampling import SamplingOptions
+from gpt2.generate.sampling import SamplingOptions
+from gpt2.store.rundir import read_metrics
 from train_helpers import REPO, prepared_dataset, subprocess_env, train_losses
 
 pytestmark = [

@@ -16,7 +16,7 @@ from gpt2.data.shards import (
     write_shard,
 )
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_write_bytes
+from gpt2.store.files import atomic_write_bytes
 
 
 def test_round_trip_and_llmc_header_layout(tmp_path):

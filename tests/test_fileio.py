@@ -1,4 +1,4 @@
-"""Crash-safe writes and checked JSON reads (gpt2.fileio)."""
+"""Crash-safe writes and checked JSON reads (gpt2.store.files)."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from gpt2.errors import GPT2Error
-from gpt2.fileio import (
+from gpt2.store.files import (
     atomic_directory,
     atomic_output,
     atomic_write_text,
@@ -51,7 +51,8 @@ def test_atomic_output_removes_the_temporary_on_error(tmp_path):
 def test_results_follow_the_umask_not_the_tempfile_modes(tmp_path):
     # a child process, so the umask of the test runner stays untouched
     code = (
-        "import os, sys; os.umask(0o022); from pathlib import Path; from gpt2.fileio import *; d = Path(sys.argv[1]);"
+        "import os, sys; os.umask(0o022); from pathlib import Path; from gpt2.store.files import *;"
+        "d = Path(sys.argv[1]);"
         "atomic_write_text(d / 'f.txt', 'x');"
         'exec(\'with atomic_directory(d / "ck") as t: (t / "w").write_text("y")\')'
     )
@@ -74,7 +75,7 @@ def test_read_json_errors_name_the_file(tmp_path):
 
 
 def test_file_from_env_names_the_variable_and_what_to_put_there(tmp_path, monkeypatch):
-    from gpt2.fileio import file_from_env
+    from gpt2.store.files import file_from_env
 
     monkeypatch.delenv("GPT2_TEST_FILE", raising=False)
     assert file_from_env("GPT2_TEST_FILE", "name a file") is None

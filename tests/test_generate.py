@@ -4,7 +4,7 @@ import torch
 from gpt2 import GPT, GPTConfig, get_tokenizer, save_model
 from gpt2.cli import main
 from gpt2.generate import TextAssembler, fit_prompt, generate, generate_token_ids, stream, stream_samples
-from gpt2.sampling import SamplingOptions
+from gpt2.generate.sampling import SamplingOptions
 
 PROMPTS = ["Hello, my name is", "The quick brown fox", "x"]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPT2Error, GPTConfig
-from gpt2.checkpoint import save_model
 from gpt2.info import describe, parameter_count
+from gpt2.store.checkpoint import save_model
 
 
 def test_parameter_count_of_sizes_without_allocating():

@@ -12,11 +12,11 @@ import torch
 
 import gpt2
 from gpt2 import GPT, GPT2Error, GPTConfig
-from gpt2.checkpoint import load_checkpoint, read_meta, save_model
 from gpt2.cli import main
 from gpt2.config import GPT2_VOCAB_SIZE
 from gpt2.interop import export_hf, import_nanogpt, load_hf_model, load_nanogpt_checkpoint
 from gpt2.interop.hf import config_from_hf, hf_config_dict
+from gpt2.store.checkpoint import load_checkpoint, read_meta, save_model
 from gpt2.tokenizer import EOT_ID, get_tokenizer
 
 transformers = pytest.importorskip("transformers")

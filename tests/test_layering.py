@@ -21,28 +21,29 @@ ROOT = "gpt2"
 LAYERS = {
     # 0: foundations, no gpt2 imports beyond each other
     "gpt2.errors": 0,
-    "gpt2.fileio": 0,
+    "gpt2.store.files": 0,
     "gpt2.config": 0,
     "gpt2.model": 0,
     "gpt2.fused_loss": 0,
     "gpt2.tokenizer": 0,
     "gpt2._lazy": 0,
-    "gpt2.recipes": 0,
+    "gpt2.train.recipes": 0,
     "gpt2.quantize": 2,
-    "gpt2.weights": 0,
+    "gpt2.store.weights": 0,
     # 1: devices/distributed, our file formats, run directories
     "gpt2.runtime": 1,
-    "gpt2.checkpoint": 1,
-    "gpt2.tensor_tree": 1,
-    "gpt2.rundir": 1,
+    "gpt2.store": 0,
+    "gpt2.store.checkpoint": 1,
+    "gpt2.store.tensor_tree": 1,
+    "gpt2.store.rundir": 1,
     # 2: the features
     "gpt2.data": 2,
     "gpt2.train": 2,
     "gpt2.evaluate": 2,
     "gpt2.generate": 2,
-    "gpt2.sampling": 2,
+    "gpt2.generate.sampling": 2,
     "gpt2.interop": 2,
-    "gpt2.loading": 2,
+    "gpt2.store.load": 2,
     # 3: commands and front ends, which wire features together
     ROOT: 3,
     "gpt2.__main__": 3,
@@ -62,12 +63,12 @@ LAYERS = {
 
 # (importer prefix, imported prefix) pairs that must not exist, not even through other modules.
 FORBIDDEN = [
-    *((low, "gpt2.train") for low in ("gpt2.data", "gpt2.evaluate", "gpt2.generate", "gpt2.sampling")),
-    *((low, "gpt2.train") for low in ("gpt2.interop", "gpt2.loading", "gpt2.report", "gpt2.app")),
+    *((low, "gpt2.train") for low in ("gpt2.data", "gpt2.evaluate", "gpt2.generate", "gpt2.generate.sampling")),
+    *((low, "gpt2.train") for low in ("gpt2.interop", "gpt2.store.load", "gpt2.report", "gpt2.app")),
     ("gpt2.data", "gpt2.model"),  # shard IO and the loader need no model
-    ("gpt2.data", "gpt2.checkpoint"),
+    ("gpt2.data", "gpt2.store.checkpoint"),
     # loading dispatches to the converters, never the other way round (the import/export command sits above both)
-    *((f"gpt2.interop.{m}", "gpt2.loading") for m in ("hf", "nanogpt", "state_dict")),
+    *((f"gpt2.interop.{m}", "gpt2.store.load") for m in ("hf", "nanogpt", "state_dict")),
 ]
 
 KNOWN_UNTIL_MERGE: set[tuple[str, str]] = set()  # direct imports tolerated for now: none
@@ -193,7 +194,7 @@ def test_the_checker_sees_every_kind_of_import():
     source = """
 import os
 import gpt2.interop.hf
-from gpt2.checkpoint import save_model
+from gpt2.store.checkpoint import save_model
 from gpt2.data import shards
 from . import state
 from ..evaluate.loss import evaluate_loss
@@ -207,7 +208,8 @@ def later():
     assert found == {
         "gpt2.interop.hf",
         "gpt2.interop",  # the package `import gpt2.interop.hf` runs first
-        "gpt2.checkpoint",
+        "gpt2.store.checkpoint",
+        "gpt2.store",
         "gpt2.data.shards",  # `from package import submodule` is the submodule...
         "gpt2.data",  # ...after its package
         "gpt2.train.state",  # relative imports, one and two levels up

@@ -5,8 +5,8 @@ import torch
 
 import gpt2
 from gpt2 import GPT, GPT2Error, GPTConfig
-from gpt2.checkpoint import save_model
-from gpt2.loading import load
+from gpt2.store.checkpoint import save_model
+from gpt2.store.load import load
 
 transformers = pytest.importorskip("transformers")
 

@@ -177,7 +177,7 @@ def test_flops_per_token():
 
 
 def test_dropout_acts_only_in_training_mode(tiny):
-    from gpt2.checkpoint import model_from_state_dict
+    from gpt2.store.checkpoint import model_from_state_dict
 
     state = {k: v.clone() for k, v in tiny.state_dict().items()}
     dropped = model_from_state_dict(dataclasses.replace(tiny.config, dropout=0.5), state, "tiny").eval()

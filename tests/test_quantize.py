@@ -10,8 +10,8 @@ import torch
 from gpt2 import GPT, GPT2Error, GPTConfig, save_model
 from gpt2.cli import main
 from gpt2.generate import generate
+from gpt2.generate.sampling import SamplingOptions
 from gpt2.quantize import is_quantized, prepare_model
-from gpt2.sampling import SamplingOptions
 from gpt2.serve.engine import Engine
 
 TEXT = "The quick brown fox jumps over the lazy dog. " * 40

@@ -11,7 +11,7 @@ import pytest
 
 import gpt2
 from gpt2 import GPT2Error
-from gpt2.rundir import (
+from gpt2.store.rundir import (
     LATEST_FILE,
     MetricsLog,
     check_run_dir,
@@ -35,10 +35,10 @@ def make_steps(run_dir, *steps):
 
 
 def test_rundir_does_not_import_torch():
-    # An empty stand-in for the package root, so only what gpt2.rundir itself imports gets loaded.
+    # An empty stand-in for the package root, so only what gpt2.store.rundir itself imports gets loaded.
     code = (
         "import sys, types; pkg = types.ModuleType('gpt2'); pkg.__path__ = [sys.argv[1]]; sys.modules['gpt2'] = pkg; "
-        "import gpt2.rundir; print('torch' in sys.modules, any(m.startswith('gpt2.train') for m in sys.modules))"
+        "import gpt2.store.rundir; print('torch' in sys.modules, any(m.startswith('gpt2.train') for m in sys.modules))"
     )
     package = str(Path(gpt2.__file__).parent)
     out = subprocess.run([sys.executable, "-c", code, package], capture_output=True, text=True, check=True).stdout

@@ -11,7 +11,6 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gpt2 import GPT, GPT2Error, GPTConfig
-from gpt2.checkpoint import load_checkpoint, save_model
 from gpt2.runtime.device import autocast, model_device, resolve_amp_dtype, resolve_device
 from gpt2.runtime.distributed import (
     DistContext,
@@ -26,6 +25,7 @@ from gpt2.runtime.distributed import (
     teardown_distributed,
 )
 from gpt2.runtime.parallel import gradient_sync, unwrap_model, wrap_model
+from gpt2.store.checkpoint import load_checkpoint, save_model
 
 CPU_ONLY = not torch.cuda.is_available() and not torch.backends.mps.is_available()
 

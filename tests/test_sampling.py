@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gpt2 import GPT2Error
-from gpt2.sampling import (
+from gpt2.generate.sampling import (
     SamplingOptions,
     apply_repetition_penalty,
     pick_next_tokens,

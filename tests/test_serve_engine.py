@@ -9,7 +9,7 @@ import torch
 
 from gpt2 import GPT, GPTConfig
 from gpt2.generate import generate_token_ids
-from gpt2.sampling import SamplingOptions
+from gpt2.generate.sampling import SamplingOptions
 from gpt2.serve.engine import Engine, Finished, Step
 
 # Prompt lengths 1..90 tokens; 90 is cut to 64 for 80 new tokens, and 64 + 80 > 128 makes that row slide.

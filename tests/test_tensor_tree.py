@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from gpt2 import GPT2Error
-from gpt2.tensor_tree import load_tensor_tree, read_safetensors, save_tensor_tree
+from gpt2.store.tensor_tree import load_tensor_tree, read_safetensors, save_tensor_tree
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_round_trip_keeps_every_type_and_tensor(tmp_path, stepped_optimizer):
 
 
 def test_files_written_before_the_split_still_load(tmp_path):
-    """The layout of the pre-``gpt2.tensor_tree`` writer (compact JSON skeleton), written here by hand."""
+    """The layout of the pre-``gpt2.store.tensor_tree`` writer (compact JSON skeleton), written here by hand."""
     tensors = {"0": torch.tensor([1.0, 2.0]), "1": torch.tensor([7], dtype=torch.int64)}
     save_file(tensors, str(tmp_path / "old.safetensors"))
     skeleton = {"__dict__": [[0, {"__tensor__": "0"}], ["meta", {"__list__": [{"__tensor__": "1"}, 3], "tuple": True}]]}

@@ -12,7 +12,6 @@ import pytest
 
 from gpt2 import GPT2Error, GPTConfig
 from gpt2.config import CONFIGS
-from gpt2.recipes import SIZE_DEFAULTS
 from gpt2.train.cli import add_train_arguments, options_from_args
 from gpt2.train.config import (
     FIELDS,
@@ -25,6 +24,7 @@ from gpt2.train.config import (
 )
 from gpt2.train.options import GROUPS, markdown_tables, update_markdown
 from gpt2.train.options import main as options_main
+from gpt2.train.recipes import SIZE_DEFAULTS
 
 
 def parse(argv: list[str]) -> dict:

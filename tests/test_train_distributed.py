@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPTConfig
-from gpt2.checkpoint import load_checkpoint, read_meta
 from gpt2.model import optimizer_param_groups
-from gpt2.rundir import read_metrics
 from gpt2.runtime.distributed import DistContext
-from gpt2.tensor_tree import load_tensor_tree
+from gpt2.store.checkpoint import load_checkpoint, read_meta
+from gpt2.store.rundir import read_metrics
+from gpt2.store.tensor_tree import load_tensor_tree
 from gpt2.train.checkpointer import Checkpointer
 from gpt2.train.config import build_config
 from gpt2.train.state import ModelState, OptimizerState

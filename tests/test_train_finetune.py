@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from gpt2.checkpoint import load_checkpoint, read_meta
 from gpt2.cli import main
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.data import TokenShardLoader, prepare_documents
 from gpt2.data.sources import demo_documents
-from gpt2.rundir import latest_checkpoint, read_metrics
+from gpt2.store.checkpoint import load_checkpoint, read_meta
+from gpt2.store.rundir import latest_checkpoint, read_metrics
 from gpt2.train.trainer import train
 from train_helpers import (
     QUIET,
@@ -177,7 +177,7 @@ def test_bad_sources_and_dropout_fail_before_run_dir_is_touched(
 
 
 def test_fine_tuning_recipe_applies_under_explicit_options(pretrained):
-    from gpt2.recipes import FINE_TUNE_DEFAULTS
+    from gpt2.train.recipes import FINE_TUNE_DEFAULTS
 
     config = tiny_config(Path("unused"), Path("unused-run"), init_from=str(pretrained), lr=None, steps=None)
     assert (config.lr, config.steps, config.warmup_steps) == (

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPT2Error, GPTConfig
-from gpt2.checkpoint import save_model
 from gpt2.model import optimizer_param_groups
+from gpt2.store.checkpoint import save_model
 from gpt2.train.checkpointer import check_resumable
 from gpt2.train.state import (
     capture_rng_state,
@@ -25,7 +25,7 @@ def draws() -> tuple:
 
 
 def test_rng_state_round_trip_through_tensor_tree(tmp_path):
-    from gpt2.tensor_tree import load_tensor_tree, save_tensor_tree
+    from gpt2.store.tensor_tree import load_tensor_tree, save_tensor_tree
 
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     state = capture_rng_state(torch.device("cpu"))

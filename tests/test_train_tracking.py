@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from gpt2.cli import main
-from gpt2.rundir import read_metrics, read_run_info, write_latest
+from gpt2.store.rundir import read_metrics, read_run_info, write_latest
 from gpt2.train.tracking import INSTALL, Tracking
 from gpt2.train.trainer import train
 from train_helpers import GPT2_TRAIN, QUIET, TINY_RUN, prepared_dataset, subprocess_env, tiny_config

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPT2Error, GPTConfig
-from gpt2.checkpoint import load_checkpoint, read_meta
 from gpt2.cli import main
-from gpt2.rundir import latest_checkpoint, read_metrics
+from gpt2.store.checkpoint import load_checkpoint, read_meta
+from gpt2.store.rundir import latest_checkpoint, read_metrics
 from gpt2.train.trainer import train
 from train_helpers import QUIET, TINY_RUN, prepared_dataset, start_train, tiny_config, train_losses, wait_for
 

@@ -12,7 +12,7 @@ from itertools import islice
 from pathlib import Path
 
 from gpt2.data import prepare_documents
-from gpt2.rundir import read_metrics
+from gpt2.store.rundir import read_metrics
 from gpt2.train.config import TrainConfig
 from gpt2.train.init import resolve_config
 

@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
         return 1
     except OSError as exc:  # a full or read-only disk anywhere: one line naming the disk, never a traceback
-        from gpt2.fileio import write_error
+        from gpt2.store.files import write_error
 
         if debug:
             traceback.print_exc()

@@ -118,8 +118,8 @@ def hellaswag_hint(run_dir: Path) -> str:
 
 def finished_step(run_dir: Path) -> int | None:
     """The step of the run's latest checkpoint, or None when there is none yet."""
-    from gpt2.checkpoint import read_meta
-    from gpt2.rundir import latest_checkpoint
+    from gpt2.store.checkpoint import read_meta
+    from gpt2.store.rundir import latest_checkpoint
 
     ckpt = latest_checkpoint(run_dir)
     return None if ckpt is None else int(read_meta(ckpt).get("step", 0))

@@ -218,7 +218,7 @@ def run_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     entries = collect(suites, args.device, args.repeat, args.quick, args.plot_dir, getattr(args, "debug", False))
     if args.out:
-        from gpt2.fileio import write_json_atomic
+        from gpt2.store.files import write_json_atomic
 
         write_json_atomic(args.out, entries)
     if args.json:

@@ -24,8 +24,8 @@ import torch
 from gpt2.bench.core import BenchResult, interleaved_median_seconds, median_seconds
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.generate import generate_token_ids
+from gpt2.generate.sampling import SamplingOptions
 from gpt2.model import GPT
-from gpt2.sampling import SamplingOptions
 from gpt2.tokenizer import get_tokenizer
 
 HF_NAME = "transformers GPT2LMHeadModel.generate (KV cache)"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2.bench.cli import _fmt as _num  # the number format of `gpt2 bench`'s tables
-from gpt2.fileio import atomic_write_text, read_json_object, write_json_atomic
+from gpt2.store.files import atomic_write_text, read_json_object, write_json_atomic
 
 JSON_NAME = "gpu-check.json"
 MARKDOWN_NAME = "gpu-check.md"

@@ -70,7 +70,7 @@ def make_generation(config: GPTConfig, batch: int, context: int, new_tokens: int
     """A closure generating ``new_tokens`` greedy tokens for ``batch`` samples after a random prompt of
     ``context - new_tokens`` tokens, through the library's KV-cache decoder (gpt2.generate)."""
     from gpt2.generate import generate_token_ids
-    from gpt2.sampling import SamplingOptions
+    from gpt2.generate.sampling import SamplingOptions
 
     torch.manual_seed(0)
     model = GPT(config).to(device).eval()

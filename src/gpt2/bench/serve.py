@@ -29,9 +29,9 @@ import torch
 from gpt2.bench.core import BenchResult, interleaved_median_seconds
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.generate import generate_token_ids
+from gpt2.generate.sampling import SamplingOptions
 from gpt2.model import GPT
 from gpt2.quantize import prepare_model
-from gpt2.sampling import SamplingOptions
 from gpt2.serve.engine import Engine
 
 CLIENTS = 8
@@ -127,7 +127,7 @@ def bench_precision(repeat: int, quick: bool) -> list[BenchResult]:
 def bench_quality(quick: bool) -> list[BenchResult]:
     """Validation loss of int8 and bf16 against fp32 on the trained model's held-out split."""
     from gpt2.evaluate.loss import evaluate_loss
-    from gpt2.loading import load
+    from gpt2.store.load import load
 
     run = Path(os.environ.get("GPT2_BENCH_SERVE_MODEL", DEMO_RUN))
     data = Path(os.environ.get("GPT2_BENCH_SERVE_DATA", DEMO_DATA))

@@ -20,7 +20,7 @@ from gpt2.bench.core import BenchResult, interleaved_median_seconds
 from gpt2.data.encode import default_workers
 from gpt2.data.prepare import prepare_documents
 from gpt2.data.sources import demo_documents, file_documents
-from gpt2.fileio import file_from_env
+from gpt2.store.files import file_from_env
 from gpt2.tokenizer import get_tokenizer
 
 WIKI_PATH_ENV = "GPT2_WIKI_PATH"  # a JSONL corpus to tokenize instead of the demo corpus (``make`` may set it)

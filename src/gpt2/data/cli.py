@@ -97,7 +97,7 @@ def _check_out_writable(out: Path) -> None:
 
     Probes the nearest existing directory, so a run that fails here creates nothing.
     """
-    from gpt2.fileio import check_writable
+    from gpt2.store.files import check_writable
 
     existing = out
     while not existing.exists() and existing.parent != existing:
@@ -153,7 +153,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         print(f"interrupted: finished shards are kept; re-run the same command to resume into {out}", file=sys.stderr)
         raise
     except OSError as exc:  # the disk filled up (or went read-only) mid-way
-        from gpt2.fileio import write_error
+        from gpt2.store.files import write_error
 
         raise GPT2Error(
             f"--out {out}: writing the dataset failed: {write_error(exc, out)}; finished shards are kept, "

@@ -22,12 +22,12 @@ from typing import Any
 
 from gpt2.data.shards import SHARD_SUFFIXES, file_sha256, shard_num_tokens
 from gpt2.errors import GPT2Error
-from gpt2.fileio import read_json, write_json_atomic
+from gpt2.store.files import read_json, write_json_atomic
 from gpt2.tokenizer import TOKENIZER_HASH
 
 MANIFEST_NAME = "manifest.json"
 # The "format" / "version" markers of a manifest: what a prepared dataset is, unlike our checkpoints'
-# gpt2.checkpoint.CHECKPOINT_FORMAT. The values on disk never change, so old datasets keep loading.
+# gpt2.store.checkpoint.CHECKPOINT_FORMAT. The values on disk never change, so old datasets keep loading.
 SHARDS_FORMAT = "gpt2-token-shards"
 SHARDS_FORMAT_VERSION = 1
 SPLITS = ("train", "val")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_write_bytes
+from gpt2.store.files import atomic_write_bytes
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1

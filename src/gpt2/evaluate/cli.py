@@ -131,10 +131,10 @@ def run_lm_eval_command(args: argparse.Namespace) -> int:
     from gpt2.evaluate import harness_tasks as ht
 
     ht.require_lm_eval()
-    from gpt2.fileio import atomic_write_text
-    from gpt2.loading import load
     from gpt2.runtime.device import resolve_amp_dtype
     from gpt2.runtime.distributed import setup_distributed, teardown_distributed
+    from gpt2.store.files import atomic_write_text
+    from gpt2.store.load import load
 
     tasks = ht.expand_tasks(args.tasks)
     ctx = setup_distributed(args.device)
@@ -184,9 +184,9 @@ def run_lm_eval_command(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     if args.task == "lm-eval":
         return run_lm_eval_command(args)
-    from gpt2.loading import load
     from gpt2.runtime.device import resolve_amp_dtype
     from gpt2.runtime.distributed import setup_distributed, teardown_distributed
+    from gpt2.store.load import load
 
     ctx = setup_distributed(args.device)
     try:

@@ -46,11 +46,11 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from gpt2.errors import GPT2Error
 from gpt2.evaluate.scoring import EncodedRequest, encode_pair, score_requests
 from gpt2.generate import generate_token_ids
-from gpt2.loading import load
+from gpt2.generate.sampling import SamplingOptions
 from gpt2.model import GPT
 from gpt2.runtime.device import autocast
 from gpt2.runtime.parallel import unwrap_model
-from gpt2.sampling import SamplingOptions
+from gpt2.store.load import load
 from gpt2.tokenizer import EOT_TOKEN, get_tokenizer
 
 MODEL_NAME = "gpt2-scratch"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_write_text, read_json_object
+from gpt2.store.files import atomic_write_text, read_json_object
 
 RESULTS_FILE = "lm_eval.json"
 INSTALL_HINT = "pip install 'gpt2-from-scratch[eval]'"
@@ -62,8 +62,8 @@ def expand_tasks(spec: str) -> list[str]:
 
 def results_path(model_spec: str) -> Path | None:
     """Where results of ``model_spec`` are kept: inside it when it is one of our run/checkpoint directories."""
-    from gpt2.checkpoint import is_checkpoint_dir
-    from gpt2.rundir import LATEST_FILE
+    from gpt2.store.checkpoint import is_checkpoint_dir
+    from gpt2.store.rundir import LATEST_FILE
 
     path = Path(model_spec)
     if path.is_dir() and (is_checkpoint_dir(path) or (path / LATEST_FILE).is_file()):

@@ -35,10 +35,10 @@ from torch import nn
 
 from gpt2.errors import GPT2Error
 from gpt2.evaluate.scoring import ContinuationScore, encode_pair, score_requests
-from gpt2.fileio import atomic_output, file_from_env
 from gpt2.runtime.device import model_device
 from gpt2.runtime.distributed import all_reduce_sum, rank_and_world_size
 from gpt2.runtime.parallel import unwrap_model
+from gpt2.store.files import atomic_output, file_from_env
 from gpt2.tokenizer import get_tokenizer
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"

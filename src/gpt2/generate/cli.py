@@ -28,9 +28,9 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     from gpt2.generate.decode import generate, stream
-    from gpt2.loading import load
+    from gpt2.generate.sampling import SamplingOptions
     from gpt2.runtime.device import resolve_device  # the same device rules as gpt2 train / eval
-    from gpt2.sampling import SamplingOptions
+    from gpt2.store.load import load
 
     if args.stream and args.num_samples != 1:
         raise GPT2Error("--stream prints one sample as it is generated; use it with -n 1")

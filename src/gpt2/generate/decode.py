@@ -7,7 +7,7 @@ the newest token, whose query attends to the cached positions.
 
 Layers, bottom up:
 
-* :mod:`gpt2.sampling`: the options and logit filters (temperature, top-k, top-p, repetition penalty).
+* :mod:`gpt2.generate.sampling`: the options and logit filters (temperature, top-k, top-p, repetition penalty).
 * :func:`generate_token_ids`: the decode loop over token ids (several samples in one batch).
 * :class:`TextAssembler`: token ids -> text pieces that never split a UTF-8 character and
   stop before a stop string.
@@ -28,10 +28,10 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from gpt2.errors import GPT2Error
+from gpt2.generate.sampling import SamplingOptions, pick_next_tokens
 from gpt2.model import GPT, KVCache
 from gpt2.runtime.device import model_device
 from gpt2.runtime.parallel import unwrap_model
-from gpt2.sampling import SamplingOptions, pick_next_tokens
 from gpt2.tokenizer import Tokenizer, get_tokenizer
 
 SLIDE_KEEP_FRACTION = 0.75  # when the window is full, keep this much of it as context and re-prefill

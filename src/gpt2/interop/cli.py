@@ -56,9 +56,9 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from gpt2.checkpoint import save_model
     from gpt2.interop.hf import load_hf_model
     from gpt2.interop.nanogpt import import_nanogpt
+    from gpt2.store.checkpoint import save_model
 
     _check_output(args.out, args.force, args.src)
     meta: dict[str, Any]
@@ -83,7 +83,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from gpt2.interop.hf import export_hf
-    from gpt2.loading import load
+    from gpt2.store.load import load
 
     _check_output(args.out, args.force, args.model)
     model = load(args.model)

@@ -22,10 +22,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from gpt2.checkpoint import CHECKPOINT_FORMAT, model_from_state_dict
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_directory, read_json_object, write_json
 from gpt2.interop.state_dict import (
     ATTENTION_BUFFER_SUFFIXES,
     check_tied_head,
@@ -34,9 +32,11 @@ from gpt2.interop.state_dict import (
     transpose_shapes,
 )
 from gpt2.model import GPT
-from gpt2.tensor_tree import read_safetensors
+from gpt2.store.checkpoint import CHECKPOINT_FORMAT, model_from_state_dict
+from gpt2.store.files import atomic_directory, read_json_object, write_json
+from gpt2.store.tensor_tree import read_safetensors
+from gpt2.store.weights import check_float_dtypes, check_shapes, safetensors_header
 from gpt2.tokenizer import EOT_ID, EOT_TOKEN, bpe_files
-from gpt2.weights import check_float_dtypes, check_shapes, safetensors_header
 
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which our model uses
 # Both names denote the tanh approximation of GELU that GPT-2 was trained with (our MLP's activation).

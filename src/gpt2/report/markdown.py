@@ -10,7 +10,6 @@ from typing import Any
 
 from gpt2.config import CONFIGS, GPTConfig
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_write_text
 from gpt2.report.metrics import RunMetrics, read_run
 from gpt2.report.plot import (
     GPT2_124M_HELLASWAG_BUILD_NANOGPT,
@@ -19,6 +18,7 @@ from gpt2.report.plot import (
     write_plot,
 )
 from gpt2.report.units import human_count, human_duration
+from gpt2.store.files import atomic_write_text
 
 REPORT_FILE = "report.md"
 PLOT_FILE = "plot.png"
@@ -47,8 +47,8 @@ def run_config(run: RunMetrics) -> GPTConfig | None:
         return GPTConfig.from_dict(config.get("model", config) if isinstance(config.get("model"), dict) else config)
     if isinstance(config, str) and config in CONFIGS:
         return GPTConfig.named(config)
-    from gpt2.checkpoint import read_config  # torch: only when run.json lacks the config
-    from gpt2.rundir import latest_checkpoint
+    from gpt2.store.checkpoint import read_config  # torch: only when run.json lacks the config
+    from gpt2.store.rundir import latest_checkpoint
 
     ckpt = latest_checkpoint(run.run_dir)
     return read_config(ckpt) if ckpt is not None else None

@@ -1,4 +1,5 @@
-"""A training run's ``run.json`` and ``metrics.jsonl`` (read by :mod:`gpt2.rundir`) as series for reports and plots.
+"""A training run's ``run.json`` and ``metrics.jsonl`` (read by :mod:`gpt2.store.rundir`) as series for reports and
+plots.
 
 A run may still be training (the last line half-written) or may have been resumed (the trainer re-logs the
 steps after the last checkpoint), so reading is tolerant of exactly those two things and strict about anything
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
-from gpt2.rundir import METRICS_FILE, read_metrics, read_run_info
+from gpt2.store.rundir import METRICS_FILE, read_metrics, read_run_info
 
 
 @dataclass

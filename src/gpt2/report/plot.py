@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_output
 from gpt2.report.metrics import RunMetrics, read_runs
 from gpt2.report.units import human_count
+from gpt2.store.files import atomic_output
 
 # OpenAI GPT-2 124M reference numbers. Both are measured on/with FineWeb-Edu-era evaluations, so they only mean
 # something for runs trained on FineWeb-Edu (not for the Shakespeare demo or other corpora).

@@ -185,7 +185,7 @@ class CompletionService:
 
     async def events(self, request: Completion) -> AsyncIterator[tuple[int, str, Choice, str | None]]:
         """(choice index, new text, choice, finish_reason or None) as the engine produces tokens."""
-        from gpt2.sampling import SamplingOptions
+        from gpt2.generate.sampling import SamplingOptions
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()

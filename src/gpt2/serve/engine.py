@@ -35,10 +35,10 @@ import torch
 from gpt2.config import GPT2_VOCAB_SIZE
 from gpt2.errors import GPT2Error
 from gpt2.generate import SLIDE_KEEP_FRACTION, fit_prompt
+from gpt2.generate.sampling import SamplingOptions, pick_next_tokens
 from gpt2.model import GPT, KVCache
 from gpt2.runtime.device import model_device
 from gpt2.runtime.parallel import unwrap_model
-from gpt2.sampling import SamplingOptions, pick_next_tokens
 from gpt2.tokenizer import get_tokenizer
 
 MAX_BATCH_ROWS = 32  # rows decoded together; more requests wait for a row to free up (bounds memory)

@@ -81,9 +81,9 @@ def load_for_serving(spec: str | None, device: str, dtype: str, quantize: str | 
     """(model, "") or (None, reason): the server must come up (with its how-to page) even without a model."""
     if not spec:
         return None, ""
-    from gpt2.loading import load
     from gpt2.quantize import prepare_model
     from gpt2.runtime.device import resolve_device
+    from gpt2.store.load import load
 
     try:
         model = load(spec, device=resolve_device(device))

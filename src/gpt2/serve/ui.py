@@ -52,10 +52,10 @@ Ways to get one:
 
 def model_summary(spec: str, model: Any) -> dict[str, Any]:
     """What the info panel shows: source, size name, parameters, context and the checkpoint's metadata."""
-    from gpt2.checkpoint import is_checkpoint_dir, read_meta
     from gpt2.config import CONFIGS
     from gpt2.evaluate.harness_tasks import summarize_lm_eval
-    from gpt2.rundir import latest_checkpoint
+    from gpt2.store.checkpoint import is_checkpoint_dir, read_meta
+    from gpt2.store.rundir import latest_checkpoint
 
     config = model.config
     size = next((name for name, c in CONFIGS.items() if c == config), None)
@@ -142,7 +142,7 @@ def _make_generate_fn(engine: Any):
     import gradio as gr
 
     from gpt2.generate import TextAssembler
-    from gpt2.sampling import SamplingOptions
+    from gpt2.generate.sampling import SamplingOptions
     from gpt2.tokenizer import get_tokenizer
 
     tokenizer = get_tokenizer()

@@ -14,7 +14,7 @@
 
 Devices, autocast, the torchrun process group and DDP / FSDP2 wrapping live in ``gpt2.runtime``
 (shared with evaluation and generation, which never import ``gpt2.train``).
-The run directory itself (metrics.jsonl, run.json, step_N/, latest) is :mod:`gpt2.rundir`.
+The run directory itself (metrics.jsonl, run.json, step_N/, latest) is :mod:`gpt2.store.rundir`.
 Names resolve on first use (lazy), so ``gpt2 train --help`` does not import torch.
 """
 

@@ -25,13 +25,13 @@ from typing import Any
 
 from safetensors import SafetensorError
 
-from gpt2.checkpoint import read_config
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_directory, write_error
-from gpt2.rundir import checkpoint_name, prune_checkpoints, write_latest
 from gpt2.runtime.distributed import DistContext, barrier
-from gpt2.tensor_tree import load_tensor_tree, save_tensor_tree
+from gpt2.store.checkpoint import read_config
+from gpt2.store.files import atomic_directory, write_error
+from gpt2.store.rundir import checkpoint_name, prune_checkpoints, write_latest
+from gpt2.store.tensor_tree import load_tensor_tree, save_tensor_tree
 from gpt2.train.state import Stateful, read_trainer_state
 
 

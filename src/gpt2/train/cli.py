@@ -3,7 +3,7 @@
 The option flags are generated from the TrainConfig fields (:mod:`gpt2.train.options`); only
 ``--size`` and ``--config`` are the command line's own. Every flag defaults to None so that the
 precedence is explicit: a flag on the command line beats a value from ``--config FILE``, which
-beats the per-size default (:data:`gpt2.recipes.SIZE_DEFAULTS`), which beats the TrainConfig default.
+beats the per-size default (:data:`gpt2.train.recipes.SIZE_DEFAULTS`), which beats the TrainConfig default.
 Light at import: torch loads only in :func:`run_train`.
 """
 

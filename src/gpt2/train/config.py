@@ -8,7 +8,7 @@ flags, their ``--help`` and the options table of docs/training.md. Messages name
 The 124M defaults are the seed's (build-nanogpt) recipe: 2^19-token batches of T=1024, AdamW
 beta=(0.9, 0.95), weight decay 0.1, max lr 6e-4 with 715 warmup steps and cosine decay to 10%
 over 19,073 steps (~10B tokens), grad clip 1.0. Other sizes override a few of them
-(:data:`gpt2.recipes.SIZE_DEFAULTS`).
+(:data:`gpt2.train.recipes.SIZE_DEFAULTS`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
-from gpt2.fileio import read_json_object
-from gpt2.recipes import FINE_TUNE_DEFAULTS, RECIPES, SIZE_DEFAULTS
+from gpt2.store.files import read_json_object
+from gpt2.train.recipes import FINE_TUNE_DEFAULTS, RECIPES, SIZE_DEFAULTS
 from gpt2.train.schedule import SCHEDULES
 from gpt2.train.tracking import TRACKERS, parse_log_to
 
@@ -65,7 +65,7 @@ class TrainConfig:
     # optimisation (seed recipe)
     recipe: str = option(
         "gpt2",
-        "named recipe (gpt2.recipes.RECIPES): gpt2 = AdamW + cosine (the seed), muon = Muon + AdamW, "
+        "named recipe (gpt2.train.recipes.RECIPES): gpt2 = AdamW + cosine (the seed), muon = Muon + AdamW, "
         "warmup-stable-decay; explicit options override it",
         "optim",
         choices=tuple(RECIPES),
@@ -308,9 +308,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def build_config(options: dict[str, Any], device_type: str, init_model: GPTConfig | None = None) -> TrainConfig:
     """Resolve a TrainConfig from explicit options (CLI flags and ``--config`` values, already merged).
 
-    Precedence: explicit option > recipe (:data:`gpt2.recipes.RECIPES`, ``--recipe``) > fine-tuning default
-    (:data:`gpt2.recipes.FINE_TUNE_DEFAULTS`, with ``init_from``) > per-size default
-    (:data:`gpt2.recipes.SIZE_DEFAULTS`) > TrainConfig default. ``device_type`` ("cuda", "mps", "cpu") picks
+    Precedence: explicit option > recipe (:data:`gpt2.train.recipes.RECIPES`, ``--recipe``) > fine-tuning default
+    (:data:`gpt2.train.recipes.FINE_TUNE_DEFAULTS`, with ``init_from``) > per-size default
+    (:data:`gpt2.train.recipes.SIZE_DEFAULTS`) > TrainConfig default. ``device_type`` ("cuda", "mps", "cpu") picks
     the micro-batch default (small on CPU, where big batches only cost memory). With ``init_from``,
     ``init_model`` is the config of those weights (:func:`gpt2.train.init.resolve_config` reads it) and the
     model takes its shape (:func:`fine_tune_shape`).

@@ -1,6 +1,6 @@
 """What a run tells the user and its metrics.jsonl: one row per step / evaluation / sample, and its console line.
 
-The rows are written through :class:`gpt2.rundir.MetricsLog` (rank 0 only) and, by the same call, to the
+The rows are written through :class:`gpt2.store.rundir.MetricsLog` (rank 0 only) and, by the same call, to the
 experiment trackers of ``--log-to`` (:class:`gpt2.train.tracking.Tracking`); the console lines go through
 tqdm so they do not tear the progress bar. docs/training.md lists the row fields.
 """
@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 
 class RowSink(Protocol):
-    """Where metrics rows go: :class:`gpt2.rundir.MetricsLog`, :class:`gpt2.train.tracking.Tracking`."""
+    """Where metrics rows go: :class:`gpt2.store.rundir.MetricsLog`, :class:`gpt2.train.tracking.Tracking`."""
 
     def write(self, row: dict[str, Any]) -> None: ...
 

@@ -1,6 +1,6 @@
 """The initial model of a run: fresh weights, or pretrained ones for fine-tuning (``gpt2 train --init-from SRC``).
 
-Fine-tuning takes only the weights of SRC (anything :func:`gpt2.loading.load` accepts); the optimizer,
+Fine-tuning takes only the weights of SRC (anything :func:`gpt2.store.load.load` accepts); the optimizer,
 the schedule and the data position start fresh. The run's model has SRC's shape (``build_config`` refuses a
 different one) with two changes that keep the weights valid: a shorter context (the position embedding
 rows past it are cropped, as nanoGPT's ``crop_block_size``) and the run's dropout rate (no weights).
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2.checkpoint import is_checkpoint_dir, model_from_state_dict, read_config, read_meta
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
-from gpt2.loading import TORCH_FILE_SUFFIXES, load
 from gpt2.model import GPT
-from gpt2.rundir import find_resume_checkpoint, latest_checkpoint
+from gpt2.store.checkpoint import is_checkpoint_dir, model_from_state_dict, read_config, read_meta
+from gpt2.store.load import TORCH_FILE_SUFFIXES, load
+from gpt2.store.rundir import find_resume_checkpoint, latest_checkpoint
 from gpt2.train.config import TrainConfig, build_config, option_name
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
-from gpt2.recipes import FINE_TUNE_DEFAULTS, FINE_TUNE_OPTIONS, RECIPES, SIZE_DEFAULTS, SIZE_DEPENDENT_OPTIONS
 from gpt2.train.config import FIELDS, OPTION_NAMES, option_name, option_type
+from gpt2.train.recipes import FINE_TUNE_DEFAULTS, FINE_TUNE_OPTIONS, RECIPES, SIZE_DEFAULTS, SIZE_DEPENDENT_OPTIONS
 
 # group key (field metadata "group") -> title in --help and the docs
 GROUPS = {
@@ -110,7 +110,7 @@ def markdown_tables() -> str:
             lines.append(f"| {_flag_cell(name)} | {_cell(default_text(name))} | {_cell(meaning)} |")
         lines.append("")
     columns = [option_name(n) for n in SIZE_DEPENDENT_OPTIONS]
-    lines += ["**Per-size defaults** (`gpt2.recipes.SIZE_DEFAULTS`; empty = the default above)", ""]
+    lines += ["**Per-size defaults** (`gpt2.train.recipes.SIZE_DEFAULTS`; empty = the default above)", ""]
     lines += ["| `--size` | " + " | ".join(f"`{c}`" for c in columns) + " |", "| --- " * (len(columns) + 1) + "|"]
     for size, recipe in SIZE_DEFAULTS.items():
         cells = []
@@ -120,11 +120,14 @@ def markdown_tables() -> str:
                 value = f"{value} GPU, {recipe.micro_batch_cpu} CPU"
             cells.append("" if value is None else _format(value))
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
-    lines += ["", "**Fine-tuning defaults** (`gpt2.recipes.FINE_TUNE_DEFAULTS`; with `--init-from`, over the above)"]
+    lines += [
+        "",
+        "**Fine-tuning defaults** (`gpt2.train.recipes.FINE_TUNE_DEFAULTS`; with `--init-from`, over the above)",
+    ]
     lines += ["", "| " + " | ".join(f"`{option_name(n)}`" for n in FINE_TUNE_OPTIONS) + " |"]
     lines += ["| --- " * len(FINE_TUNE_OPTIONS) + "|"]
     lines.append("| " + " | ".join(_format(getattr(FINE_TUNE_DEFAULTS, n)) for n in FINE_TUNE_OPTIONS) + " |")
-    lines += ["", "**Recipes** (`--recipe`, `gpt2.recipes.RECIPES`; explicit options override them)", ""]
+    lines += ["", "**Recipes** (`--recipe`, `gpt2.train.recipes.RECIPES`; explicit options override them)", ""]
     lines += ["| `--recipe` | what | sets |", "| --- | --- | --- |"]
     for name, recipe in RECIPES.items():
         sets = ", ".join(f"`{option_name(k)} {_format(v)}`" for k, v in recipe.options().items()) or "nothing"
@@ -141,7 +144,7 @@ def update_markdown(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gpt2.fileio import atomic_write_text
+    from gpt2.store.files import atomic_write_text
 
     parser = argparse.ArgumentParser(prog="python -m gpt2.train.options", description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print the options tables as Markdown")

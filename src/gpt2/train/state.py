@@ -22,12 +22,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gpt2.checkpoint import TIED_KEY, WEIGHTS_FILE, write_model_files
 from gpt2.errors import GPT2Error
-from gpt2.fileio import read_json_object, write_json
 from gpt2.model import GPT
 from gpt2.runtime.distributed import DistContext, all_gather_objects, broadcast_from_main
-from gpt2.tensor_tree import read_safetensors
+from gpt2.store.checkpoint import TIED_KEY, WEIGHTS_FILE, write_model_files
+from gpt2.store.files import read_json_object, write_json
+from gpt2.store.tensor_tree import read_safetensors
 from gpt2.train.config import TrainConfig
 
 TRAINER_FILE = "trainer.json"

@@ -150,7 +150,7 @@ class WandbTracker:
 
 
 class Tracking:
-    """The trackers of one run, written to like :class:`gpt2.rundir.MetricsLog` (``write(row)``, ``close()``).
+    """The trackers of one run, written to like :class:`gpt2.store.rundir.MetricsLog` (``write(row)``, ``close()``).
 
     Construct it with the read-only checks (before RUN_DIR is touched): it parses ``log_to`` and imports the
     tracker packages on rank 0. :meth:`start` opens the tracker runs once run.json is written; on other ranks
@@ -170,7 +170,7 @@ class Tracking:
 
     @staticmethod
     def _previous_ids(run_dir: Path) -> dict[str, str]:
-        from gpt2.rundir import read_run_info
+        from gpt2.store.rundir import read_run_info
 
         try:
             ids = read_run_info(run_dir).get("tracking")

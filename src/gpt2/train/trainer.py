@@ -18,7 +18,10 @@ import torch
 
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT
-from gpt2.rundir import (
+from gpt2.runtime.device import autocast, resolve_amp_dtype
+from gpt2.runtime.distributed import DistContext, all_reduce_mean, any_rank, barrier
+from gpt2.runtime.parallel import gradient_sync, wrap_model
+from gpt2.store.rundir import (
     MetricsLog,
     check_run_dir,
     find_resume_checkpoint,
@@ -27,9 +30,6 @@ from gpt2.rundir import (
     truncate_metrics,
     write_run_info,
 )
-from gpt2.runtime.device import autocast, resolve_amp_dtype
-from gpt2.runtime.distributed import DistContext, all_reduce_mean, any_rank, barrier
-from gpt2.runtime.parallel import gradient_sync, wrap_model
 from gpt2.train.checkpointer import Checkpointer, check_resumable
 from gpt2.train.config import TrainConfig
 from gpt2.train.console import RunConsole

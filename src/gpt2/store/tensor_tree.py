@@ -9,7 +9,7 @@ go into ``NAME.safetensors`` (keys "0", "1", ...) and the structure into ``NAME.
     {"__tensor__": "7"}                      tensor "7" of the safetensors file
     3, 1.5, "x", true, null                  scalars as themselves
 
-The files are written into a directory that its caller renames into place (``gpt2.fileio.atomic_directory``).
+The files are written into a directory that its caller renames into place (``gpt2.store.files.atomic_directory``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gpt2.errors import GPT2Error
-from gpt2.fileio import read_json, write_json
+from gpt2.store.files import read_json, write_json
 
 
 def read_safetensors(file: str | Path) -> dict[str, torch.Tensor]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_write_text, check_writable, read_json_object, write_json_atomic
+from gpt2.store.files import atomic_write_text, check_writable, read_json_object, write_json_atomic
 
 METRICS_FILE = "metrics.jsonl"
 RUN_FILE = "run.json"

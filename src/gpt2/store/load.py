@@ -1,6 +1,6 @@
 """``gpt2.load``: one call that loads a model from any source we support.
 
-It sits above both our checkpoint format (``gpt2.checkpoint``) and the converters (``gpt2.interop``):
+It sits above both our checkpoint format (``gpt2.store.checkpoint``) and the converters (``gpt2.interop``):
 those never import this module, so there is no cycle between them.
 """
 
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
-from gpt2.checkpoint import CONFIG_FILE, is_checkpoint_dir, load_checkpoint
 from gpt2.errors import GPT2Error
 from gpt2.interop.hf import load_hf_model
 from gpt2.interop.nanogpt import load_nanogpt_checkpoint
 from gpt2.model import GPT
-from gpt2.rundir import latest_checkpoint
+from gpt2.store.checkpoint import CONFIG_FILE, is_checkpoint_dir, load_checkpoint
+from gpt2.store.rundir import latest_checkpoint
 
 TORCH_FILE_SUFFIXES = (".pt", ".pth", ".ckpt")  # nanoGPT / build-nanogpt checkpoints (read without unpickling code)
 

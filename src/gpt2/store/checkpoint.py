@@ -4,12 +4,12 @@
       model.safetensors   weights (the tied lm_head is stored once, as transformer.wte.weight)
       config.json         GPTConfig fields + {"format": "gpt2-from-scratch", "format_version": 1}
       meta.json           free-form metadata: step, tokens, val_loss, hellaswag, ... (optional)
-      <name>.safetensors + <name>.json   any extra tensor tree (optimizer, RNG states: gpt2.tensor_tree)
+      <name>.safetensors + <name>.json   any extra tensor tree (optimizer, RNG states: gpt2.store.tensor_tree)
 
 Every directory is written under a temporary name and renamed into place, so a crash
 mid-save never leaves a half-written checkpoint under the final name.
 
-This module reads and writes our format only; ``gpt2.loading.load`` is the one entry point that
+This module reads and writes our format only; ``gpt2.store.load.load`` is the one entry point that
 also accepts run directories, Hugging Face directories, nanoGPT ``.pt`` files and hub names.
 """
 
@@ -23,11 +23,11 @@ from safetensors.torch import save_file
 
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
-from gpt2.fileio import atomic_directory, read_json_object, write_json
 from gpt2.model import GPT
 from gpt2.runtime.parallel import unwrap_model
-from gpt2.tensor_tree import read_safetensors
-from gpt2.weights import TIED_KEY, check_float_dtypes, check_safetensors, check_shapes
+from gpt2.store.files import atomic_directory, read_json_object, write_json
+from gpt2.store.tensor_tree import read_safetensors
+from gpt2.store.weights import TIED_KEY, check_float_dtypes, check_safetensors, check_shapes
 
 # The "format" marker in config.json (and the safetensors metadata) that tells our checkpoints apart from
 # Hugging Face directories, which also have a config.json. The value on disk never changes.
