@@ -219,7 +219,8 @@ def test_model_summary_reads_checkpoint_meta(checkpoint):
 
     info = model_summary(checkpoint, gpt2.load(checkpoint))
     assert info["size"] == "tiny" and info["context"] == 128
-    assert (info["step"], info["tokens"], info["val_loss"], info["hellaswag"]) == (1234, 5_000_000, 4.321, 0.2891)
+    assert (info["step"], info["tokens"]) == (1234, 5_000_000)
+    assert info["metrics"] == {"val_loss": 4.321, "hellaswag_acc_norm": 0.2891}
     assert info["parameters"] == GPT(GPTConfig.named("tiny")).num_parameters()
     assert info["lm_eval"] == []  # no `gpt2 eval lm-eval` results saved yet
 
@@ -237,6 +238,7 @@ def test_model_panel_shows_saved_lm_eval_results(checkpoint, tmp_path):
     save_results(ckpt / RESULTS_FILE, str(ckpt), evaluation, {"limit": 20})
     panel = _format_summary(model_summary(str(ckpt), gpt2.load(ckpt)))
     assert "| lm-eval hellaswag acc_norm | 0.2567 (GPT-2 124M: 0.3114) |" in panel
+    assert "| val loss | 4.3210 |" in panel and "| HellaSwag acc_norm (lm-eval style) | 0.2891 |" in panel
 
 
 def _markdown_text(demo) -> str:

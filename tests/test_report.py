@@ -69,12 +69,17 @@ def test_report_contains_the_run_numbers(tmp_path):
     text = out.read_text()
     final_loss = 3 + 8 * math.exp(-60 / 20)
     assert f"| final train loss | {final_loss:.4f} (step 60) |" in text
-    assert f"| final val loss | {final_loss + 0.1:.4f} (step 60; best {final_loss + 0.1:.4f}) |" in text
+    val = f"{final_loss + 0.1:.4f}"
+    assert f"| final val loss | {val} (step 60; best {val}; GPT-2 124M (FineWeb-Edu val): 3.2924) |" in text
     assert f"{TINY_PARAMS:,}" in text
     assert "61,440 (61.4K) in 60 steps" in text
     assert "| training wall time | 1m 00s |" in text
-    assert "acc_norm 0.3100 (lm-eval style" in text and "acc_norm per token 0.3000 (build-nanogpt style" in text
-    assert "HellaSwag (step 60, 40 items)" in text
+    chance = "chance (4 endings): 0.25"
+    acc_norm = f"0.3100 (step 60; best 0.3100; GPT-2 124M (lm-eval): 0.3114; {chance})"
+    assert f"| final HellaSwag acc_norm (lm-eval style) | {acc_norm} |" in text
+    per_token = f"0.3000 (step 60; best 0.3000; GPT-2 124M (build-nanogpt): 0.294; {chance})"
+    assert f"| final HellaSwag acc_norm per token (build-nanogpt style) | {per_token} |" in text
+    assert "| final HellaSwag items | 40 (step 60) |" in text
     assert "1,031 tokens/s" in text  # median of 1002..1060 (the first step is warm-up, left out)
     assert "| MFU | 2.0% (median) |" in text
     assert "| `lr` | 0.0006 |" in text and "| `steps` | 60 |" in text and "| `torch` | 2.13.0 |" in text
@@ -82,11 +87,11 @@ def test_report_contains_the_run_numbers(tmp_path):
     assert "## Samples at step 60" in text and text.count("**Prompt:** To be") == 1
     assert "```text\nTo be or 0 60\n```" in text and "```text\nTo be or 1 60\n```" in text and " 40\n" not in text
     assert "# Training report: demo/run" in text  # "run" alone says nothing: the parent's name is added
-    assert "![loss, learning rate, HellaSwag and throughput of demo/run](plot.png)" in text
+    assert "![loss, learning rate, throughput and evaluations of demo/run](plot.png)" in text
     assert (run / "plot.png").stat().st_size > 10_000
 
 
-def test_without_hellaswag_the_plot_drops_its_panel_and_the_report_says_so(tmp_path):
+def test_the_plot_has_a_panel_per_eval_metric_logged(tmp_path):
     import matplotlib.image
 
     from gpt2.report.plot import panel_layout
@@ -94,13 +99,13 @@ def test_without_hellaswag_the_plot_drops_its_panel_and_the_report_says_so(tmp_p
     offline = make_run(tmp_path / "offline", hellaswag=False)
     online = make_run(tmp_path / "online")
     assert panel_layout(read_runs([offline])) == [["loss", "loss"], ["lr", "tps"]]  # no empty accuracy panel
-    assert "hs" in panel_layout(read_runs([offline, online]))[1]  # one run with evals is enough to show it
+    # one run with evals is enough to show them; acc and the item count are in the report only
+    hellaswag = [["loss", "loss"], ["lr", "tps"], ["hellaswag_acc_norm", "hellaswag_acc_norm_token"]]
+    assert panel_layout(read_runs([offline, online])) == hellaswag
     out = write_plot(offline, tmp_path / "offline.png")
     image = matplotlib.image.imread(out)
     assert image.shape[0] > 600 and image[..., :3].std() > 0.05
-    report = render_report(read_run(offline))
-    assert "| HellaSwag | not evaluated in this run" in report
-    assert "not evaluated" not in render_report(read_run(online))
+    assert "HellaSwag" not in render_report(read_run(offline))
 
 
 def test_report_elsewhere_links_plot_relatively_and_resume_duplicates_are_dropped(tmp_path, capsys):
@@ -129,7 +134,7 @@ def test_render_report_without_run_json_or_evals(tmp_path):
     (run_dir / "metrics.jsonl").write_text(json.dumps({"type": "train", "step": 1, "loss": 10.9, "tokens": 8}) + "\n")
     text = render_report(read_run(run_dir))
     assert "| final train loss | 10.9000 (step 1) |" in text
-    assert "final val loss" not in text and "HellaSwag (" not in text and "Samples" not in text
+    assert "final val loss" not in text and "HellaSwag" not in text and "Samples" not in text
 
 
 def test_report_shows_lm_eval_results_merged_per_task(tmp_path):

@@ -14,4 +14,4 @@ def test_console_line():
 
 def test_eval_line():
     row = {"step": 5, "val_loss": 3.5, "hellaswag_acc_norm": 0.25, "hellaswag_n": 40}
-    assert format_eval_line(row) == "eval step 5 | val loss 3.5000 | hellaswag acc_norm 0.2500 (n=40)"
+    assert format_eval_line(row) == "eval step 5 | val_loss 3.5000 | hellaswag_acc_norm 0.2500 | hellaswag_n 40"

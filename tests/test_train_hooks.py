@@ -50,3 +50,33 @@ def test_a_hook_without_its_data_warns_once_and_training_goes_on(dataset, tmp_pa
     assert err.count("warning: in-loop hellaswag disabled: HellaSwag file not found") == 1
     evals = [row for row in read_metrics(tmp_path / "run") if row["type"] == "eval"]
     assert [sorted(row) for row in evals] == [["step", "tokens", "type", "val_loss"]] * 2
+
+
+def test_a_slot_registered_from_outside_reaches_every_output(dataset, tmp_path, monkeypatch, capsys):
+    """A new evaluation is one Slot: metrics.jsonl, the console, meta.json, the summary, report and plot show it."""
+    from gpt2.evaluate import slots
+    from gpt2.report import read_run, write_report
+    from gpt2.report.plot import panel_layout
+
+    seen = []
+
+    def answer(model, context):
+        seen.append((model.training, context.config.steps))
+        return {"answer": 0.25 * len(seen), "answer_items": 7}
+
+    oracle = slots.Metric("answer", "the answer", True, ((0.5, "oracle"),))
+    monkeypatch.setattr(slots, "SLOTS", [*slots.SLOTS, slots.Slot("answer", lambda cfg: 1, answer, (oracle,))])
+    run = tmp_path / "run"
+    summary = train(hooked_config(dataset, run, eval_every=0, sample_every=0))
+    assert seen == [(False, 2), (False, 2)]  # every step, in eval mode
+    evals = [row for row in read_metrics(run) if row["type"] == "eval"]
+    assert evals == [
+        {"type": "eval", "step": 1, "tokens": 64, "answer": 0.25, "answer_items": 7},
+        {"type": "eval", "step": 2, "tokens": 128, "answer": 0.5, "answer_items": 7},
+    ]
+    assert "eval step 2 | answer 0.5000 | answer_items 7" in capsys.readouterr().out
+    assert read_meta(latest_checkpoint(run))["answer"] == 0.5 and summary["answer"] == 0.5
+    report = write_report(run).read_text()
+    assert "| final the answer | 0.5000 (step 2; best 0.5000; oracle: 0.5) |" in report
+    assert "| final answer_items | 7 (step 2) |" in report
+    assert panel_layout([read_run(run)]) == [["loss", "loss"], ["lr", "tps"], ["answer", "answer_items"]]

@@ -80,7 +80,7 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"source:     {info['source']}")
     print("config:     " + ", ".join(f"{k}={v}" for k, v in info["config"].items()))
     print(f"parameters: {info['parameters']:,}")
-    for key in ("step", "tokens", "val_loss", "hellaswag_acc_norm"):
-        if key in info["meta"]:
-            print(f"{key + ':':<12}{info['meta'][key]}")
+    for key, value in info["meta"].items():  # step, tokens, losses, in-loop evaluation metrics
+        if type(value) in (int, float):
+            print(f"{key + ':':<12}{value}")
     return 0

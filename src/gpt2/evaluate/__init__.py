@@ -5,6 +5,7 @@
 ``gpt2.evaluate.loss``       mean loss / perplexity over a fixed set of validation tokens
 ``gpt2.evaluate.harness``    lm-evaluation-harness backend ``gpt2-scratch`` (imports lm-eval)
 ``gpt2.evaluate.harness_tasks``  ``gpt2 eval lm-eval``: presets, published numbers, saved results
+``gpt2.evaluate.slots``      what ``gpt2 train`` evaluates every N steps, and how reports show those metrics
 ``gpt2.evaluate.cli``        the ``gpt2 eval`` command
 
 Every function works the same in one process and under torchrun: when torch.distributed is

@@ -1,7 +1,7 @@
 """Training reports: ``gpt2 plot`` (PNG figure of one or more runs) and ``gpt2 report`` (Markdown summary).
 
 ``gpt2.report.metrics``   read metrics.jsonl / run.json of a run directory
-``gpt2.report.plot``      the 2x2 figure (matplotlib, imported when drawing)
+``gpt2.report.plot``      the figure: loss, lr, throughput, a panel per eval metric (matplotlib, when drawing)
 ``gpt2.report.markdown``  the Markdown summary
 ``gpt2.report.cli``       the ``gpt2 plot`` / ``gpt2 report`` commands
 

@@ -10,13 +10,9 @@ from typing import Any
 
 from gpt2.config import CONFIGS, GPTConfig
 from gpt2.errors import GPT2Error
+from gpt2.evaluate.slots import metric
 from gpt2.report.metrics import RunMetrics, read_run
-from gpt2.report.plot import (
-    GPT2_124M_HELLASWAG_BUILD_NANOGPT,
-    GPT2_124M_HELLASWAG_LM_EVAL,
-    GPT2_124M_VAL_LOSS,
-    write_plot,
-)
+from gpt2.report.plot import write_plot
 from gpt2.report.units import human_count, human_duration
 from gpt2.store.files import atomic_write_text
 
@@ -113,24 +109,7 @@ def summary_rows(run: RunMetrics) -> list[tuple[str, str]]:
     loss = run.last_value("train", "loss")
     if loss is not None:
         rows.append(("final train loss", f"{loss:.4f} (step {step})"))
-    val_row = run.last_eval_row("val_loss")
-    if val_row is not None:
-        _, vals = run.series("evals", "val_loss")
-        rows.append(("final val loss", f"{val_row['val_loss']:.4f} (step {val_row.get('step')}; best {min(vals):.4f})"))
-    hs = run.last_eval_row("hellaswag_acc_norm")
-    if hs is not None:
-        parts = [f"acc_norm {hs['hellaswag_acc_norm']:.4f} (lm-eval style; GPT-2 124M: {GPT2_124M_HELLASWAG_LM_EVAL})"]
-        if hs.get("hellaswag_acc_norm_token") is not None:
-            parts.append(
-                f"acc_norm per token {hs['hellaswag_acc_norm_token']:.4f} "
-                f"(build-nanogpt style; GPT-2 124M: {GPT2_124M_HELLASWAG_BUILD_NANOGPT})"
-            )
-        if hs.get("hellaswag_acc") is not None:
-            parts.append(f"acc {hs['hellaswag_acc']:.4f}")
-        n = hs.get("hellaswag_n")
-        rows.append((f"HellaSwag (step {hs.get('step')}{f', {n} items' if n else ''})", "; ".join(parts)))
-    else:
-        rows.append(("HellaSwag", "not evaluated in this run (`gpt2 eval hellaswag --model RUN_DIR` scores it later)"))
+    rows += [_metric_row(run, key) for key in run.eval_keys()]
     # The first logged step includes compilation / warm-up, so it is left out of the typical throughput.
     steady = run.train[1:] if len(run.train) > 1 else run.train
     tps = [r["tok_per_s"] for r in steady if isinstance(r.get("tok_per_s"), (int, float))]
@@ -146,6 +125,22 @@ def summary_rows(run: RunMetrics) -> list[tuple[str, str]]:
         if run.run_info.get(key) is not None:
             rows.append((label, str(run.run_info[key])))
     return rows
+
+
+def _metric_row(run: RunMetrics, key: str) -> tuple[str, str]:
+    """("final LABEL", "VALUE (step N; best B; REFERENCE V)") of eval metric ``key`` (gpt2.evaluate.slots)."""
+    about = metric(key)
+    row = run.last_eval_row(key) or {}  # not None: key is one of run.eval_keys()
+    _, values = run.series("evals", key)
+    notes = [f"step {row.get('step')}"]
+    if about.higher_is_better is not None and values:
+        notes.append(f"best {_number(max(values) if about.higher_is_better else min(values))}")
+    notes += [f"{what}: {value}" for value, what in about.references]
+    return f"final {about.label}", f"{_number(row.get(key))} ({'; '.join(notes)})"
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def latest_samples(run: RunMetrics) -> tuple[Any, list[dict[str, Any]]]:
@@ -204,14 +199,13 @@ def render_report(run: RunMetrics, plot_link: str | None = None) -> str:
     """The Markdown text of the report; ``plot_link`` is the image path relative to the Markdown file."""
     lines = [f"# Training report: {run.name}", ""]
     if plot_link:
-        lines += [f"![loss, learning rate, HellaSwag and throughput of {run.name}]({plot_link})", ""]
+        lines += [f"![loss, learning rate, throughput and evaluations of {run.name}]({plot_link})", ""]
     lines += ["## Summary", "", "| | |", "|---|---|"]
     lines += [f"| {_cell(what)} | {_cell(value)} |" for what, value in summary_rows(run)]
     lines += [
         "",
-        f"GPT-2 124M references (OpenAI weights): val loss {GPT2_124M_VAL_LOSS} on FineWeb-Edu val; HellaSwag "
-        f"acc_norm {GPT2_124M_HELLASWAG_LM_EVAL} (lm-eval) / {GPT2_124M_HELLASWAG_BUILD_NANOGPT} (build-nanogpt). "
-        "They are only comparable for runs trained and evaluated on FineWeb-Edu.",
+        "GPT-2 124M references are OpenAI's weights; its val loss is only comparable for runs trained and evaluated "
+        "on FineWeb-Edu.",
     ]
     lines += _lm_eval_section(run.run_dir)
     step, samples = latest_samples(run)

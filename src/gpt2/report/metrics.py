@@ -45,8 +45,14 @@ class RunMetrics:
                 return row[key]
         return None
 
+    def eval_keys(self) -> list[str]:
+        """The metrics of the eval rows (``val_loss``, ``hellaswag_acc_norm``, ...) in the order they first appear."""
+        skip = ("type", "step", "tokens", "time")
+        keys = {key: None for row in self.evals for key, value in row.items() if value is not None}
+        return [key for key in keys if key not in skip]
+
     def last_eval_row(self, key: str) -> dict[str, Any] | None:
-        """The newest eval row that reports ``key`` (HellaSwag rows carry acc, acc_norm, n together)."""
+        """The newest eval row that reports ``key`` (a slot's metrics come in one row)."""
         for row in reversed(self.evals):
             if row.get(key) is not None:
                 return row
@@ -75,7 +81,7 @@ class RunMetrics:
 def _drop_superseded(rows: list[dict[str, Any]], same_step_repeats: bool) -> list[dict[str, Any]]:
     """Keep only the newest rows when a resumed run re-logs steps: a step going backwards discards the older tail.
 
-    Eval and sample rows may legitimately repeat a step (val loss and HellaSwag logged separately, one sample
+    Eval and sample rows may legitimately repeat a step (several eval rows of one step, one sample
     per prompt), so for them only a strictly smaller step marks a resume.
     """
     kept: list[dict[str, Any]] = []

@@ -1,6 +1,8 @@
-"""A 2×2 figure of training runs — loss, learning rate, HellaSwag and throughput against tokens.
+"""The figure of training runs against tokens: loss (train and val), learning rate, throughput, and one panel per
+in-loop evaluation metric the runs logged (HellaSwag accuracy, ...), with its reference lines.
 
-Runs without any HellaSwag evaluation get three panels (the loss across the top) instead of an empty one.
+Which eval metrics get a panel, their titles and reference lines come from :mod:`gpt2.evaluate.slots`; a
+metric no slot describes gets a panel under its own name.
 
 matplotlib is imported inside the functions (Agg backend, no display needed) so that ``gpt2 --help`` and the
 trainer stay light; the trainer can call :func:`write_plot` at every eval.
@@ -12,16 +14,10 @@ import math
 from pathlib import Path
 
 from gpt2.errors import GPT2Error
+from gpt2.evaluate.slots import metric
 from gpt2.report.metrics import RunMetrics, read_runs
 from gpt2.report.units import human_count
 from gpt2.store.files import atomic_output
-
-# OpenAI GPT-2 124M reference numbers. Both are measured on/with FineWeb-Edu-era evaluations, so they only mean
-# something for runs trained on FineWeb-Edu (not for the Shakespeare demo or other corpora).
-GPT2_124M_VAL_LOSS = 3.2924  # FineWeb-Edu val, as reported by build-nanogpt / llm.c
-GPT2_124M_HELLASWAG_BUILD_NANOGPT = 0.294  # acc_norm, mean loss per completion token (build-nanogpt's hellaswag.py)
-GPT2_124M_HELLASWAG_LM_EVAL = 0.311  # acc_norm, loss normalised by completion bytes (EleutherAI lm-eval-harness)
-HELLASWAG_CHANCE = 0.25  # four endings
 
 SMOOTH_MIN_POINTS = 50  # below this many train steps the raw loss is shown without a smoothed line
 
@@ -56,13 +52,7 @@ def _plot_loss(ax, runs: list[RunMetrics], colors: list) -> None:
         vx, vy = _finite(*run.series("evals", "val_loss"))
         if vx:
             ax.plot(vx, vy, color=color, linestyle="--", marker="o", markersize=4, label=f"{run.name} val")
-    ax.axhline(
-        GPT2_124M_VAL_LOSS,
-        color="tab:red",
-        linestyle=":",
-        linewidth=1.2,
-        label=f"OpenAI GPT-2 124M val {GPT2_124M_VAL_LOSS} (FineWeb-Edu)",
-    )
+    _references(ax, "val_loss")
     ax.set_title("loss (train smoothed, val dashed)")
     ax.set_ylabel("cross-entropy (nats/token)")
 
@@ -76,35 +66,19 @@ def _plot_lr(ax, runs: list[RunMetrics], colors: list) -> None:
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
 
 
-def _plot_hellaswag(ax, runs: list[RunMetrics], colors: list) -> None:
-    values: list[float] = []
+def _references(ax, key: str) -> None:
+    """The reference lines of eval metric ``key`` (gpt2.evaluate.slots); red, one line style each."""
+    for (value, what), style in zip(metric(key).references, (":", "--", "-."), strict=False):
+        ax.axhline(value, color="tab:red", linestyle=style, linewidth=1.2, label=f"{what} {value}")
+
+
+def _plot_metric(ax, runs: list[RunMetrics], colors: list, key: str) -> None:
     for run, color in zip(runs, colors, strict=True):
-        for key, style, marker, what in (
-            ("hellaswag_acc_norm", "-", "o", "acc_norm"),
-            ("hellaswag_acc_norm_token", "--", "s", "acc_norm per token"),
-        ):
-            xs, ys = run.series("evals", key)
-            if xs:
-                ax.plot(xs, ys, color=color, linestyle=style, marker=marker, markersize=5, label=f"{run.name} {what}")
-                values.extend(ys)
-    ax.axhline(
-        GPT2_124M_HELLASWAG_LM_EVAL,
-        color="tab:red",
-        linestyle="-",
-        linewidth=1,
-        label=f"GPT-2 124M {GPT2_124M_HELLASWAG_LM_EVAL} (lm-eval acc_norm)",
-    )
-    ax.axhline(
-        GPT2_124M_HELLASWAG_BUILD_NANOGPT,
-        color="tab:red",
-        linestyle="--",
-        linewidth=1,
-        label=f"GPT-2 124M {GPT2_124M_HELLASWAG_BUILD_NANOGPT} (build-nanogpt, per token)",
-    )
-    ax.axhline(HELLASWAG_CHANCE, color="gray", linestyle=":", linewidth=1, label="chance 0.25")
-    ax.set_title("HellaSwag accuracy")
-    # Keep the reference lines and every point in view, with a margin so points on the edge stay visible.
-    ax.set_ylim(min([0.2, *values]) - 0.02, max([0.35, *values]) + 0.02)
+        xs, ys = _finite(*run.series("evals", key))
+        if xs:
+            ax.plot(xs, ys, color=color, marker="o", markersize=5, label=run.name)
+    _references(ax, key)
+    ax.set_title(metric(key).label)
 
 
 def _plot_throughput(ax, runs: list[RunMetrics], colors: list) -> None:
@@ -121,15 +95,20 @@ def _minor_log_label(x: float, _pos: int) -> str:
     return human_count(x) if leading in "25" else ""
 
 
-def panel_layout(runs: list[RunMetrics]) -> list[list[str]]:
-    """The figure's 2×2 grid of panel names (loss, lr, hs = HellaSwag, tps = throughput).
+def plotted_metrics(runs: list[RunMetrics]) -> list[str]:
+    """The eval metrics that get a panel of their own: all but val_loss (on the loss panel) and the report-only."""
+    keys = {key: None for run in runs for key in run.eval_keys() if key != "val_loss" and metric(key).plot}
+    return [key for key in keys if any(run.series("evals", key)[0] for run in runs)]
 
-    Without any HellaSwag eval (e.g. an offline run that had no data) an empty accuracy panel would look like
-    a failure: it is left out and the loss curve gets the whole top row instead.
+
+def panel_layout(runs: list[RunMetrics]) -> list[list[str]]:
+    """The figure's grid of panel names, two columns: loss, lr, tps (throughput), then one per eval metric.
+
+    With an odd number of panels besides the loss, the loss curve takes the whole top row (no empty cell).
     """
-    if any(run.series("evals", "hellaswag_acc_norm")[0] for run in runs):
-        return [["loss", "lr"], ["hs", "tps"]]
-    return [["loss", "loss"], ["lr", "tps"]]
+    names = ["lr", "tps", *plotted_metrics(runs)]
+    cells = ["loss", "loss", *names] if len(names) % 2 == 0 else ["loss", *names]
+    return [cells[i : i + 2] for i in range(0, len(cells), 2)]
 
 
 def write_plot(run_dirs: list[str | Path] | str | Path, out: str | Path, log_x: bool = False) -> Path:
@@ -154,13 +133,12 @@ def write_plot(run_dirs: list[str | Path] | str | Path, out: str | Path, log_x: 
 
     colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(runs))]
     layout = panel_layout(runs)
-    has_hellaswag = "hs" in layout[1]
-    # One shared tokens axis: a HellaSwag eval logged only at the end still lines up with the loss curve.
-    fig, axes = plt.subplot_mosaic(layout, figsize=(13, 8.5), sharex=True, constrained_layout=True)
+    # One shared tokens axis: an evaluation logged only at the end still lines up with the loss curve.
+    fig, axes = plt.subplot_mosaic(layout, figsize=(13, 2 + 3.25 * len(layout)), sharex=True, constrained_layout=True)
     _plot_loss(axes["loss"], runs, colors)
     _plot_lr(axes["lr"], runs, colors)
-    if has_hellaswag:
-        _plot_hellaswag(axes["hs"], runs, colors)
+    for key in plotted_metrics(runs):
+        _plot_metric(axes[key], runs, colors, key)
     if log_x:
         axes["loss"].set_xscale("log")  # shared: applies to every panel
     _plot_throughput(axes["tps"], runs, colors)
@@ -176,9 +154,7 @@ def write_plot(run_dirs: list[str | Path] | str | Path, out: str | Path, log_x: 
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="best")
     names = ", ".join(run.name for run in runs)
-    notes = "red lines: OpenAI GPT-2 124M on FineWeb-Edu — only comparable for FineWeb-Edu runs"
-    if not has_hellaswag:
-        notes += "\nno HellaSwag panel: no HellaSwag evaluation was logged (`gpt2 eval hellaswag` scores it later)"
+    notes = "red lines: OpenAI GPT-2 124M and chance — the loss is only comparable for FineWeb-Edu runs"
     fig.suptitle(f"{names}\n{notes}", fontsize=11)
     try:
         with atomic_output(out) as tmp:

@@ -77,13 +77,15 @@ def model_summary(spec: str, model: Any) -> dict[str, Any]:
         "context": config.block_size,
         "step": meta.get("step"),
         "tokens": meta.get("tokens"),
-        "val_loss": meta.get("val_loss"),
-        "hellaswag": meta.get("hellaswag_acc_norm", meta.get("hellaswag_acc")),
+        # the losses and in-loop evaluation metrics saved with the checkpoint (gpt2.evaluate.slots)
+        "metrics": {k: v for k, v in meta.items() if k not in ("step", "tokens") and type(v) in (int, float)},
         "lm_eval": lm_eval,
     }
 
 
 def _format_summary(info: dict[str, Any]) -> str:
+    from gpt2.evaluate.slots import metric
+
     def fmt(value: Any, spec: str = "") -> str:
         return "unknown" if value is None else format(value, spec)
 
@@ -94,9 +96,8 @@ def _format_summary(info: dict[str, Any]) -> str:
         ("Context window", f"{info['context']} tokens"),
         ("Training step", fmt(info["step"], ",")),
         ("Training tokens", fmt(info["tokens"], ",")),
-        ("Validation loss", fmt(info["val_loss"], ".4f")),
-        ("HellaSwag (acc_norm)", fmt(info["hellaswag"], ".4f")),
     ]
+    rows += [(metric(k).label, f"{v:.4f}" if isinstance(v, float) else f"{v:,}") for k, v in info["metrics"].items()]
     for row in info.get("lm_eval", []):  # lm-eval results next to OpenAI GPT-2 124M's published number
         reference = "" if row["gpt2_124m"] is None else f" (GPT-2 124M: {row['gpt2_124m']:.4f})"
         rows.append((f"lm-eval {row['task']} {row['metric']}", f"{row['value']:.4f}{reference}"))

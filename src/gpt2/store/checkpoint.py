@@ -3,7 +3,7 @@
     CKPT_DIR/
       model.safetensors   weights (the tied lm_head is stored once, as transformer.wte.weight)
       config.json         GPTConfig fields + {"format": "gpt2-from-scratch", "format_version": 1}
-      meta.json           free-form metadata: step, tokens, val_loss, hellaswag, ... (optional)
+      meta.json           free-form metadata: step, tokens, val_loss, in-loop eval metrics, ... (optional)
       <name>.safetensors + <name>.json   any extra tensor tree (optimizer, RNG states: gpt2.store.tensor_tree)
 
 Every directory is written under a temporary name and renamed into place, so a crash

@@ -5,7 +5,7 @@
 ``gpt2.train.state``        the stateful pieces of a checkpoint: model, optimizer, RNG, train state (+ data position)
 ``gpt2.train.checkpointer`` saves / restores those pieces as one ``step_N/`` directory
 ``gpt2.train.trainer``      the wiring and the loop
-``gpt2.train.hooks``        in-loop validation loss, HellaSwag and samples
+``gpt2.train.hooks``        in-loop evaluation (the slots of gpt2.evaluate.slots) and samples
 ``gpt2.train.console``      metrics rows and console lines
 ``gpt2.train.signals``      SIGTERM / Ctrl-C: finish the step, save, exit
 ``gpt2.train.mfu``          peak FLOP/s table and MFU

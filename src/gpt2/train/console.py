@@ -34,12 +34,11 @@ def format_step_line(row: dict[str, Any], total_steps: int) -> str:
 
 
 def format_eval_line(row: dict[str, Any]) -> str:
-    """The console line of one eval row: validation loss and/or HellaSwag accuracy."""
+    """The console line of one eval row: every metric of the due slots (gpt2.evaluate.slots), by its row name."""
     parts = [f"eval step {row['step']}"]
-    if "val_loss" in row:
-        parts.append(f"val loss {row['val_loss']:.4f}")
-    if "hellaswag_acc_norm" in row:
-        parts.append(f"hellaswag acc_norm {row['hellaswag_acc_norm']:.4f} (n={row['hellaswag_n']})")
+    for key, value in row.items():
+        if key not in ("type", "step", "tokens") and value is not None:
+            parts.append(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}")
     return " | ".join(parts)
 
 

@@ -1,7 +1,7 @@
-"""In-loop evaluation: validation loss, HellaSwag and sample generations every N steps.
+"""In-loop evaluation: the slots of :mod:`gpt2.evaluate.slots` (validation loss, benchmarks) and sample
+generations, every N steps.
 
-The functions come from ``gpt2.evaluate`` and ``gpt2.generate`` and are imported only when first
-needed. A hook whose data is unavailable (no val split, no HellaSwag file) prints one warning and
+A slot or the sampling whose data is unavailable (no val split, an evaluation's file missing) prints one warning and
 switches itself off instead of stopping a long run.
 
 Every rank calls every hook: the evaluation functions shard their work and all-reduce, and an
@@ -18,11 +18,12 @@ import torch
 import torch.nn as nn
 
 from gpt2.errors import GPT2Error
+from gpt2.evaluate import slots
 from gpt2.train.config import TrainConfig
 
 
 class InLoopEvaluation:
-    """Runs the enabled hooks at the steps they are due; returns metrics rows for metrics.jsonl."""
+    """Runs the slots and the sampling at the steps they are due; returns metrics and rows for metrics.jsonl."""
 
     def __init__(
         self, config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None, warn: Callable[[str], None]
@@ -30,14 +31,8 @@ class InLoopEvaluation:
         self.config = config
         self.warn = warn
         self.device = device
-        self.amp_dtype = amp_dtype
+        self.context = slots.SlotContext(config, device, amp_dtype)
         self.disabled: set[str] = set()
-        self._hellaswag_items: list[Any] | None = None
-
-    def _disable(self, name: str, reason: str) -> None:
-        if name not in self.disabled:
-            self.disabled.add(name)
-            self.warn(f"in-loop {name} disabled: {reason}")
 
     @staticmethod
     def _due(step: int, every: int, last: bool) -> bool:
@@ -51,53 +46,23 @@ class InLoopEvaluation:
         was_training = model.training
         model.eval()
         try:
-            if self._due(step, cfg.eval_every, last) and "val loss" not in self.disabled:
-                metrics.update(self._call("val loss", self.val_loss, model, {}))
-            if self._due(step, cfg.hellaswag_interval, last) and "hellaswag" not in self.disabled:
-                metrics.update(self._call("hellaswag", self.hellaswag, model, {}))
+            for slot in slots.SLOTS:
+                if slot.name not in self.disabled and self._due(step, slot.every(cfg), last):
+                    metrics.update(self._call(slot.name, {}, slot.run, model, self.context))
             if self._due(step, cfg.sample_interval, last) and "sampling" not in self.disabled:
-                samples = self._call("sampling", self.samples, model, [])
+                samples = self._call("sampling", [], self.samples, model)
         finally:
             model.train(was_training)
         return metrics, samples
 
-    def _call(self, name: str, hook: Callable[[nn.Module], Any], model: nn.Module, empty: Any) -> Any:
-        """``hook(model)``; missing data disables the hook (one warning) and gives ``empty``."""
+    def _call(self, name: str, empty: Any, hook: Callable[..., Any], *args: Any) -> Any:
+        """``hook(*args)``; missing data disables the hook (one warning) and gives ``empty``."""
         try:
-            return hook(model)
-        except GPT2Error as exc:  # e.g. no val split, HellaSwag file missing and the hub unreachable
-            self._disable(name, str(exc))
+            return hook(*args)
+        except GPT2Error as exc:  # e.g. no val split, an evaluation's file missing and the hub unreachable
+            self.disabled.add(name)
+            self.warn(f"in-loop {name} disabled: {exc}")
         return empty
-
-    def val_loss(self, model: nn.Module) -> dict[str, Any]:
-        from gpt2.evaluate.loss import evaluate_loss
-
-        cfg = self.config
-        result = evaluate_loss(
-            model,
-            cfg.data,
-            split="val",
-            max_tokens=cfg.eval_tokens,
-            batch_size=cfg.micro_batch,
-            seq_len=cfg.seq_len,
-            device=str(self.device),
-            dtype=self.amp_dtype,
-        )
-        return {"val_loss": result["loss"]}
-
-    def hellaswag(self, model: nn.Module) -> dict[str, Any]:
-        from gpt2.evaluate.hellaswag import hellaswag_accuracy, load_hellaswag
-
-        cfg = self.config
-        if self._hellaswag_items is None:
-            self._hellaswag_items = load_hellaswag(cfg.hellaswag_path, limit=cfg.hellaswag_limit)
-        result = hellaswag_accuracy(model, self._hellaswag_items, device=str(self.device), dtype=self.amp_dtype)
-        return {
-            "hellaswag_acc": result["acc"],
-            "hellaswag_acc_norm": result["acc_norm"],
-            "hellaswag_acc_norm_token": result.get("acc_norm_token"),
-            "hellaswag_n": result["n"],
-        }
 
     def samples(self, model: nn.Module) -> list[dict[str, Any]]:
         from gpt2.generate import generate

@@ -31,7 +31,6 @@ from gpt2.store.tensor_tree import read_safetensors
 from gpt2.train.config import TrainConfig
 
 TRAINER_FILE = "trainer.json"
-SAVED_EVALS = ("val_loss", "hellaswag_acc_norm", "hellaswag_acc")  # last eval results copied into meta.json
 
 
 class Stateful(Protocol):
@@ -246,12 +245,12 @@ class TrainState:
         )
 
     def meta(self) -> dict[str, Any]:
-        """meta.json of a checkpoint: what ``gpt2 info`` and the app show about it."""
+        """meta.json of a checkpoint: what ``gpt2 info`` and the app show about it, with the newest value of every
+        in-loop metric (gpt2.evaluate.slots)."""
         cfg = self.config
-        evals = {k: v for k, v in self.last_eval.items() if k in SAVED_EVALS}
         base = {"step": self.step, "tokens": self.tokens, "train_loss": self.last_loss, "size": cfg.size}
         source = {"init_from": self.init_from} if self.init_from is not None else {}
-        return {**base, "data": str(cfg.data), **evals, **source}
+        return {**base, "data": str(cfg.data), **self.last_eval, **source}
 
     def state_dict(self) -> dict[str, Any]:
         state = {

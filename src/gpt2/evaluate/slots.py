@@ -1,0 +1,121 @@
+"""In-loop evaluation slots: what ``gpt2 train`` evaluates every N steps, and how reports show its metrics.
+
+A slot is (name, every, run). At every ``every(config)``-th step and at the last one (0 = never) the trainer
+calls ``run(model, context)`` on every rank, with the model in eval mode; it returns named metrics, e.g.
+``{"hellaswag_acc_norm": 0.29, "hellaswag_n": 200}``. They go, without the trainer knowing which slot made
+them, into the step's eval row of metrics.jsonl (and so the ``--log-to`` trackers), the console line, the
+checkpoint's meta.json, ``gpt2 report`` and ``gpt2 plot`` (a panel per metric). A slot's :class:`Metric`
+entries only say how to present one: its label, which way is better, reference lines.
+
+Adding an evaluation (CORE, say) = its options in ``TrainConfig`` + one :class:`Slot` in :data:`SLOTS`;
+nothing in the trainer, its console, the checkpoint state or the report changes. A slot whose data is
+missing raises GPT2Error: the trainer warns once and switches it off. Light at import: a slot imports its
+evaluation (and torch) when it first runs, so ``gpt2 report`` reads the presentation without torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpt2.evaluate.harness_tasks import GPT2_124M_PUBLISHED
+
+GPT2_124M_VAL_LOSS = 3.2924  # OpenAI GPT-2 124M on FineWeb-Edu val, as reported by build-nanogpt / llm.c
+GPT2_124M_HELLASWAG_PER_TOKEN = 0.294  # acc_norm per completion token (build-nanogpt's hellaswag.py)
+CHANCE = (0.25, "chance (4 endings)")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How reports show the metric ``key`` (a field of the eval rows); unknown keys are shown by their name."""
+
+    key: str
+    label: str
+    higher_is_better: bool | None = None  # the report's "best" (None: no best)
+    references: tuple[tuple[float, str], ...] = ()  # (value, what): lines in the plot, numbers in the report
+    plot: bool = True  # False: a count or detail, in the report's table only
+
+
+@dataclass
+class SlotContext:
+    """What a slot gets besides the model: the run's TrainConfig, device, autocast dtype and a per-run cache."""
+
+    config: Any  # gpt2.train.config.TrainConfig (gpt2.evaluate sits below gpt2.train, so not imported)
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype for autocast, or None
+    cache: dict[str, Any] = field(default_factory=dict)  # e.g. the HellaSwag items, loaded at the first call
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str  # in messages ("in-loop hellaswag disabled: ...")
+    every: Callable[[Any], int]  # TrainConfig -> interval in steps, 0 = off
+    run: Callable[[Any, SlotContext], dict[str, Any]]  # (model, context) -> metrics; the same on every rank
+    metrics: tuple[Metric, ...] = ()
+
+
+def _val_loss(model: Any, ctx: SlotContext) -> dict[str, Any]:
+    from gpt2.evaluate.loss import evaluate_loss
+
+    cfg = ctx.config
+    result = evaluate_loss(
+        model,
+        cfg.data,
+        split="val",
+        max_tokens=cfg.eval_tokens,
+        batch_size=cfg.micro_batch,
+        seq_len=cfg.seq_len,
+        device=str(ctx.device),
+        dtype=ctx.dtype,
+    )
+    return {"val_loss": result["loss"]}
+
+
+def _hellaswag(model: Any, ctx: SlotContext) -> dict[str, Any]:
+    from gpt2.evaluate.hellaswag import hellaswag_accuracy, load_hellaswag
+
+    cfg = ctx.config
+    if "hellaswag" not in ctx.cache:
+        ctx.cache["hellaswag"] = load_hellaswag(cfg.hellaswag_path, limit=cfg.hellaswag_limit)
+    result = hellaswag_accuracy(model, ctx.cache["hellaswag"], device=str(ctx.device), dtype=ctx.dtype)
+    return {f"hellaswag_{key}": value for key, value in result.items()}  # acc, acc_norm, acc_norm_token, n
+
+
+def _lm_eval(metric: str) -> tuple[float, str]:
+    return GPT2_124M_PUBLISHED[("hellaswag", metric)], "GPT-2 124M (lm-eval)"
+
+
+SLOTS: list[Slot] = [
+    Slot(
+        "val loss",
+        lambda cfg: cfg.eval_every,
+        _val_loss,
+        (Metric("val_loss", "val loss", False, ((GPT2_124M_VAL_LOSS, "GPT-2 124M (FineWeb-Edu val)"),)),),
+    ),
+    Slot(
+        "hellaswag",
+        lambda cfg: cfg.hellaswag_interval,
+        _hellaswag,
+        (
+            Metric("hellaswag_acc_norm", "HellaSwag acc_norm (lm-eval style)", True, (_lm_eval("acc_norm"), CHANCE)),
+            Metric(
+                "hellaswag_acc_norm_token",
+                "HellaSwag acc_norm per token (build-nanogpt style)",
+                True,
+                ((GPT2_124M_HELLASWAG_PER_TOKEN, "GPT-2 124M (build-nanogpt)"), CHANCE),
+            ),
+            Metric("hellaswag_acc", "HellaSwag acc", True, (_lm_eval("acc"), CHANCE), plot=False),
+            Metric("hellaswag_n", "HellaSwag items", plot=False),
+        ),
+    ),
+]
+
+
+def metric(key: str) -> Metric:
+    """The presentation of eval-row field ``key``: a slot's :class:`Metric`, else plainly by its name."""
+    for slot in SLOTS:
+        for known in slot.metrics:
+            if known.key == key:
+                return known
+    return Metric(key, key)
