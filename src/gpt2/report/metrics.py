@@ -46,7 +46,7 @@ class RunMetrics:
         return None
 
     def eval_keys(self) -> list[str]:
-        """The metrics of the eval rows (``val_loss``, ``hellaswag_acc_norm``, ...) in the order they first appear."""
+        """The metrics of the eval rows (``val_loss``, a benchmark's accuracy, ...) in the order they first appear."""
         skip = ("type", "step", "tokens", "time")
         keys = {key: None for row in self.evals for key, value in row.items() if value is not None}
         return [key for key in keys if key not in skip]

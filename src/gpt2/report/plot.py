@@ -1,5 +1,5 @@
 """The figure of training runs against tokens: loss (train and val), learning rate, throughput, and one panel per
-in-loop evaluation metric the runs logged (HellaSwag accuracy, ...), with its reference lines.
+in-loop evaluation metric the runs logged (a benchmark's accuracy, ...), with its reference lines.
 
 Which eval metrics get a panel, their titles and reference lines come from :mod:`gpt2.evaluate.slots`; a
 metric no slot describes gets a panel under its own name.
