@@ -67,6 +67,18 @@ def test_info_checkpoint(ckpt, capsys):
     assert "parameters: 3,327,744" in out and "step:       300" in out and "val_loss:   5.5" in out
 
 
+def test_the_old_dtype_spelling_still_works_with_a_note(ckpt, capsys):
+    argv = ["sample", "--model", str(ckpt), "--prompt", "Hi", "--max-new-tokens", "2", "--temperature", "0"]
+    assert main([*argv, "--dtype=bf16"]) == 0  # the weights' dtype here; autocast in train and eval
+    assert (
+        "note: --dtype is now --weights-dtype for gpt2 sample (the old spelling still works)" in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        main(["eval", "loss", "--model", str(ckpt), "--text", "x.txt", "--dtype", "int8"])
+    err = capsys.readouterr().err
+    assert "note: --dtype is now --autocast for gpt2 eval" in err and "argument --autocast: invalid choice" in err
+
+
 def test_unknown_size_and_missing_checkpoint(tmp_path, capsys):
     assert_clean_error(main(["info", "huge"]), capsys.readouterr().err, "'huge' is neither a model size")
     missing = str(tmp_path / "missing")

@@ -38,7 +38,7 @@ def test_hellaswag_json_is_one_object_with_the_metrics(checkpoint, items_file, c
 
 def test_hellaswag_text_report_and_limit(checkpoint, items_file, capsys):
     argv = ["eval", "hellaswag", "--model", str(checkpoint), "--data", str(items_file), "--limit", "2"]
-    assert main([*argv, "--batch-size", "1", "--device", "cpu", "--dtype", "fp32"]) == 0
+    assert main([*argv, "--batch-size", "1", "--device", "cpu", "--autocast", "fp32"]) == 0
     out = capsys.readouterr().out
     for word in ("acc ", "acc_norm ", "acc_norm_token ", "(2 items)", "wall time"):
         assert word in out

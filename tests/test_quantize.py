@@ -51,9 +51,9 @@ def test_bf16_model_generates(model):
 
 
 def test_impossible_combinations_are_one_error(model):
-    with pytest.raises(GPT2Error, match="use it with --dtype fp32"):
+    with pytest.raises(GPT2Error, match="use it with --weights-dtype fp32"):
         prepare_model(copy.deepcopy(model), "bf16", "int8")
-    with pytest.raises(GPT2Error, match="--dtype must be one of"):
+    with pytest.raises(GPT2Error, match="--weights-dtype must be one of"):
         prepare_model(copy.deepcopy(model), "fp16")
 
 
@@ -74,7 +74,7 @@ def test_sample_and_eval_accept_the_flags(checkpoint, tmp_path, capsys):
     argv = ["sample", "--model", checkpoint, "--prompt", "Hi", "--max-new-tokens", "6", "--temperature", "0"]
     assert main([*argv, "--quantize", "int8"]) == 0
     assert capsys.readouterr().out.startswith("Hi")
-    assert main([*argv, "--dtype", "bf16"]) == 0
+    assert main([*argv, "--weights-dtype", "bf16"]) == 0
     assert capsys.readouterr().out.startswith("Hi")
     text = tmp_path / "held_out.txt"
     text.write_text(TEXT)
@@ -85,6 +85,7 @@ def test_sample_and_eval_accept_the_flags(checkpoint, tmp_path, capsys):
         losses[bool(extra)] = json.loads(capsys.readouterr().out)["loss"]
     assert losses[True] != losses[False] and abs(losses[True] - losses[False]) < 0.05
     assert (
-        main(["eval", "loss", "--model", checkpoint, "--text", str(text), "--quantize", "int8", "--dtype", "bf16"]) == 1
+        main(["eval", "loss", "--model", checkpoint, "--text", str(text), "--quantize", "int8", "--autocast", "bf16"])
+        == 1
     )
     assert "--quantize int8 evaluates in fp32" in capsys.readouterr().err

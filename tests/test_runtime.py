@@ -84,9 +84,9 @@ def test_amp_dtype_resolution():
     assert resolve_amp_dtype("auto", cpu) is None  # fp32 on CPU: bf16 autocast is slower there
     assert resolve_amp_dtype("fp32", cpu) is None
     assert resolve_amp_dtype("bf16", cpu) is torch.bfloat16
-    with pytest.raises(GPT2Error, match="--dtype fp16 needs a CUDA GPU"):
+    with pytest.raises(GPT2Error, match="--autocast fp16 needs a CUDA GPU"):
         resolve_amp_dtype("fp16", cpu)
-    with pytest.raises(GPT2Error, match="--dtype 'int8'"):
+    with pytest.raises(GPT2Error, match="--autocast 'int8'"):
         resolve_amp_dtype("int8", cpu)
     if torch.cuda.is_available():
         expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

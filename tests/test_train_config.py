@@ -139,8 +139,8 @@ def test_every_option_field_is_a_flag_with_help():
 
 
 def test_bool_and_typed_flags_parse():
-    options = parse(["--fsdp", "--no-shuffle", "--lr", "3e-4", "--steps", "12", "--dtype", "bf16"])
-    assert options == {"fsdp": True, "shuffle": False, "lr": 3e-4, "steps": 12, "dtype": "bf16"}
+    options = parse(["--fsdp", "--no-shuffle", "--lr", "3e-4", "--steps", "12", "--autocast", "bf16"])
+    assert options == {"fsdp": True, "shuffle": False, "lr": 3e-4, "steps": 12, "autocast": "bf16"}
     assert type(options["lr"]) is float and type(options["steps"]) is int
 
 
@@ -178,7 +178,7 @@ def test_options_script_prints_the_tables(capsys):
         ({"steps": True}, "--steps must be an integer, got True"),
         ({"shuffle": 1}, "--shuffle must be true or false, got 1"),
         ({"data": 3}, "--data must be a string, got 3"),
-        ({"dtype": "int8"}, "--dtype must be one of auto, bf16, fp16, fp32, got 'int8'"),
+        ({"autocast": "int8"}, "--autocast must be one of auto, bf16, fp16, fp32, got 'int8'"),
         ({"model": [1]}, '"model" must be an object'),
     ],
 )

@@ -171,7 +171,7 @@ def test_muon_trains_with_bf16_accumulation_eval_and_nan_guard(dataset, tmp_path
 
     tiny.lm_head.register_forward_hook(poison)
     out = tmp_path / "run"
-    options = dict(recipe="muon", muon_qkv="fused", dtype="bf16", eval_every=4, eval_tokens=256)
+    options = dict(recipe="muon", muon_qkv="fused", autocast="bf16", eval_every=4, eval_tokens=256)
     cfg = tiny_config(dataset, out, steps=8, **options)  # stock torch.optim.Muon here; split runs elsewhere
     summary = train(cfg, model=tiny)
     rows = read_metrics(out)

@@ -1,4 +1,4 @@
-"""Inference precision: ``--dtype bf16|fp32`` and ``--quantize int8`` for ``gpt2 serve``, ``sample`` and ``eval``.
+"""Inference precision: ``--weights-dtype bf16|fp32`` (serve, sample) and ``--quantize int8`` (serve, sample, eval).
 
 int8 is *dynamic* quantization of every ``nn.Linear`` with torch's own
 ``torch.ao.quantization.quantize_dynamic``: weights stored as int8 with one scale per output channel,
@@ -30,8 +30,10 @@ QUANTIZE_METHODS = ("int8",)
 
 
 def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--dtype`` and ``--quantize`` options of serve and sample (eval has its own autocast ``--dtype``)."""
-    parser.add_argument("--dtype", choices=DTYPES, default="fp32", help="weights and activations (default fp32)")
+    """The ``--weights-dtype`` and ``--quantize`` options of serve and sample (eval and train autocast instead)."""
+    parser.add_argument(
+        "--weights-dtype", choices=DTYPES, default="fp32", help="weights and activations (default fp32)"
+    )
     add_quantize_argument(parser)
 
 
@@ -54,7 +56,7 @@ def prepare_model(model: Any, dtype: str = "fp32", quantize: str | None = None) 
     from gpt2.runtime.device import model_device
 
     if dtype not in DTYPES:
-        raise GPT2Error(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise GPT2Error(f"--weights-dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if quantize is not None and quantize not in QUANTIZE_METHODS:
         raise GPT2Error(f"--quantize must be one of {', '.join(QUANTIZE_METHODS)}, got {quantize!r}")
     model = model.eval()
@@ -63,14 +65,14 @@ def prepare_model(model: Any, dtype: str = "fp32", quantize: str | None = None) 
         if device.type != "cpu":
             raise GPT2Error(f"--quantize int8 runs on the CPU only (fbgemm kernels); the model is on {device}")
         if dtype != "fp32":
-            raise GPT2Error("--quantize int8 works on fp32 models: use it with --dtype fp32")
+            raise GPT2Error("--quantize int8 works on fp32 models: use it with --weights-dtype fp32")
         with warnings.catch_warnings():
             # torch marks torch.ao.quantization as deprecated in favour of torchao, whose CPU int8 is slower here.
             warnings.simplefilter("ignore")
             return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     if dtype == "bf16":
         if device.type == "mps":
-            raise GPT2Error("--dtype bf16 is not supported on mps; use fp32")
+            raise GPT2Error("--weights-dtype bf16 is not supported on mps; use fp32")
         return model.to(torch.bfloat16)
     return model
 

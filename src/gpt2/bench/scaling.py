@@ -179,7 +179,7 @@ def ddp_throughput(options: dict[str, Any], nproc: int, data_dir: Path, run_dir:
     batch_tokens = nproc * options["micro_batch"] * options["seq_len"]
     train_args = [
         "--size", options["size"], "--data", str(data_dir), "--out", str(run_dir), "--device", "cpu",
-        "--dtype", "fp32", "--no-compile", "--steps", str(options["steps"]), "--micro-batch",
+        "--autocast", "fp32", "--no-compile", "--steps", str(options["steps"]), "--micro-batch",
         str(options["micro_batch"]), "--seq-len", str(options["seq_len"]), "--batch-tokens", str(batch_tokens),
         "--warmup-steps", "1", "--eval-every", "0", "--hellaswag-every", "0", "--sample-every", "0",
         "--save-every", "0", "--log-every", "1000000",

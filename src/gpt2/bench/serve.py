@@ -7,7 +7,7 @@
   the figure is total new tokens per second. The engine is measured in-process (no HTTP), so the ratio
   is the batching's alone.
 * **int8 / bf16 speed**: ``generate_token_ids`` at 124M (random weights), batch 1, 32 prompt + 32 new
-  tokens, fp32 against ``--quantize int8`` and against ``--dtype bf16``, timed interleaved.
+  tokens, fp32 against ``--quantize int8`` and against ``--weights-dtype bf16``, timed interleaved.
 * **quality cost**: the change of validation loss (nats/token) from int8 and from bf16, on held-out
   data of a *trained* model: ``$GPT2_BENCH_SERVE_MODEL`` and its prepared dataset ``$GPT2_BENCH_SERVE_DATA``
   (val split), by default ``runs/demo/run`` and ``runs/demo/data`` (``make demo``). Without one there is no

@@ -78,7 +78,7 @@ def build_model(impl: str, config: GPTConfig) -> nn.Module:
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The benchmarks' precision: bf16 autocast on CUDA, plain fp32 elsewhere (CPU bf16 is slower than fp32
-    without AMX), as ``gpt2 train --dtype auto`` picks on a bf16 GPU. None means no autocast."""
+    without AMX), as ``gpt2 train --autocast auto`` picks on a bf16 GPU. None means no autocast."""
     return resolve_amp_dtype("bf16" if device.type == "cuda" else "fp32", device)
 
 

@@ -55,7 +55,7 @@ def _add_common(parser: argparse.ArgumentParser, default_batch: int | None, batc
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(
-        "--dtype",
+        "--autocast",
         choices=["auto", "bf16", "fp16", "fp32"],
         default="auto",
         help="autocast precision (auto: bf16 on CUDA GPUs that support it, fp32 elsewhere)",
@@ -139,7 +139,7 @@ def run_lm_eval_command(args: argparse.Namespace) -> int:
     tasks = ht.expand_tasks(args.tasks)
     ctx = setup_distributed(args.device)
     try:
-        dtype = resolve_amp_dtype(args.dtype, ctx.device)
+        dtype = resolve_amp_dtype(args.autocast, ctx.device)
         model = load(args.model, ctx.device)
         t0 = time.perf_counter()
         evaluation = ht.run_lm_eval(
@@ -190,13 +190,13 @@ def run_eval(args: argparse.Namespace) -> int:
 
     ctx = setup_distributed(args.device)
     try:
-        dtype = resolve_amp_dtype(args.dtype, ctx.device)
+        dtype = resolve_amp_dtype(args.autocast, ctx.device)
         model = load(args.model, ctx.device)
         if args.quantize:
             from gpt2.quantize import prepare_model
 
             if dtype is not None:
-                raise GPT2Error("--quantize int8 evaluates in fp32: use it with --dtype fp32 (or auto on a CPU)")
+                raise GPT2Error("--quantize int8 evaluates in fp32: use it with --autocast fp32 (or auto on a CPU)")
             model = prepare_model(model, "fp32", args.quantize)
         t0 = time.perf_counter()
         result: dict[str, Any]

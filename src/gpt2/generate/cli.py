@@ -23,7 +23,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
     from gpt2.quantize import add_precision_arguments
 
-    add_precision_arguments(parser)  # --dtype fp32|bf16, --quantize int8
+    add_precision_arguments(parser)  # --weights-dtype fp32|bf16, --quantize int8
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -49,7 +49,7 @@ def run_sample(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     from gpt2.quantize import prepare_model
 
-    model = prepare_model(load(args.model, device=device), args.dtype, args.quantize)
+    model = prepare_model(load(args.model, device=device), args.weights_dtype, args.quantize)
     if args.stream:
         print(args.prompt, end="", flush=True)
         for piece in stream(model, args.prompt, **kwargs):

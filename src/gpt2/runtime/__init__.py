@@ -1,6 +1,6 @@
 """Where and how a model runs: devices, precision, processes and wrappers. Used by every command.
 
-``gpt2.runtime.device``       ``--device`` / ``--dtype`` resolution, the device a model is on, autocast
+``gpt2.runtime.device``       ``--device`` / ``--autocast`` resolution, the device a model is on, autocast
 ``gpt2.runtime.distributed``  the torchrun process group (DistContext) and every collective we use
 ``gpt2.runtime.parallel``     DDP / FSDP2 / torch.compile wrapping, gradient sync, and ``unwrap_model``
 

@@ -1,4 +1,4 @@
-"""Devices and precision: ``--device`` and ``--dtype`` as every command reads them, and autocast.
+"""Devices and precision: ``--device`` and ``--autocast`` as every command reads them, and autocast.
 
 ``resolve_device`` turns a user's ``--device`` into a torch.device (``auto`` picks cuda > mps > cpu);
 ``model_device`` is a different question, the device a model's weights are already on.
@@ -13,7 +13,7 @@ from torch import nn
 
 from gpt2.errors import GPT2Error
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}  # --dtype -> autocast dtype
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}  # --autocast -> autocast dtype
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
@@ -60,7 +60,7 @@ def model_device(model: nn.Module, device: torch.device | str | None = None) -> 
 
 
 def resolve_amp_dtype(spec: str, device: torch.device) -> torch.dtype | None:
-    """``--dtype`` as an autocast dtype; None means no autocast (full fp32).
+    """``--autocast`` as an autocast dtype; None means no autocast (full fp32).
 
     ``auto`` = bf16 on CUDA GPUs that have it, fp16 on older ones, fp32 on CPU/MPS. Weights and
     optimizer state stay fp32 either way; autocast only runs matmuls in the low precision.
@@ -70,9 +70,9 @@ def resolve_amp_dtype(spec: str, device: torch.device) -> torch.dtype | None:
             return None  # CPU bf16 autocast is slower than fp32 on most CPUs; MPS support is partial
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if spec not in AMP_DTYPES:
-        raise GPT2Error(f"--dtype {spec!r}: use one of auto, {', '.join(AMP_DTYPES)}")
+        raise GPT2Error(f"--autocast {spec!r}: use one of auto, {', '.join(AMP_DTYPES)}")
     if spec == "fp16" and device.type != "cuda":
-        raise GPT2Error("--dtype fp16 needs a CUDA GPU (use bf16 or fp32 on this device)")
+        raise GPT2Error("--autocast fp16 needs a CUDA GPU (use bf16 or fp32 on this device)")
     return AMP_DTYPES[spec]
 
 

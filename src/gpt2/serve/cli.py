@@ -35,7 +35,7 @@ def run_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         device=args.device,
-        dtype=args.dtype,
+        dtype=args.weights_dtype,
         quantize=args.quantize,
         api_key=api_key,
         ui=not args.no_ui,

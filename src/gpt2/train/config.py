@@ -116,7 +116,7 @@ class TrainConfig:
     shuffle: bool = option(False, "shuffle the shard order every epoch (the seed reads shards in order)", "optim")
     # hardware
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps", "hardware")
-    dtype: str = option(
+    autocast: str = option(
         "auto",
         "autocast dtype; weights stay fp32 (auto: bf16 on GPUs that have it, fp16 on older ones, fp32 on CPU/MPS)",
         "hardware",
@@ -286,6 +286,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """
     data = read_json_object(path, "--config file")
     data = {k: v for k, v in data.items() if k not in ("format", "format_version")}  # a checkpoint's config.json
+    if "dtype" in data and "autocast" not in data:  # the option's old name
+        data["autocast"] = data.pop("dtype")
     model = data.pop("model", None) or {}
     if not isinstance(model, dict):
         raise GPT2Error(f'--config {path}: "model" must be an object of GPTConfig fields, got {model!r}')

@@ -72,7 +72,7 @@ class Trainer:
             check_resume_optimizer(self.resume_from, saved, cfg)
             self.loader.load_state_dict(saved["loader"])
         self.tracking = Tracking(cfg.log_to, self.run_dir, self.resume_from is not None, ctx.is_main, self.warn)
-        self.amp_dtype = resolve_amp_dtype(cfg.dtype, self.device)
+        self.amp_dtype = resolve_amp_dtype(cfg.autocast, self.device)
         self.compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
         if self.compile and self.device.type == "mps":
             raise GPT2Error("--compile is not supported on MPS; drop it or use --no-compile")
