@@ -77,6 +77,10 @@ def test_the_old_dtype_spelling_still_works_with_a_note(ckpt, capsys):
         main(["eval", "loss", "--model", str(ckpt), "--text", "x.txt", "--dtype", "int8"])
     err = capsys.readouterr().err
     assert "note: --dtype is now --autocast for gpt2 eval" in err and "argument --autocast: invalid choice" in err
+    from gpt2.train.config import read_config_file
+
+    (ckpt / "old.json").write_text('{"dtype": "bf16", "lr": 1e-3}')  # a --config file from before the rename
+    assert read_config_file(ckpt / "old.json") == {"autocast": "bf16", "lr": 1e-3}
 
 
 def test_unknown_size_and_missing_checkpoint(tmp_path, capsys):
