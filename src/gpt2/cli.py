@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("gpt2.evaluate.cli", "evaluate a model: HellaSwag or validation loss"),
     "sample": ("gpt2.generate.cli", "generate text from a prompt"),
     "serve": ("gpt2.serve.cli", "serve a model: OpenAI-compatible API and web page"),
-    "import": ("gpt2.interop.cli", "import weights from Hugging Face or a nanoGPT/seed .pt file"),
+    "import": ("gpt2.interop.cli", "import weights from Hugging Face or a nanoGPT/build-nanogpt .pt file"),
     "export": ("gpt2.interop.cli", "export a checkpoint to the Hugging Face format"),
     "info": ("gpt2.info", "show the config, parameter count and metadata of a checkpoint or size"),
     "bench": ("gpt2.bench.cli", "benchmark our speed against reference implementations"),

@@ -30,7 +30,7 @@ class GPTConfig:
     n_head: int = 12
     n_embd: int = 768
     # Probability of zeroing an activation in training (embeddings, attention weights, residual branches;
-    # as nanoGPT). Not part of the shape: GPT-2 pre-training used 0.1, the seed (and our default) none.
+    # as nanoGPT). Not part of the shape: GPT-2 pre-training used 0.1, build-nanogpt (and our default) none.
     dropout: float = 0.0
 
     def __post_init__(self) -> None:

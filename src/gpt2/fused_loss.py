@@ -9,7 +9,7 @@ one go (as Liger-Kernel's fused linear cross-entropy does on GPUs), and keeps on
 backward pass just scales them by the incoming gradient. Peak extra memory is one chunk_rows x V block.
 
 The result matches the plain loss to float rounding (not bitwise: the sums run in another order), so it
-is opt-in (``gpt2 train --fused-loss``); the default keeps the seed's numerics.
+is opt-in (``gpt2 train --fused-loss``); the default keeps build-nanogpt's numerics.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""``gpt2 bench data``: batches/s of ``TokenShardLoader`` (B=8, T=1024) vs the seed's loader.
+"""``gpt2 bench data``: batches/s of ``TokenShardLoader`` (B=8, T=1024) vs build-nanogpt's loader.
 
 The reference is build-nanogpt's ``DataLoaderLite``: it ``np.load``s a whole ``.npy`` shard and copies
 it into an int64 tensor (``torch.tensor(npt.astype(np.int32), dtype=torch.long)``) on every shard
-switch, then slices batches out of memory. Both read the same tokens (our ``.bin`` shards, the seed's
+switch, then slices batches out of memory. Both read the same tokens (our ``.bin`` shards, build-nanogpt's
 ``.npy`` copies) for one full pass over all shards, so the reference pays its shard loads exactly as
 in training. Ours memory-maps shards and copies only each batch (``B*T+1`` tokens). Full size: 4 shards of
 4 M tokens (a shard load costs the reference in proportion to the batches it serves, so the ratio does not

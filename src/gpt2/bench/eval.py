@@ -4,7 +4,7 @@ Compared in the same run, on the same model, items and precision:
 
 * **ours**: :func:`gpt2.evaluate.hellaswag.hellaswag_accuracy` — many items (4 rows each) per
   forward pass, rows sorted by length, output layer and softmax only at the scored positions;
-* **one item at a time** (the seed's / build-nanogpt's ``hellaswag.py``): one forward pass per
+* **one item at a time** (build-nanogpt's ``hellaswag.py``): one forward pass per
   item on its 4 rows, full logits, cross-entropy at every position, then masked to the ending;
 * **lm-evaluation-harness** (only when ``lm_eval`` is importable): its ``HFLM.loglikelihood`` on
   the same (context, " " + ending) requests, with our weights exported to Hugging Face format;
@@ -41,7 +41,7 @@ from gpt2.model import GPT
 from gpt2.runtime.device import autocast
 from gpt2.tokenizer import get_tokenizer
 
-ONE_AT_A_TIME_NAME = "one item per forward pass (seed's hellaswag.py)"
+ONE_AT_A_TIME_NAME = "one item per forward pass (build-nanogpt's hellaswag.py)"
 LM_EVAL_NAME = "lm-evaluation-harness HFLM.loglikelihood"
 
 

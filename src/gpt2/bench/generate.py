@@ -5,7 +5,7 @@ Compared in the same run, on the same weights and prompt, greedy, exactly ``new_
 
 * **HF**: ``transformers.GPT2LMHeadModel.generate`` with its KV cache, on our weights exported
   through :mod:`gpt2.interop` (so both compute the same function; the token ids are compared too);
-* **no cache**: our model recomputing the whole sequence for every new token (the seed's method).
+* **no cache**: our model recomputing the whole sequence for every new token (build-nanogpt's method).
 
 Sizes: CPU uses ``mini``'s shape (6 layers, 384 channels) with a 512-token window, so 32 prompt +
 256 new tokens fit; CUDA uses 124M; quick mode a tiny model and a few tokens. Batch 1 and 8 (8 samples

@@ -20,7 +20,7 @@ from typing import Any
 from gpt2.errors import GPT2Error
 
 SOURCES = ("fineweb-edu", "files", "demo")
-# Per-source defaults: fineweb-edu mirrors the seed (first 100M-token shard is val, output edu_fineweb10B);
+# Per-source defaults: fineweb-edu mirrors build-nanogpt (first 100M-token shard is val, output edu_fineweb10B);
 # the small corpora keep a val split that leaves most tokens for training.
 DEFAULT_OUT = {"fineweb-edu": "edu_fineweb10B", "demo": "data/shakespeare"}
 DEFAULT_VAL_TOKENS = {"files": 1_000_000, "demo": 100_000}
@@ -59,7 +59,7 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-files", nargs="+", metavar="FILE", help="fineweb-edu: read these local parquet/jsonl")
     parser.add_argument("--text-field", default="text", help="JSON field / parquet column of the text")
     parser.add_argument("--txt-split", action="store_true", help=".txt: one document per blank-line-separated block")
-    parser.add_argument("--shard-tokens", type=parse_count, help="tokens per shard (default: 100M, as the seed)")
+    parser.add_argument("--shard-tokens", type=parse_count, help="tokens per shard (default: 100M, as build-nanogpt)")
     val = parser.add_mutually_exclusive_group()
     val.add_argument("--val-tokens", type=parse_count, help="tokens of the val split (default: files 1M, demo 100k)")
     val.add_argument("--val-shards", type=int, help="val split = the first N shards (fineweb-edu default: 1)")

@@ -46,7 +46,7 @@ class TokenShardLoader:
     """Batches of token ids from a prepared dataset directory (see ``gpt2 prepare``).
 
     Args:
-        data_dir: directory with ``manifest.json`` (or seed/llm.c shards named ``*_train_*`` / ``*_val_*``).
+        data_dir: directory with ``manifest.json`` (or build-nanogpt/llm.c shards named ``*_train_*`` / ``*_val_*``).
         split: ``"train"`` or ``"val"``.
         batch_size: B, sequences per batch on this rank.
         seq_len: T, tokens per sequence.

@@ -81,7 +81,7 @@ def _validate(manifest: Any, path: Path) -> dict[str, Any]:
 
 
 def discover_shards(data_dir: Path) -> dict[str, Any] | None:
-    """Describe a manifest-less directory of seed (``.npy``) or llm.c (``.bin``) shards, or None if it has none.
+    """Describe a manifest-less directory of build-nanogpt (``.npy``) or llm.c (``.bin``) shards; None if none.
 
     The split is taken from the file name (``..._train_...`` / ``..._val_...``); files are sorted by name.
     """

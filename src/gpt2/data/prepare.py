@@ -52,7 +52,7 @@ def prepare_documents(
     """Tokenize ``texts`` (one document each, in order) into a dataset directory; returns its manifest.
 
     Each document becomes ``[EOT] + tokens``. The first ``val_tokens`` tokens (default: ``val_shards``
-    shards of ``shard_tokens``, default 1 shard, as the seed) form the val split, the rest is train.
+    shards of ``shard_tokens``, default 1 shard, as build-nanogpt) form the val split, the rest is train.
     A corpus smaller than 2 x ``val_tokens`` gets a val split of ``val_fraction`` of its tokens instead,
     or with ``val_fraction`` None, if it is not larger than ``val_tokens``, a GPT2Error (and no files).
     Output is identical for any ``workers``. If ``out_dir`` holds an interrupted run with the same

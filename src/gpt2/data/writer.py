@@ -3,7 +3,7 @@
 The token stream is cut into shards of exactly ``shard_tokens`` tokens (the last shard of each
 split may be shorter); a document may straddle two shards. The validation split is the first
 ``val_tokens`` tokens of the stream (as in build-nanogpt, where shard 0 is val), so sizes are exact
-and predictable; at most one document is split between val and train, as in the seed.
+and predictable; at most one document is split between val and train, as in build-nanogpt.
 
 A corpus too small for that split never yields a dataset without train tokens: nothing is written until
 the stream is known to be big enough (more than ``val_tokens``; with ``val_fraction``, 2 x ``val_tokens``).

@@ -8,7 +8,7 @@ and we report three ways of turning the scores into a choice:
 ``acc_norm``        highest log-likelihood divided by the ending's length in characters
                     (lm-evaluation-harness's definition; the number papers and leaderboards quote).
 ``acc_norm_token``  lowest mean per-token loss, i.e. log-likelihood divided by the ending's number
-                    of tokens (build-nanogpt's / the seed's definition).
+                    of tokens (build-nanogpt's definition).
 
 Input files are JSON lines in either form:
 

@@ -1,8 +1,8 @@
-"""Read ``.pt`` checkpoints of the seed / build-nanogpt / nanoGPT without running their pickles.
+"""Read ``.pt`` checkpoints of build-nanogpt / nanoGPT without running their pickles.
 
 These files are ``torch.save``-d dicts such as::
 
-    {'model': state_dict, 'config': GPTConfig(...), 'step': 19072, 'val_loss': 3.07}      # seed, build-nanogpt
+    {'model': state_dict, 'config': GPTConfig(...), 'step': 19072, 'val_loss': 3.07}      # build-nanogpt
     {'model': state_dict, 'model_args': {...}, 'iter_num': 5000, 'best_val_loss': ..., ...} # nanoGPT
 
 A pickle can call any Python function while loading, so a ``.pt`` from the internet is
@@ -165,7 +165,7 @@ def _to_number(value: Any) -> float | int | None:
 
 
 def read_nanogpt(path: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """(config, weights in our key names, metadata: step / val_loss when saved) of a seed/nanoGPT ``.pt``.
+    """(config, weights in our key names, metadata: step / val_loss when saved) of a build-nanogpt/nanoGPT ``.pt``.
 
     Nothing is built: the weights' names and shapes are checked against the config here, so a hostile
     config (a million layers) fails before any module exists.
@@ -198,11 +198,11 @@ def read_nanogpt(path: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor], 
 
 
 def import_nanogpt(path: str | Path) -> tuple[GPT, dict[str, Any]]:
-    """Model (CPU, fp32, train mode) and metadata (step, val_loss when saved) of a seed/nanoGPT ``.pt``."""
+    """Model (CPU, fp32, train mode) and metadata (step, val_loss when saved) of a build-nanogpt/nanoGPT ``.pt``."""
     config, state, meta = read_nanogpt(path)
     return model_from_state_dict(config, state, str(path)), meta
 
 
 def load_nanogpt_checkpoint(path: str | Path) -> GPT:
-    """Our GPT (CPU, fp32) with the weights of a seed / build-nanogpt / nanoGPT ``.pt`` file, loaded safely."""
+    """Our GPT (CPU, fp32) with the weights of a build-nanogpt / nanoGPT ``.pt`` file, loaded safely."""
     return import_nanogpt(path)[0]

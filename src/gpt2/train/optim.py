@@ -1,6 +1,6 @@
-"""The optimizers of a run: AdamW everywhere (the seed), or Muon on the hidden matrices + AdamW on the rest.
+"""The optimizers of a run: AdamW everywhere (build-nanogpt), or Muon on the hidden matrices + AdamW on the rest.
 
-``--optimizer adamw`` builds exactly the seed's AdamW (two groups: decayed >=2-D weights, undecayed biases
+``--optimizer adamw`` builds exactly build-nanogpt's AdamW (two groups: decayed >=2-D weights, undecayed biases
 and LayerNorm gains). ``--optimizer muon`` splits the parameters three ways, every parameter in exactly one
 group (tests/test_train_optim.py checks it):
 
@@ -198,7 +198,7 @@ class Optimizers:
 
 def build_optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) -> Optimizers:
     """The optimizers of ``cfg.optimizer`` for ``model`` (any GPT: fresh, imported or --init-from)."""
-    # fused AdamW: one kernel for the whole update, on CUDA (as the seed) and on CPU, where it is ~7x faster than
+    # fused AdamW: one kernel for the whole update, on CUDA (as build-nanogpt) and on CPU, where it is ~7x faster than
     # the default per-tensor loop (30M-parameter model: 110 ms vs 750 ms per step)
     adamw = dict(betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=device.type in ("cuda", "cpu"))
     if cfg.optimizer == "adamw":
