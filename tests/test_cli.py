@@ -168,7 +168,7 @@ def test_lazy_exports_resolve(package):
     import importlib
 
     module = importlib.import_module(package)
-    assert len(module.__all__) >= 2  # read from the package's TYPE_CHECKING imports
+    assert len(module.__all__) >= 2  # the package's table of exports
     for name in module.__all__:
         value = getattr(module, name)
         assert value is not None and name in dir(module), name

@@ -127,6 +127,9 @@ def parse_imports(
                 base = ".".join(anchor + ([node.module] if node.module else []))
             for alias in node.names:  # ``from gpt2.data import shards`` imports the module gpt2.data.shards
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "lazy_exports":  # gpt2._lazy's table
+            tables = [arg for arg in node.args if isinstance(arg, ast.Dict)]
+            found.update(key.value for table in tables for key in table.keys if isinstance(key, ast.Constant))
     found = {name for name in found if name in MODULES and (module, name) not in ignore}
     own = {module, *ancestors(module)}  # a submodule's own packages are already being imported
     found |= {parent for name in found for parent in ancestors(name) if parent not in own}
@@ -203,6 +206,8 @@ from gpt2.train import config
 
 def later():
     from gpt2.generate import generate
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {"gpt2.report.plot": ("write_plot",)})
 """
     found = parse_imports("gpt2.train.example", source, is_package=False)
     assert found == {
@@ -217,6 +222,8 @@ def later():
         "gpt2.evaluate",
         "gpt2.train.config",  # but not gpt2.train: a module's own package is already being imported
         "gpt2.generate",  # function-local
+        "gpt2.report.plot",  # re-exported lazily (gpt2._lazy)
+        "gpt2.report",
     }
     ignore = frozenset({("gpt2.train.example", "gpt2.interop.hf")})
     assert "gpt2.interop" not in parse_imports("gpt2.train.example", source, False, ignore)

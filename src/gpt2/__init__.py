@@ -11,18 +11,19 @@ The names are resolved lazily (on first use), so ``import gpt2``, ``import gpt2.
 ``gpt2 --help`` do not import torch.
 """
 
-from typing import TYPE_CHECKING
-
 from gpt2._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
-    from gpt2.config import CONFIGS, GPTConfig  # noqa: F401
-    from gpt2.errors import GPT2Error  # noqa: F401
-    from gpt2.model import GPT  # noqa: F401
-    from gpt2.store.checkpoint import save_model  # noqa: F401
-    from gpt2.store.load import load  # noqa: F401
-    from gpt2.tokenizer import get_tokenizer  # noqa: F401
-
-__getattr__, __dir__, __all__ = lazy_exports(__name__)
+# the exports: module -> names, each imported on first use (gpt2._lazy)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "gpt2.config": ("CONFIGS", "GPTConfig"),
+        "gpt2.errors": ("GPT2Error",),
+        "gpt2.model": ("GPT",),
+        "gpt2.store.checkpoint": ("save_model",),
+        "gpt2.store.load": ("load",),
+        "gpt2.tokenizer": ("get_tokenizer",),
+    },
+)

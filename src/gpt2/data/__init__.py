@@ -10,15 +10,16 @@ which hands out tensors, imports torch. Names resolve on first use (lazy): ``gpt
 neither numpy nor torch.
 """
 
-from typing import TYPE_CHECKING
-
 from gpt2._lazy import lazy_exports
 
-if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
-    from gpt2.data.loader import TokenShardLoader  # noqa: F401
-    from gpt2.data.manifest import read_manifest, split_shards, write_manifest  # noqa: F401
-    from gpt2.data.prepare import prepare_documents  # noqa: F401
-    from gpt2.data.shards import open_shard, read_bin_header, write_shard  # noqa: F401
-    from gpt2.data.writer import ShardWriter  # noqa: F401
-
-__getattr__, __dir__, __all__ = lazy_exports(__name__)
+# the exports: module -> names, each imported on first use (gpt2._lazy)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "gpt2.data.loader": ("TokenShardLoader",),
+        "gpt2.data.manifest": ("read_manifest", "split_shards", "write_manifest"),
+        "gpt2.data.prepare": ("prepare_documents",),
+        "gpt2.data.shards": ("open_shard", "read_bin_header", "write_shard"),
+        "gpt2.data.writer": ("ShardWriter",),
+    },
+)

@@ -7,20 +7,21 @@
 Names resolve on first use, so ``gpt2 sample --help`` does not import torch.
 """
 
-from typing import TYPE_CHECKING
-
 from gpt2._lazy import lazy_exports
 
-if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
-    from gpt2.generate.decode import (  # noqa: F401
-        SLIDE_KEEP_FRACTION,
-        GenerationNotice,
-        TextAssembler,
-        fit_prompt,
-        generate,
-        generate_token_ids,
-        stream,
-        stream_samples,
-    )
-
-__getattr__, __dir__, __all__ = lazy_exports(__name__)
+# the exports: module -> names, each imported on first use (gpt2._lazy)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "gpt2.generate.decode": (
+            "SLIDE_KEEP_FRACTION",
+            "GenerationNotice",
+            "TextAssembler",
+            "fit_prompt",
+            "generate",
+            "generate_token_ids",
+            "stream",
+            "stream_samples",
+        ),
+    },
+)

@@ -8,12 +8,13 @@ Imports write our checkpoint format (safetensors + JSON); the export directory l
 ``transformers.GPT2LMHeadModel.from_pretrained`` and ``AutoTokenizer.from_pretrained`` offline.
 """
 
-from typing import TYPE_CHECKING
-
 from gpt2._lazy import lazy_exports
 
-if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
-    from gpt2.interop.hf import export_hf, load_hf_model  # noqa: F401
-    from gpt2.interop.nanogpt import import_nanogpt, load_nanogpt_checkpoint  # noqa: F401
-
-__getattr__, __dir__, __all__ = lazy_exports(__name__)
+# the exports: module -> names, each imported on first use (gpt2._lazy)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "gpt2.interop.hf": ("export_hf", "load_hf_model"),
+        "gpt2.interop.nanogpt": ("import_nanogpt", "load_nanogpt_checkpoint"),
+    },
+)

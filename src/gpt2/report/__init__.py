@@ -10,13 +10,14 @@ Names resolve on first use (lazy), so importing the package costs nothing.
 Both read what the trainer wrote (metrics.jsonl, run.json, checkpoints); the trainer itself draws no plots.
 """
 
-from typing import TYPE_CHECKING
-
 from gpt2._lazy import lazy_exports
 
-if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
-    from gpt2.report.markdown import render_report, write_report  # noqa: F401
-    from gpt2.report.metrics import RunMetrics, read_run, read_runs  # noqa: F401
-    from gpt2.report.plot import write_plot  # noqa: F401
-
-__getattr__, __dir__, __all__ = lazy_exports(__name__)
+# the exports: module -> names, each imported on first use (gpt2._lazy)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "gpt2.report.markdown": ("render_report", "write_report"),
+        "gpt2.report.metrics": ("RunMetrics", "read_run", "read_runs"),
+        "gpt2.report.plot": ("write_plot",),
+    },
+)

@@ -18,12 +18,13 @@ The run directory itself (metrics.jsonl, run.json, step_N/, latest) is :mod:`gpt
 Names resolve on first use (lazy), so ``gpt2 train --help`` does not import torch.
 """
 
-from typing import TYPE_CHECKING
-
 from gpt2._lazy import lazy_exports
 
-if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
-    from gpt2.train.config import TrainConfig  # noqa: F401
-    from gpt2.train.trainer import train  # noqa: F401
-
-__getattr__, __dir__, __all__ = lazy_exports(__name__)
+# the exports: module -> names, each imported on first use (gpt2._lazy)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "gpt2.train.config": ("TrainConfig",),
+        "gpt2.train.trainer": ("train",),
+    },
+)
