@@ -15,7 +15,6 @@ from gpt2._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# the exports: module -> names, each imported on first use (gpt2._lazy)
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {

@@ -32,12 +32,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("gpt2.report.cli", "write a Markdown summary of a training run"),
 }
 
-# Old option spellings, per command: still accepted, with a one-line note (``--dtype`` meant two things).
-RENAMED: dict[str, dict[str, str]] = {
-    "train": {"--dtype": "--autocast"},
-    "eval": {"--dtype": "--autocast"},
-    "sample": {"--dtype": "--weights-dtype"},
-    "serve": {"--dtype": "--weights-dtype"},
+# Old spellings still accepted, with a one-line note: --dtype was autocast in train/eval, the weights' dtype elsewhere.
+RENAMED = {
+    "--dtype": {"train": "--autocast", "eval": "--autocast", "sample": "--weights-dtype", "serve": "--weights-dtype"}
 }
 
 
@@ -46,22 +43,6 @@ def _selected_command(argv: Sequence[str]) -> str | None:
         if not arg.startswith("-"):
             return arg if arg in COMMANDS else None
     return None
-
-
-def _renamed(argv: list[str], command: str | None) -> list[str]:
-    """``argv`` with the old spellings of :data:`RENAMED` replaced (``--dtype bf16``, ``--dtype=bf16``)."""
-    renamed = RENAMED.get(command or "", {})
-    out = []
-    for arg in argv:
-        name, equals, value = arg.partition("=")
-        if name in renamed:
-            print(
-                f"note: {name} is now {renamed[name]} for gpt2 {command} (the old spelling still works)",
-                file=sys.stderr,
-            )
-            arg = renamed[name] + equals + value
-        out.append(arg)
-    return out
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
@@ -89,8 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         command = _selected_command(argv)
+        for i, arg in enumerate(argv):
+            old, equals, value = arg.partition("=")
+            if new := RENAMED.get(old, {}).get(command or ""):
+                print(f"note: {old} is now {new} for gpt2 {command} (the old spelling still works)", file=sys.stderr)
+                argv[i] = new + equals + value
         parser = build_parser(command)
-        args = parser.parse_args(_renamed(argv, command))
+        args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return 2

@@ -1,16 +1,12 @@
-"""In-loop evaluation slots: what ``gpt2 train`` evaluates every N steps, and how reports show its metrics.
+"""In-loop evaluation slots: what ``gpt2 train`` evaluates every N steps, and how reports show the metrics.
 
-A slot is (name, every, run). At every ``every(config)``-th step and at the last one (0 = never) the trainer
-calls ``run(model, context)`` on every rank, with the model in eval mode; it returns named metrics, e.g.
-``{"hellaswag_acc_norm": 0.29, "hellaswag_n": 200}``. They go, without the trainer knowing which slot made
-them, into the step's eval row of metrics.jsonl (and so the ``--log-to`` trackers), the console line, the
-checkpoint's meta.json, ``gpt2 report`` and ``gpt2 plot`` (a panel per metric). A slot's :class:`Metric`
-entries only say how to present one: its label, which way is better, reference lines.
-
-Adding an evaluation (CORE, say) = its options in ``TrainConfig`` + one :class:`Slot` in :data:`SLOTS`;
-nothing in the trainer, its console, the checkpoint state or the report changes. A slot whose data is
-missing raises GPT2Error: the trainer warns once and switches it off. Light at import: a slot imports its
-evaluation (and torch) when it first runs, so ``gpt2 report`` reads the presentation without torch.
+A slot is (name, every, run): at every ``every(config)``-th step and the last (0 = never) the trainer calls
+``run(model, context)`` on every rank, model in eval mode, and gets named metrics (``{"hellaswag_acc_norm":
+0.29, "hellaswag_n": 200}``). Metrics go by name, unchanged, to metrics.jsonl (and the trackers), the console,
+meta.json, the app, ``gpt2 report`` (a row each) and ``gpt2 plot`` (a panel each); a :class:`Metric` only
+adds presentation. A new evaluation (CORE, ...) = its TrainConfig options + one :class:`Slot` in
+:data:`SLOTS`; trainer, console, checkpoint state and report stay as they are. A GPT2Error (missing data)
+switches a slot off with one warning. Light: a slot imports its evaluation (torch) when it first runs.
 """
 
 from __future__ import annotations
@@ -41,9 +37,9 @@ class Metric:
 class SlotContext:
     """What a slot gets besides the model: the run's TrainConfig, device, autocast dtype and a per-run cache."""
 
-    config: Any  # gpt2.train.config.TrainConfig (gpt2.evaluate sits below gpt2.train, so not imported)
+    config: Any  # gpt2.train.config.TrainConfig (gpt2.evaluate sits below gpt2.train)
     device: Any  # torch.device
-    dtype: Any  # torch.dtype for autocast, or None
+    dtype: Any  # autocast torch.dtype, or None
     cache: dict[str, Any] = field(default_factory=dict)  # e.g. the HellaSwag items, loaded at the first call
 
 

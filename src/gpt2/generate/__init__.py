@@ -9,7 +9,6 @@ Names resolve on first use, so ``gpt2 sample --help`` does not import torch.
 
 from gpt2._lazy import lazy_exports
 
-# the exports: module -> names, each imported on first use (gpt2._lazy)
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
@@ -22,6 +21,6 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "generate_token_ids",
             "stream",
             "stream_samples",
-        ),
+        )
     },
 )

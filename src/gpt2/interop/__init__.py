@@ -10,7 +10,6 @@ Imports write our checkpoint format (safetensors + JSON); the export directory l
 
 from gpt2._lazy import lazy_exports
 
-# the exports: module -> names, each imported on first use (gpt2._lazy)
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {

@@ -12,7 +12,6 @@ Both read what the trainer wrote (metrics.jsonl, run.json, checkpoints); the tra
 
 from gpt2._lazy import lazy_exports
 
-# the exports: module -> names, each imported on first use (gpt2._lazy)
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {

@@ -20,11 +20,6 @@ Names resolve on first use (lazy), so ``gpt2 train --help`` does not import torc
 
 from gpt2._lazy import lazy_exports
 
-# the exports: module -> names, each imported on first use (gpt2._lazy)
 __getattr__, __dir__, __all__ = lazy_exports(
-    __name__,
-    {
-        "gpt2.train.config": ("TrainConfig",),
-        "gpt2.train.trainer": ("train",),
-    },
+    __name__, {"gpt2.train.config": ("TrainConfig",), "gpt2.train.trainer": ("train",)}
 )
