@@ -57,37 +57,20 @@ def _plot_loss(ax, runs: list[RunMetrics], colors: list) -> None:
     ax.set_ylabel("cross-entropy (nats/token)")
 
 
-def _plot_lr(ax, runs: list[RunMetrics], colors: list) -> None:
-    for run, color in zip(runs, colors, strict=True):
-        xs, ys = run.series("train", "lr")
-        if xs:
-            ax.plot(xs, ys, color=color, linewidth=1.2, label=run.name)
-    ax.set_title("learning rate")
-    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-
-
 def _references(ax, key: str) -> None:
     """The reference lines of eval metric ``key`` (gpt2.evaluate.slots); red, one line style each."""
     for (value, what), style in zip(metric(key).references, (":", "--", "-."), strict=False):
         ax.axhline(value, color="tab:red", linestyle=style, linewidth=1.2, label=f"{what} {value}")
 
 
-def _plot_metric(ax, runs: list[RunMetrics], colors: list, key: str) -> None:
+def _plot_series(ax, runs: list[RunMetrics], colors: list, rows: str, key: str, title: str, **style) -> None:
+    """A line per run of field ``key`` of its ``rows`` ("train" or "evals"), and the field's reference lines."""
     for run, color in zip(runs, colors, strict=True):
-        xs, ys = _finite(*run.series("evals", key))
+        xs, ys = _finite(*run.series(rows, key))
         if xs:
-            ax.plot(xs, ys, color=color, marker="o", markersize=5, label=run.name)
+            ax.plot(xs, ys, color=color, label=run.name, **style)
     _references(ax, key)
-    ax.set_title(metric(key).label)
-
-
-def _plot_throughput(ax, runs: list[RunMetrics], colors: list) -> None:
-    for run, color in zip(runs, colors, strict=True):
-        xs, ys = _finite(*run.series("train", "tok_per_s"))
-        if xs:
-            ax.plot(xs, ys, color=color, linewidth=1, label=run.name)
-    ax.set_title("throughput (tokens/s, all ranks)")
-    ax.set_ylim(bottom=0)
+    ax.set_title(title)
 
 
 def _minor_log_label(x: float, _pos: int) -> str:
@@ -136,12 +119,14 @@ def write_plot(run_dirs: list[str | Path] | str | Path, out: str | Path, log_x: 
     # One shared tokens axis: an evaluation logged only at the end still lines up with the loss curve.
     fig, axes = plt.subplot_mosaic(layout, figsize=(13, 2 + 3.25 * len(layout)), sharex=True, constrained_layout=True)
     _plot_loss(axes["loss"], runs, colors)
-    _plot_lr(axes["lr"], runs, colors)
+    _plot_series(axes["lr"], runs, colors, "train", "lr", "learning rate", linewidth=1.2)
+    axes["lr"].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    _plot_series(axes["tps"], runs, colors, "train", "tok_per_s", "throughput (tokens/s, all ranks)", linewidth=1)
+    axes["tps"].set_ylim(bottom=0)
     for key in plotted_metrics(runs):
-        _plot_metric(axes[key], runs, colors, key)
+        _plot_series(axes[key], runs, colors, "evals", key, metric(key).label, marker="o", markersize=5)
     if log_x:
         axes["loss"].set_xscale("log")  # shared: applies to every panel
-    _plot_throughput(axes["tps"], runs, colors)
     token_ticks = matplotlib.ticker.FuncFormatter(lambda x, _pos: human_count(x))
     for ax in axes.values():
         ax.set_xlabel("tokens seen")
