@@ -23,7 +23,7 @@ $(STAMP): requirements/lock.txt requirements/dev.txt pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m gpt2.demo
+	$(PY) -m tools.demo
 
 browser:
 	bash scripts/install-browser.sh
@@ -32,8 +32,8 @@ test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests *.py
-	$(VENV)/bin/ruff format --check src tests *.py
+	$(VENV)/bin/ruff check src tests tools *.py
+	$(VENV)/bin/ruff format --check src tests tools *.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,4 +1,4 @@
-"""`gpt2 bench`: the framework (suite loading, errors, JSON/table output) and quick smoke runs of the suites.
+"""`python -m tools.bench`: the framework (suite loading, errors, JSON/table output) and quick smoke runs of the suites.
 
 No timing assertions: the numbers only have to be real (positive, finite) and well-formed.
 """
@@ -6,14 +6,16 @@ No timing assertions: the numbers only have to be real (positive, finite) and we
 import importlib.util
 import json
 import math
+import subprocess
 import sys
 import types
 
 import pytest
 
-from gpt2.bench import cli as bench_cli
-from gpt2.bench.core import BenchResult, interleaved_median_seconds
-from gpt2.cli import main
+from tools.bench import cli as bench_cli
+from tools.bench.cli import main
+from tools.bench.core import BenchResult, interleaved_median_seconds
+from train_helpers import REPO
 
 REQUIRED_KEYS = {"name", "ours", "reference", "unit", "ratio"}
 
@@ -29,7 +31,7 @@ def _restore_torch_threads():
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(["bench", *argv])
+    code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -63,8 +65,8 @@ def test_train_quick_json(capsys, tmp_path):
 
 @pytest.mark.parametrize("suite", [s for s in bench_cli.SUITES if s != "train"])
 def test_other_suites_quick(capsys, suite):
-    if importlib.util.find_spec(f"gpt2.bench.{suite}") is None:
-        pytest.skip(f"suite gpt2.bench.{suite} has not landed yet")
+    if importlib.util.find_spec(f"tools.bench.{suite}") is None:
+        pytest.skip(f"suite tools.bench.{suite} has not landed yet")
     code, out, err = run_cli(capsys, suite, "--quick", "--json", "--repeat", "1", "--threads", "1")
     assert code == 0, err
     assert_valid_results(json.loads(out), suite)
@@ -73,16 +75,16 @@ def test_other_suites_quick(capsys, suite):
 @pytest.fixture
 def fake_suites(monkeypatch):
     """Three suites: one that works, one whose run() raises, one whose module does not exist."""
-    working = types.ModuleType("gpt2.bench.fake_ok")
+    working = types.ModuleType("tools.bench.fake_ok")
     working.run = lambda device="cpu", repeat=3, quick=False: [BenchResult("fake speed", 2.0, 1.0, "tok/s", 2.0, "ref")]
-    broken = types.ModuleType("gpt2.bench.fake_broken")
+    broken = types.ModuleType("tools.bench.fake_broken")
 
     def broken_run(device="cpu", repeat=3, quick=False):
         raise RuntimeError("kernel exploded")
 
     broken.run = broken_run
-    monkeypatch.setitem(sys.modules, "gpt2.bench.fake_ok", working)
-    monkeypatch.setitem(sys.modules, "gpt2.bench.fake_broken", broken)
+    monkeypatch.setitem(sys.modules, "tools.bench.fake_ok", working)
+    monkeypatch.setitem(sys.modules, "tools.bench.fake_broken", broken)
     monkeypatch.setattr(bench_cli, "SUITES", ("fake_ok", "fake_broken", "fake_missing"))
 
 
@@ -143,21 +145,25 @@ def test_cuda_without_gpu_is_a_clear_error(capsys):
     assert code == 1 and "no CUDA GPU" in err
 
 
-def test_interleaved_median_seconds_times_every_function():
-    calls = {"a": 0, "b": 0}
+def test_interleaved_median_seconds_times_every_function_and_rotates_who_goes_first():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    medians = interleaved_median_seconds(fns, repeat=4, warmup=1)
+    assert "".join(calls) == "abc" + "abc" + "bca" + "cab" + "abc"  # warm-up, then each round starts one later
+    assert set(medians) == {"a", "b", "c"} and all(t >= 0 for t in medians.values())
 
-    def bump(name):
-        calls[name] += 1
 
-    medians = interleaved_median_seconds({"a": lambda: bump("a"), "b": lambda: bump("b")}, repeat=3, warmup=2)
-    assert calls == {"a": 5, "b": 5}
-    assert set(medians) == {"a", "b"} and all(t >= 0 for t in medians.values())
+def test_python_m_tools_bench_runs_from_the_repository_root():
+    """What the docs say to type; bad input is one error line (the suites run in-process above)."""
+    command = [sys.executable, "-m", "tools.bench", "nosuch"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 1 and result.stderr.startswith("error: unknown benchmark suite 'nosuch'")
 
 
 def test_tensor_memory_tracker_counts_live_tensor_bytes_exactly():
     import torch
 
-    from gpt2.bench.memory import TensorMemoryTracker, peak_memory_bytes
+    from tools.bench.memory import TensorMemoryTracker, peak_memory_bytes
 
     mib = 2**20
     with TensorMemoryTracker() as tracker:
@@ -176,3 +182,45 @@ def test_tensor_memory_tracker_counts_live_tensor_bytes_exactly():
         layer(torch.ones(8, 256)).sum().backward()
 
     assert peak_memory_bytes(train_step, "cpu") >= 2 * (256 * 256 + 256) * 4  # weights and their gradients
+
+
+def test_train_suite_times_the_real_trainer_step(tmp_path, monkeypatch):
+    """ "ours" is Trainer.train_step itself (issue 22: the suite used to time a copy of the step), with the fused
+    loss for "ours" and the plain loss for "ours-plain"; each call is a real update on the random-token data."""
+    import torch
+
+    from gpt2.train.trainer import Trainer
+    from tools.bench import train as bench_train
+
+    seen = []
+    real_step = Trainer.train_step
+
+    def spy(self, pacer):
+        before = self.model.lm_head.weight.detach().clone()
+        loss, _, finite = real_step(self, pacer)
+        seen.append((self.cfg.fused_loss, loss.item(), finite, not torch.equal(before, self.model.lm_head.weight)))
+        return loss, _, finite
+
+    monkeypatch.setattr(Trainer, "train_step", spy)
+    config = bench_train.case_config(bench_train.TrainCase("tiny", 2, 32, 1))
+    for impl in ("ours", "ours-plain"):
+        bench_train.make_train_step(impl, config, 2, 32, torch.device("cpu"), tmp_path)()
+    assert [(fused, finite, updated) for fused, _, finite, updated in seen] == [(True, True, True), (False, True, True)]
+    for _, loss, _, _ in seen:  # a fresh model on uniformly random tokens: about ln(vocab) = 10.8
+        assert abs(loss - math.log(50257)) < 0.5
+
+
+def test_the_machine_line_names_the_cpu_family_and_its_vector_features():
+    """Issue 30: the docs called a CPU with AVX-512 and AVX512_BF16 "Zen 3, AVX2"; the results now say what it has."""
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines()
+    flags = next(line for line in lines if line.startswith("flags")).split(":", 1)[1].split()
+    family = next(line for line in lines if line.startswith("cpu family")).split(":", 1)[1].strip()
+    name = bench_cli.cpu_model()
+    assert f"family {family} " in name
+    for feature in ("avx2", "avx512_bf16", "amx_bf16"):
+        assert (feature in name.rstrip(")").split(", ")[-1].split("/")) == (feature in flags), feature

@@ -1,12 +1,12 @@
-"""`gpt2 bench data`: the seed-style reference loader reads what ours reads; the suite runs."""
+"""`python -m tools.bench data`: the seed-style reference loader reads what ours reads; the suite runs."""
 
 import math
 
 import numpy as np
 import torch
 
-from gpt2.bench import data
 from gpt2.data.loader import TokenShardLoader
+from tools.bench import data
 
 
 def test_reference_loader_yields_the_same_batches_within_a_shard(tmp_path):

@@ -1,11 +1,11 @@
-"""``gpt2 bench eval``: the one-item-at-a-time reference must choose the same endings as our batched scorer."""
+"""``python -m tools.bench eval``: the one-item-at-a-time reference must choose the same endings as our scorer."""
 
 import pytest
 import torch
 
 from evaluate_helpers import ITEMS, tiny_model
-from gpt2.bench.eval import _synthetic_items, bench_items, harness_case, one_item_at_a_time_accuracy
 from gpt2.evaluate.hellaswag import HellaSwagItem, hellaswag_accuracy
+from tools.bench.eval import _synthetic_items, bench_items, harness_case, one_item_at_a_time_accuracy
 
 
 def test_reference_and_ours_agree_on_acc_norm_token():

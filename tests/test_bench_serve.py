@@ -1,13 +1,13 @@
-"""`gpt2 bench serve` in quick mode: batching beats one-at-a-time, every entry is a real figure or says why not."""
+"""`python -m tools.bench serve`, quick: batching beats one-at-a-time, every entry is a real figure or says why not."""
 
 import pytest
 import torch
 
 import gpt2
 from gpt2 import GPT, GPTConfig, save_model
-from gpt2.bench import serve
 from gpt2.cli import main
 from gpt2.evaluate.loss import evaluate_loss
+from tools.bench import serve
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_serve_suite_quick(monkeypatch, tmp_path):
         and batching.reference > 0
         and batching.ratio == pytest.approx(batching.ours / batching.reference)
     )
-    # no speed threshold here: timings on a shared machine are noise; the ratio is judged in `gpt2 bench serve`
+    # no speed threshold here: timings on a shared machine are noise; `python -m tools.bench serve` judges the ratio
     assert batching.extra["tokens"] == 4 * 8
     for name in ("int8", "bf16"):
         speed = results[f"generate {name} vs fp32 (tiny, batch 1)"]

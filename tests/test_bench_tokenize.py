@@ -1,4 +1,4 @@
-"""`gpt2 bench tokenize`: both sides count the same tokens on the same documents (no timing assertions)."""
+"""`python -m tools.bench tokenize`: both sides count the same tokens on the same documents (no timing assertions)."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 
 from gpt2 import GPT2Error
-from gpt2.bench import tokenize
+from tools.bench import tokenize
 
 
 def test_quick_run_compares_like_with_like():

@@ -38,8 +38,9 @@ def assert_clean_error(code, err, message):
 def test_help_lists_every_subcommand(tmp_path):
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for name in [*COMMANDS, "prepare", "train", "eval", "sample", "serve", "import", "export", "bench", "plot", "info"]:
+    for name in [*COMMANDS, "prepare", "train", "eval", "sample", "serve", "import", "export", "plot", "info"]:
         assert f"    {name}" in result.stdout, name
+    assert "    bench" not in result.stdout  # the benchmarks are a tool of the repository: python -m tools.bench
 
 
 def test_no_command_prints_help(capsys):
@@ -157,7 +158,7 @@ def test_help_does_not_import_torch(argv, tmp_path):
 
 def test_import_gpt2_and_errors_do_not_import_torch():
     code = "import sys, gpt2, gpt2.errors, gpt2.data, gpt2.train, gpt2.evaluate, gpt2.generate, gpt2.interop, "
-    code += "gpt2.report, gpt2.bench; print(gpt2.__version__, 'torch' in sys.modules)"
+    code += "gpt2.report; print(gpt2.__version__, 'torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.stdout.split() == ["0.1.0", "False"], result.stderr

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gpt2 import GPT2Error
-from gpt2.demo import DEMO_MICRO_BATCH, DEMO_SEQ_LEN, find_hellaswag, hellaswag_hint, main, run_demo, train_argv
+from tools.demo import DEMO_MICRO_BATCH, DEMO_SEQ_LEN, find_hellaswag, hellaswag_hint, main, run_demo, train_argv
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ import torch
 from torch.nn import functional as F
 
 from gpt2 import GPT, GPTConfig
-from gpt2.bench.memory import peak_memory_bytes
 from gpt2.fused_loss import IGNORE_INDEX, fused_linear_cross_entropy
 from gpt2.train.cli import options_from_args
 from gpt2.train.config import TrainConfig
+from tools.bench.memory import peak_memory_bytes
 
 
 def plain_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

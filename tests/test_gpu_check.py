@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from gpt2.bench.gpu_report import STAGE_ORDER, Recorder, parse_verbose_log, render_markdown
+from tools.gpu_check_report import STAGE_ORDER, Recorder, parse_verbose_log, render_markdown
 from train_helpers import REPO
 
 
@@ -72,7 +72,7 @@ def test_a_stage_killed_at_its_limit_keeps_its_earlier_results(tmp_path):
     rec.start("train124", limit_s=100)
     rec.result("train124", {"name": "train 124M B=16 T=1024", "ours": 5e5, "unit": "tok/s", "mfu": 0.4})
     # what gpu-check.sh does when `timeout` kills the stage: mark it from another process
-    from gpt2.bench.gpu_report import main
+    from tools.gpu_check_report import main
 
     assert main(["mark", str(tmp_path), "train124", "timeout", "--seconds", "100", "--limit", "100"]) == 0
     stage = json.loads((tmp_path / "gpu-check.json").read_text())["stages"]["train124"]
@@ -92,13 +92,14 @@ def test_pytest_outcomes_are_read_from_the_verbose_log_when_no_junit_file_was_wr
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where there is no GPU")
 def test_without_a_gpu_the_kit_says_so_in_one_line(capsys, tmp_path):
-    from gpt2.bench import gpu
-    from gpt2.cli import main as gpt2_main
+    from tools import gpu_check
 
-    assert gpu.main(["env", "--out", str(tmp_path)]) == 1
+    assert gpu_check.main(["env", "--out", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == (
         "error: --device cuda: no CUDA GPU is available on this machine (the dry run uses --device cpu)"
     )
     assert not (tmp_path / "gpu-check.json").exists()  # nothing recorded: the shell marks the stage
-    assert gpt2_main(["bench", "gpu"]) == 1  # the CPU without --quick: a suite error naming the fix
-    assert "use --device cuda (or --quick" in capsys.readouterr().out
+    assert gpu_check.main(["env", "--out", str(tmp_path), "--device", "cpu"]) == 1  # the CPU without --dry-run
+    assert capsys.readouterr().err.strip() == (
+        "error: the GPU check measures a CUDA GPU: use --device cuda (or --dry-run on the CPU)"
+    )

@@ -51,9 +51,7 @@ LAYERS = {
     "gpt2.info": 3,
     "gpt2.app": 3,
     "gpt2.serve": 3,
-    "gpt2.bench": 3,
     "gpt2.report": 3,
-    "gpt2.demo": 3,
     "gpt2.data.cli": 3,
     "gpt2.train.cli": 3,
     "gpt2.evaluate.cli": 3,
@@ -190,6 +188,19 @@ def test_forbidden_dependencies(importer, imported):
         if matches(target, imported) and not matches(target, importer)
     )
     assert found == []
+
+
+def test_the_package_never_imports_the_tools():
+    """tools/ (benchmarks, GPU check, demo) is not installed: an import of it from gpt2 works only in a checkout."""
+    found = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            found += [f"{module} imports {name}" for name in names if name.split(".")[0] == "tools"]
+    assert found == []
+    assert not (SRC / ROOT / "bench").exists() and not (SRC / ROOT / "demo.py").exists()  # moved to tools/
 
 
 def test_the_checker_sees_every_kind_of_import():

@@ -44,7 +44,7 @@ def gpt2_argv(command: str) -> list[str] | None:
         return WRAPPERS[script] + words[words.index(script) + 1 :]
     if words[0] == "python" and words[1] in WRAPPERS:
         return WRAPPERS[words[1]] + words[2:]
-    if words[:3] == ["python", "-m", "gpt2.demo"]:
+    if words[:3] == ["python", "-m", "tools.demo"]:
         return None  # its own parser, covered by tests/test_demo.py
     return None
 

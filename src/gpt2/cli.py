@@ -27,7 +27,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("gpt2.interop.cli", "import weights from Hugging Face or a nanoGPT/build-nanogpt .pt file"),
     "export": ("gpt2.interop.cli", "export a checkpoint to the Hugging Face format"),
     "info": ("gpt2.info", "show the config, parameter count and metadata of a checkpoint or size"),
-    "bench": ("gpt2.bench.cli", "benchmark our speed against reference implementations"),
     "plot": ("gpt2.report.cli", "plot loss, learning rate, throughput and evaluations of training runs"),
     "report": ("gpt2.report.cli", "write a Markdown summary of a training run"),
 }

@@ -7,7 +7,7 @@ activations quantized on the fly per batch, int8 x int8 matmuls in fbgemm. We ch
 (x86 with AVX-512 VNNI, torch 2.13, 1 thread) torchao's ``Int8WeightOnlyConfig`` and
 ``Int8DynamicActivationInt8WeightConfig`` both decoded 124M at batch 1 at 0.37x the speed of fp32
 (3.5 vs 9.5 tok/s; their CPU paths dequantize before the matmul), while ``quantize_dynamic`` ran
-real int8 kernels at 4.3x fp32 (41 tok/s) in the same run. `gpt2 bench serve` figures: docs/benchmarks.md.
+real int8 kernels at 4.3x fp32 (41 tok/s) in the same run. `python -m tools.bench serve` figures: docs/benchmarks.md.
 
 Tied embedding: GPT-2's ``lm_head`` shares its weight with the token embedding ``wte``. Quantizing
 ``lm_head`` (the largest matmul, 38.6M of 124M weights) replaces the *module* with an int8 copy, while

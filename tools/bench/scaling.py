@@ -1,4 +1,4 @@
-"""``gpt2 bench scaling``: how our training step and generation grow with sequence length and batch,
+"""``python -m tools.bench scaling``: how our training step and generation grow with sequence length and batch,
 and how much of a second process DDP turns into throughput.
 
 Nothing external to compare with here, so each sweep point is reported against the sweep's first
@@ -6,7 +6,7 @@ point (ratio = tok/s relative to it; memory: first point / this point), and DDP 
 efficiency = throughput(2 processes) / (2 x throughput(1 process)), both through ``gpt2 train``
 under torchrun with one thread per process and the same per-process micro-batch.
 
-``write_plots`` draws the figures (``gpt2 bench scaling --plot-dir docs/img``).
+``write_plots`` draws the figures (``python -m tools.bench scaling --plot-dir docs/img``).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpt2.bench.core import BenchResult, median_seconds
-from gpt2.bench.memory import peak_memory_bytes
-from gpt2.bench.train import autocast_dtype, make_train_step
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT
 from gpt2.runtime.device import autocast
+from tools.bench.core import BenchResult, median_seconds
+from tools.bench.memory import peak_memory_bytes
+from tools.bench.train import autocast_dtype, make_train_step
 
 MIB = 2**20
 NEW_TOKENS = 32  # tokens generated per generation measurement (quick: 8)
@@ -97,14 +97,17 @@ def _points(plan: ScalingPlan) -> list[tuple[str, int, int]]:
 Shape = tuple[str, int, int]  # (kind: train | generate, batch, seq)
 
 
-def _measure(plan: ScalingPlan, shapes: list[Shape], device: torch.device, repeat: int) -> dict[Shape, tuple]:
+def _measure(
+    plan: ScalingPlan, shapes: list[Shape], device: torch.device, repeat: int, workdir: Path
+) -> dict[Shape, tuple]:
     """(median seconds, peak bytes) of each distinct shape (the two sweeps share their first point).
 
-    Peak memory counts the model's weights too (built inside the measurement)."""
+    Peak memory counts the model's weights too (built inside the measurement). Training is the trainer's
+    step (:func:`tools.bench.train.make_train_step`), on random tokens written to ``workdir``."""
 
     def workload(kind: str, batch: int, seq: int) -> Callable[[], None]:
         if kind == "train":
-            return make_train_step("ours", plan.config, batch, seq, device)
+            return make_train_step("ours", plan.config, batch, seq, device, workdir)
         return make_generation(plan.config, batch, seq, plan.new_tokens, device)
 
     measured = {}
@@ -235,7 +238,8 @@ def run(device: str = "cpu", repeat: int = 3, quick: bool = False) -> list[Bench
     plan = scaling_plan(dev, quick)
     repeat = min(repeat, 2)  # a sweep has many points; the trend matters more than the last percent
     shapes = list(dict.fromkeys((kind, b, t) for kind in ("train", "generate") for _, b, t in _points(plan)))
-    results = _sweep_results(plan, _measure(plan, shapes, dev, repeat))
+    with tempfile.TemporaryDirectory(prefix="gpt2-bench-scaling-") as workdir:
+        results = _sweep_results(plan, _measure(plan, shapes, dev, repeat, Path(workdir)))
     if plan.ddp is not None:
         results += _ddp(plan)
     return results

@@ -1,6 +1,6 @@
 """What every benchmark suite shares: the result record and a median-of-repeats timer.
 
-A suite is a module ``gpt2.bench.<suite>`` with
+A suite is a module ``tools.bench.<suite>`` with
 ``run(device: str = "cpu", repeat: int = 3, quick: bool = False) -> list[BenchResult]``;
 ``quick`` shrinks sizes so the suite finishes in seconds (used by the test suite).
 """
@@ -53,15 +53,19 @@ def interleaved_median_seconds(fns: dict[str, Callable[[], Any]], repeat: int = 
 
     Alternating ours / reference inside each round (instead of all of one, then all of the other)
     spreads the noise of a shared machine (another job starting, CPU frequency changes) over both
-    sides, so their ratio is steadier than either absolute figure.
+    sides, so their ratio is steadier than either absolute figure. The order rotates from round to
+    round (a, b, c; b, c, a; ...): no side is always the first one after a pause, or always the one
+    timed right after a given other (caches, allocator state and clock boosts favour neither).
     """
+    names = list(fns)
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(max(1, repeat)):
-        for name, fn in fns.items():
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(max(1, repeat)):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             t0 = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(ts) for name, ts in times.items()}

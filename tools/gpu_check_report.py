@@ -3,7 +3,7 @@
 ``scripts/gpu-check.sh`` runs each stage in its own process under a hard time limit. Every stage
 records into ``OUT/gpu-check.json`` (and re-renders ``OUT/gpu-check.md``) as soon as it has
 something, so a stage killed by its limit, or a lease that ends, still leaves every earlier figure
-behind. This module touches no device: the shell calls it (``python -m gpt2.bench.gpu_report``) to
+behind. This module touches no device: the shell calls it (``python -m tools.gpu_check_report``) to
 mark the install step, a timed-out stage or the pytest results.
 
 Layout: ``{"kit", "dry_run", "created", "updated", "machine": {...}, "stages": {name: stage}}`` with
@@ -22,8 +22,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from gpt2.bench.cli import _fmt as _num  # the number format of `gpt2 bench`'s tables
 from gpt2.store.files import atomic_write_text, read_json_object, write_json_atomic
+from tools.bench.cli import _fmt as _num  # the number format of the benchmarks' tables
 
 JSON_NAME = "gpu-check.json"
 MARKDOWN_NAME = "gpu-check.md"
@@ -39,23 +39,18 @@ def _now() -> str:
 
 
 class Recorder:
-    """Reads ``out_dir/gpu-check.json`` (or starts it), and saves JSON + Markdown after every change.
+    """Reads ``out_dir/gpu-check.json`` (or starts it), and saves JSON + Markdown after every change."""
 
-    ``out_dir=None`` keeps everything in memory (``gpt2 bench gpu`` run as an ordinary suite).
-    """
-
-    def __init__(self, out_dir: str | Path | None, dry_run: bool = False):
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        path = self.json_path
-        if path is not None and path.is_file():
-            self.data = read_json_object(path, "GPU check results")
+    def __init__(self, out_dir: str | Path, dry_run: bool = False):
+        self.out_dir = Path(out_dir)
+        if self.json_path.is_file():
+            self.data = read_json_object(self.json_path, "GPU check results")
         else:
             self.data = {"kit": "gpt2 gpu-check", "dry_run": dry_run, "created": _now(), "machine": {}, "stages": {}}
-        self.collected: list[Any] = []  # the BenchResult objects recorded by this process
 
     @property
-    def json_path(self) -> Path | None:
-        return self.out_dir / JSON_NAME if self.out_dir is not None else None
+    def json_path(self) -> Path:
+        return self.out_dir / JSON_NAME
 
     def stage(self, name: str) -> dict[str, Any]:
         return self.data["stages"].setdefault(name, {"status": "running", "results": []})
@@ -67,7 +62,6 @@ class Recorder:
 
     def result(self, name: str, result: Any) -> None:
         """Append one BenchResult (or its dict) to stage ``name`` and save."""
-        self.collected.append(result)
         entry = result.to_dict() if hasattr(result, "to_dict") else dict(result)
         # JSON has no NaN/inf: a figure without a reference (no GPU peak on the dry run) is stored as null
         entry = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in entry.items()}
@@ -91,8 +85,6 @@ class Recorder:
 
     def save(self) -> None:
         self.data["updated"] = _now()
-        if self.out_dir is None:
-            return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.out_dir / JSON_NAME, self.data)
         atomic_write_text(self.out_dir / MARKDOWN_NAME, render_markdown(self.data))
@@ -210,7 +202,7 @@ def record_tests(rec: Recorder, log: Path, junit: Path | None, rc: int, seconds:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gpt2.bench.gpu_report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.gpu_check_report", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     mark = sub.add_parser("mark", help="set a stage's status (install, skipped or timed-out stages)")
     mark.add_argument("out")

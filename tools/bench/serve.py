@@ -1,4 +1,4 @@
-"""``gpt2 bench serve``: what batching and int8 buy when serving.
+"""``python -m tools.bench serve``: what batching and int8 buy when serving.
 
 * **batching**: 8 clients (threads) submit their request at once to the serving engine
   (:mod:`gpt2.serve.engine`), against the same 8 requests submitted one after the other (each waits for
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-from gpt2.bench.core import BenchResult, interleaved_median_seconds
 from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.generate import generate_token_ids
 from gpt2.generate.sampling import SamplingOptions
 from gpt2.model import GPT
 from gpt2.quantize import prepare_model
 from gpt2.serve.engine import Engine
+from tools.bench.core import BenchResult, interleaved_median_seconds
 
 CLIENTS = 8
 DEMO_RUN, DEMO_DATA = Path("runs/demo/run"), Path("runs/demo/data")

@@ -1,21 +1,20 @@
-"""``gpt2 bench gpu``: the GPU check's benchmarks, one stage at a time, each result saved as soon as it exists.
+"""``python -m tools.gpu_check STAGE``: the GPU check's benchmarks, one stage at a time, each result saved at once.
 
 Stages (:data:`STAGES`, in the order ``scripts/gpu-check.sh`` runs them, each under its own time limit):
 
 * ``env``: the card, driver, torch/CUDA versions, the data-sheet bf16 peak and a measured bf16
   matmul ceiling (8192^3, the figure METHOD.md asks for before any MFU claim);
-* ``train124``: 124M at T=1024 with ``torch.compile`` + bf16 autocast + fused AdamW (the very step
-  of ``gpt2 bench train``, :func:`gpt2.bench.train.make_train_step`) at micro-batch 16/32/64:
-  tok/s, MFU against the data-sheet peak (:mod:`gpt2.train.mfu`), peak memory; if the best MFU is
+* ``train124``: 124M at T=1024: the real ``Trainer`` step with ``torch.compile`` + bf16 autocast + fused
+  AdamW (as ``python -m tools.bench train`` times it, :func:`tools.bench.train.make_train_step`) at micro-batch
+  16/32/64: tok/s, MFU against the data-sheet peak (:mod:`gpt2.train.mfu`), peak memory; if the best MFU is
   under 50 %, a ``torch.profiler`` summary of one step (top ops by self CUDA time);
-* ``hellaswag``: items/s of the batched scorer on 124M (:func:`gpt2.bench.eval.run`);
+* ``hellaswag``: items/s of the batched scorer on 124M (:func:`tools.bench.eval.run`);
 * ``generate``: KV-cache decoding tok/s, 124M at batch 1 and 8, 1558M (random weights) at batch 1,
-  against the same model without a cache (:func:`gpt2.bench.generate.decoders`);
+  against the same model without a cache (:func:`tools.bench.generate.decoders`);
 * ``train350`` / ``train774``: one training point each (micro-batch 16).
 
 ``--dry-run`` takes the same code path on the CPU with the ``tiny`` model and seconds-long stages.
-Run one stage: ``python -m gpt2.bench.gpu STAGE --out DIR [--dry-run]``; ``gpt2 bench gpu --device cuda``
-runs them all in one process as an ordinary suite (``--quick``: the dry run).
+Run one stage: ``python -m tools.gpu_check STAGE --out DIR [--dry-run]``; ``scripts/gpu-check.sh`` runs them all.
 """
 
 from __future__ import annotations
@@ -25,19 +24,21 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from gpt2.bench.core import BenchResult, median_seconds
-from gpt2.bench.gpu_report import Recorder
-from gpt2.bench.memory import peak_memory_bytes
 from gpt2.errors import GPT2Error
 from gpt2.train.mfu import device_peak_flops, model_flops_utilization
+from tools.bench.core import BenchResult, median_seconds
+from tools.bench.memory import peak_memory_bytes
+from tools.gpu_check_report import Recorder
 
 MFU_TARGET = 0.5  # the issue's goal for 124M on an H100-class card
 TARGET_NAME = "tok/s at 50% MFU of the data-sheet peak"
@@ -151,16 +152,17 @@ def profile_step(step: Callable[[], None], plan: Plan, top: int = 15) -> dict[st
     return {"summary": summary, "device_ms": total / 1000, "wall_ms": wall_us / 1000, "ops": ops}
 
 
-def measure_training(plan: Plan, size: str, batch: int, seq: int, repeat: int, warmup: int):
-    """(result, step closure): tok/s, MFU and peak memory of our compiled bf16 step, as ``gpt2 bench train``."""
-    from gpt2.bench.train import TrainCase, case_config, make_train_step
+def measure_training(plan: Plan, size: str, batch: int, seq: int, repeat: int, warmup: int, workdir: Path):
+    """(result, step closure): tok/s, MFU and peak memory of the trainer's compiled bf16 step (on the dry run: fp32
+    eager), as ``python -m tools.bench train`` times it; its random-token dataset lives in ``workdir``."""
     from gpt2.model import GPT
+    from tools.bench.train import TrainCase, case_config, make_train_step
 
     config = case_config(TrainCase(size, batch, seq, repeat))
     holder: dict[str, Any] = {}
 
     def timed() -> None:
-        holder["step"] = step = make_train_step("ours", config, batch, seq, plan.device)
+        holder["step"] = step = make_train_step("ours", config, batch, seq, plan.device, workdir)
         holder["seconds"] = median_seconds(step, repeat=repeat, warmup=warmup)  # warm-up compiles
 
     peak_bytes = peak_memory_bytes(timed, plan.device)
@@ -198,23 +200,29 @@ def stage_train124(plan: Plan, rec: Recorder, stage: str) -> None:
     """Largest micro-batch first (``gpt2 train``'s 124M default, 64): each point compiles anew (tens of
     seconds), so if the stage runs out of time it is the smaller batches that are missing."""
     size, seq, batches = ("tiny", 64, (4, 2, 1)) if plan.dry_run else ("124M", 1024, (64, 32, 16))
-    for i, batch in enumerate(batches):
-        _release()
-        result, step = measure_training(plan, size, batch, seq, plan.repeat, warmup=1 if plan.dry_run else 3)
-        rec.result(stage, result)
-        mfu = result.extra["mfu"]
-        if i == 0 and (mfu is None or mfu < MFU_TARGET):  # no peak known (the CPU) counts as short
-            profile = profile_step(step, plan)
-            short = "no GPU peak to compare with" if mfu is None else f"MFU {100 * mfu:.1f}% < {100 * MFU_TARGET:.0f}%"
-            profile["what"] = f"{result.name}: {short}"
-            rec.note(stage, "profile", profile)
-        del step
+    with tempfile.TemporaryDirectory(prefix="gpt2-gpu-check-") as workdir:
+        for i, batch in enumerate(batches):
+            _release()
+            warmup = 1 if plan.dry_run else 3
+            result, step = measure_training(plan, size, batch, seq, plan.repeat, warmup, Path(workdir))
+            rec.result(stage, result)
+            mfu = result.extra["mfu"]
+            if i == 0 and (mfu is None or mfu < MFU_TARGET):  # no peak known (the CPU) counts as short
+                profile = profile_step(step, plan)
+                short = (
+                    "no GPU peak to compare with" if mfu is None else f"MFU {100 * mfu:.1f}% < {100 * MFU_TARGET:.0f}%"
+                )
+                profile["what"] = f"{result.name}: {short}"
+                rec.note(stage, "profile", profile)
+            del step
 
 
 def _one_training_point(size: str) -> Callable[[Plan, Recorder, str], None]:
     def stage_fn(plan: Plan, rec: Recorder, stage: str) -> None:
         size_, batch, seq = ("tiny", 2, 64) if plan.dry_run else (size, 16, 1024)
-        rec.result(stage, measure_training(plan, size_, batch, seq, max(1, plan.repeat // 2), warmup=2)[0])
+        with tempfile.TemporaryDirectory(prefix="gpt2-gpu-check-") as workdir:
+            result = measure_training(plan, size_, batch, seq, max(1, plan.repeat // 2), 2, Path(workdir))[0]
+        rec.result(stage, result)
 
     return stage_fn
 
@@ -223,7 +231,7 @@ def _one_training_point(size: str) -> Callable[[Plan, Recorder, str], None]:
 
 
 def stage_hellaswag(plan: Plan, rec: Recorder, stage: str) -> None:
-    from gpt2.bench import eval as bench_eval
+    from tools.bench import eval as bench_eval
 
     # CUDA: 124M, 512 items, bf16, against the one-item-per-forward loop; dry run: tiny, 4 items
     for result in bench_eval.run(device=str(plan.device), repeat=min(plan.repeat, 3), quick=plan.dry_run):
@@ -231,10 +239,10 @@ def stage_hellaswag(plan: Plan, rec: Recorder, stage: str) -> None:
 
 
 def stage_generate(plan: Plan, rec: Recorder, stage: str) -> None:
-    from gpt2.bench.generate import NO_CACHE_NAME, PROMPT, decoders
     from gpt2.config import GPTConfig
     from gpt2.model import GPT
     from gpt2.tokenizer import get_tokenizer
+    from tools.bench.generate import NO_CACHE_NAME, PROMPT, decoders
 
     prompt_len, new_tokens = (8, 16) if plan.dry_run else (32, 256)
     cases = [("tiny", 1), ("tiny", 2), ("tiny", 1)] if plan.dry_run else [("124M", 1), ("124M", 8), ("1558M", 1)]
@@ -287,22 +295,12 @@ def make_plan(device: str, dry_run: bool, repeat: int | None = None) -> Plan:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GPT2Error(f"--device {device}: no CUDA GPU is available on this machine (the dry run uses --device cpu)")
     if dev.type != "cuda" and not dry_run:
-        raise GPT2Error("gpt2 bench gpu measures a CUDA GPU: use --device cuda (or --quick / --dry-run on the CPU)")
+        raise GPT2Error("the GPU check measures a CUDA GPU: use --device cuda (or --dry-run on the CPU)")
     return Plan(dev, dry_run, repeat or (1 if dry_run else 10))
 
 
-def run(device: str = "cpu", repeat: int = 3, quick: bool = False) -> list[BenchResult]:
-    """``gpt2 bench gpu``: every stage in this process; ``quick`` is the CPU dry run."""
-    plan = make_plan(device, quick, max(repeat, 10) if not quick else 1)
-    rec = Recorder(None, dry_run=quick)
-    for name in STAGES:
-        if not run_stage(name, plan, rec):
-            raise RuntimeError(f"stage {name}: {rec.stage(name).get('reason')}")
-    return rec.collected
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gpt2.bench.gpu", description="one stage of the GPU check")
+    parser = argparse.ArgumentParser(prog="python -m tools.gpu_check", description="one stage of the GPU check")
     parser.add_argument("stage", choices=list(STAGES))
     parser.add_argument("--out", required=True, help="folder of gpu-check.json / gpu-check.md (updated in place)")
     parser.add_argument("--device", default=None, help="cuda (default) or cpu with --dry-run")

@@ -1,4 +1,4 @@
-"""``gpt2 bench data``: batches/s of ``TokenShardLoader`` (B=8, T=1024) vs build-nanogpt's loader.
+"""``python -m tools.bench data``: batches/s of ``TokenShardLoader`` (B=8, T=1024) vs build-nanogpt's loader.
 
 The reference is build-nanogpt's ``DataLoaderLite``: it ``np.load``s a whole ``.npy`` shard and copies
 it into an int64 tensor (``torch.tensor(npt.astype(np.int32), dtype=torch.long)``) on every shard
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpt2.bench.core import BenchResult, interleaved_median_seconds
 from gpt2.data.loader import TokenShardLoader
 from gpt2.data.manifest import new_manifest, write_manifest
 from gpt2.data.shards import write_shard
+from tools.bench.core import BenchResult, interleaved_median_seconds
 
 
 class SeedShardLoader:

@@ -1,4 +1,4 @@
-"""``gpt2 bench tokenize``: tokens/s of ``gpt2 prepare`` vs a single-process tiktoken loop, same documents.
+"""``python -m tools.bench tokenize``: tokens/s of ``gpt2 prepare`` vs a single-process tiktoken loop, same documents.
 
 Ours is the whole ``prepare_documents`` pipeline (threaded ``encode_to_numpy``, EOT insertion, shard
 writing with fsync, manifest) with the default worker count (= CPU cores). The reference is the
@@ -6,7 +6,7 @@ inner loop of build-nanogpt's ``fineweb.py`` run in one process: ``encode_ordina
 nothing written. Both see the same documents — the first part of the JSONL corpus named by ``$GPT2_WIKI_PATH``
 (e.g. a Wikipedia sample, one ``{"text": ...}`` per line) when it is set, else the offline demo corpus — timed
 alternately within each repeat. Full size is ~4 M characters (~1 M tokens): enough for steady rates, small
-enough for ``gpt2 bench all`` on 2 cores.
+enough for ``python -m tools.bench all`` on 2 cores.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gpt2.bench.core import BenchResult, interleaved_median_seconds
 from gpt2.data.encode import default_workers
 from gpt2.data.prepare import prepare_documents
 from gpt2.data.sources import demo_documents, file_documents
 from gpt2.store.files import file_from_env
 from gpt2.tokenizer import get_tokenizer
+from tools.bench.core import BenchResult, interleaved_median_seconds
 
 WIKI_PATH_ENV = "GPT2_WIKI_PATH"  # a JSONL corpus to tokenize instead of the demo corpus (``make`` may set it)
 

@@ -1,7 +1,7 @@
 """The offline end-to-end demo behind ``make demo``: prepare → train → evaluate → report → sample → serve.
 
-    python -m gpt2.demo                      # ~3 minutes on 2 idle CPU cores (190 CPU-s), into runs/demo
-    python -m gpt2.demo --steps 5 --out /tmp/d   # a smoke run in seconds (what tests/test_demo.py does)
+    python -m tools.demo                      # ~3 minutes on 2 idle CPU cores (190 CPU-s), into runs/demo
+    python -m tools.demo --steps 5 --out /tmp/d   # a smoke run in seconds (what tests/test_demo.py does)
 
 Every stage is a real ``gpt2`` command, run in this process through the same argument parser as the
 command line, and printed first (``$ gpt2 ...``) so the demo doubles as a tour of the CLI. Re-running is
@@ -238,7 +238,7 @@ def run_demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gpt2.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(DEMO_OUT), help="demo directory (data/ and run/ inside; %(default)s)")
     parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="training steps (%(default)s ≈ 3 min on 2 cores)")
     parser.add_argument("--hellaswag-limit", type=int, default=DEMO_HELLASWAG_LIMIT, help="HellaSwag items scored")
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 def _reexec_with_malloc_env() -> None:
     """Restart this process once with MALLOC_ENV set: glibc reads it only at process start."""
     if sys.platform.startswith("linux") and any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
-        os.execve(sys.executable, [sys.executable, "-m", "gpt2.demo", *sys.argv[1:]], {**os.environ, **MALLOC_ENV})
+        os.execve(sys.executable, [sys.executable, "-m", "tools.demo", *sys.argv[1:]], {**os.environ, **MALLOC_ENV})
 
 
 if __name__ == "__main__":

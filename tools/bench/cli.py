@@ -1,8 +1,8 @@
-"""``gpt2 bench SUITE``: run benchmark suites and print ours / reference / ratio, with the machine they ran on.
+"""``python -m tools.bench SUITE``: run benchmark suites and print ours / reference / ratio, with the machine.
 
-Each suite is the module ``gpt2.bench.<suite>`` with ``run(device, repeat, quick) -> list[BenchResult]``,
+Each suite is the module ``tools.bench.<suite>`` with ``run(device, repeat, quick) -> list[BenchResult]``,
 imported by name only when asked for. A suite that is missing or raises becomes an error entry:
-the other suites still run and report, and the command exits 1.
+the other suites still run and report, and the command exits 1. Bad arguments are one ``error:`` line, exit 1.
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ from gpt2.errors import GPT2Error
 
 # "all" runs them in this order; scaling last (it is the slowest and only compares us with ourselves).
 SUITES: tuple[str, ...] = ("train", "generate", "eval", "tokenize", "data", "serve", "scaling")
-# Run only when named: `gpt2 bench gpu` is the GPU check's kit (scripts/gpu-check.sh), not a comparison suite.
-EXTRA_SUITES: tuple[str, ...] = ("gpu",)
 VERSIONED_PACKAGES = ("torch", "transformers", "numpy", "tiktoken")
 
 
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", help=f"which benchmark to run: {', '.join(SUITES + EXTRA_SUITES)} or all")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("suite", help=f"which benchmark to run: {', '.join(SUITES)} or all")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON array of results instead of a table")
     output.add_argument("--markdown", action="store_true", help="print the table as Markdown (for docs/benchmarks.md)")
@@ -43,17 +42,32 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot-dir", metavar="DIR", help="suites that draw figures (scaling) write their PNGs into DIR"
     )
+    parser.add_argument("--debug", action="store_true", help="print the traceback of a failing suite")
+    return parser
+
+
+# The CPU features that decide which kernels torch can use (bf16 matmuls are fast only with AVX512_BF16 or AMX).
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (Linux), else {}."""
+    try:
+        text = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in text.splitlines())}
 
 
 def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (Linux), else what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    """The CPU's marketing name, family/model and vector features, from /proc/cpuinfo (Linux), else what the
+    platform module knows. A VM may say only "AMD EPYC": the family and the flags are what can be checked."""
+    info = _cpuinfo()
+    if not info.get("model name"):
+        return platform.processor() or platform.machine() or "unknown"
+    flags = set(info.get("flags", "").split())
+    features = "/".join(f for f in CPU_FEATURES if f in flags) or "no AVX2"
+    return f"{info['model name']} (family {info.get('cpu family', '?')} model {info.get('model', '?')}, {features})"
 
 
 def _version(package: str) -> str | None:
@@ -84,8 +98,8 @@ def machine_info(device: str) -> dict[str, Any]:
 
 def validate_args(args: argparse.Namespace) -> list[str]:
     """The suites to run; GPT2Error for an unknown suite, a repeat below 1 or an unusable device."""
-    if args.suite != "all" and args.suite not in SUITES + EXTRA_SUITES:
-        known = ", ".join(SUITES + EXTRA_SUITES)
+    if args.suite != "all" and args.suite not in SUITES:
+        known = ", ".join(SUITES)
         raise GPT2Error(f"unknown benchmark suite {args.suite!r}; choose one of: {known}, all")
     if args.repeat < 1:
         raise GPT2Error(f"--repeat must be at least 1, got {args.repeat}")
@@ -111,7 +125,7 @@ def _finite_or_none(value: Any) -> Any:
 
 def run_suite(suite: str, device: str, repeat: int, quick: bool) -> list[dict[str, Any]]:
     """Results of one suite as dicts; a missing suite gives one entry with an ``error`` key, a failing one raises."""
-    module_name = f"gpt2.bench.{suite}"
+    module_name = f"tools.bench.{suite}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -126,7 +140,7 @@ def run_suite(suite: str, device: str, repeat: int, quick: bool) -> list[dict[st
 
 def write_suite_plots(suite: str, entries: list[dict[str, Any]], plot_dir: str) -> None:
     """Let a suite that defines ``write_plots(entries, dir)`` draw its figures."""
-    module = importlib.import_module(f"gpt2.bench.{suite}")
+    module = importlib.import_module(f"tools.bench.{suite}")
     if hasattr(module, "write_plots"):
         for path in module.write_plots(entries, plot_dir):
             print(f"wrote {path}", file=sys.stderr)
@@ -216,7 +230,7 @@ def run_bench(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    entries = collect(suites, args.device, args.repeat, args.quick, args.plot_dir, getattr(args, "debug", False))
+    entries = collect(suites, args.device, args.repeat, args.quick, args.plot_dir, args.debug)
     if args.out:
         from gpt2.store.files import write_json_atomic
 
@@ -230,3 +244,12 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"error: benchmark suite(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run_bench(args)
+    except GPT2Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
