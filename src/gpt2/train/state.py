@@ -31,7 +31,7 @@ from gpt2.store.tensor_tree import read_safetensors
 from gpt2.train.config import TrainConfig
 
 TRAINER_FILE = "trainer.json"
-SAVED_EVALS = ("val_loss", "hellaswag_acc_norm", "hellaswag_acc")  # last eval results copied into meta.json
+SAVED_EVALS = ("val_loss", "val_bpb", "hellaswag_acc_norm", "hellaswag_acc")  # last eval results copied into meta.json
 
 
 class Stateful(Protocol):
