@@ -109,6 +109,22 @@ def test_common_prefix_and_suffix_are_not_scored():
         core.example_requests(schema, 0, ids, 2)
 
 
+def test_an_option_with_no_tokens_of_its_own_follows_nanochats_nan_rule(model, tmp_path):
+    # " the" is a token prefix of " the cat": nothing of it is scored, its mean loss is NaN, and
+    # list.index(min(...)) picks a NaN only when it comes first
+    examples = (
+        {"query": "Pick one:", "choices": ["the", "the cat sat"], "gold": 1},
+        {"query": "Pick one:", "choices": ["the cat sat", "the"], "gold": 0},
+        {"query": "Pick one:", "choices": ["a dog", "a", "a cat"], "gold": 2},
+    )
+    task = core.CoreTask("t", "multiple_choice", 0, " ", 25, examples, "x")
+    tokenizer = NanochatTokenizer(hf_tokenizer(tmp_path / "hf"))
+    meta = {"task_type": "multiple_choice", "num_fewshot": 0, "continuation_delimiter": " "}
+    reference = [evaluate_example(i, NanochatModel(model), tokenizer, list(examples), "cpu", meta)[1] for i in range(3)]
+    assert core.predict(model, task, range(3)) == reference
+    assert reference[0] == 0 and reference[1] == 0  # the NaN option wins at index 0, never elsewhere
+
+
 def test_cli_writes_core_json_with_all_22_tasks(model, tmp_path, monkeypatch, capsys):
     directory = write_bundle(tmp_path / "eval_bundle", n=11)
     ckpt = gpt2.save_model(tmp_path / "ckpt", model)

@@ -1,25 +1,14 @@
 """CORE: the DCLM paper's 22 in-context-learning tasks (arXiv 2406.11794), scored exactly as nanochat scores them.
 
-Data: nanochat's ``eval_bundle.zip`` (downloaded once into the user cache, its SHA-256 recorded next to it) or
-any directory in its layout::
-
-    core.yaml            icl_tasks: [{label, dataset_uri, num_fewshot: [k], icl_task_type, continuation_delimiter}]
-    eval_meta_data.csv   columns "Eval Task" and "Random baseline" (percent)
-    eval_data/<dataset_uri>   JSON lines, one example each
-
-Each task's examples are shuffled with ``random.Random(1337)`` and cut to ``--max-per-task``; example ``i``
-gets ``k`` few-shot examples ``random.Random(1234 + i).sample`` of the others. Three task types:
-
-``multiple_choice``    {query, choices, gold}: one prompt per choice; the choices' tokens after the longest
-                       common token prefix are scored; the lowest mean loss per token wins.
-``schema``             {context_options, continuation, gold}: one prompt per context; the longest common
-                       token suffix is scored; lowest mean loss wins.
-``language_modeling``  {context, continuation}: right when greedy decoding reproduces every continuation token.
-
-Prompts are ``<|endoftext|>`` (GPT-2's BOS) + the few-shot examples, each followed by a blank line, + the
-example; a row longer than the context window keeps its last ``block_size`` tokens. Per task, centered
-accuracy = (acc - baseline) / (1 - baseline); CORE = their mean. docs/evaluation.md lists where the
-numbers can differ from nanochat's (tests/test_evaluate_core.py pins that they do not on a local bundle).
+Data: nanochat's ``eval_bundle.zip`` (downloaded once into the user cache, its SHA-256 recorded beside it) or a
+directory in its layout: ``core.yaml`` (the tasks), ``eval_meta_data.csv`` (their random baselines, percent) and
+``eval_data/<dataset_uri>`` (JSON lines). Each task's examples are shuffled with ``random.Random(1337)`` and cut to
+``--max-per-task``; example ``i`` gets ``k`` few-shot examples ``random.Random(1234 + i).sample`` of the others.
+``multiple_choice`` / ``schema`` examples are right when the option with the lowest mean loss per scored token is
+``gold`` (scored: the tokens after the options' common prefix / the options' common suffix); ``language_modeling``
+ones when greedy decoding reproduces the continuation. Per task, centered accuracy = (acc - baseline) /
+(1 - baseline); CORE is their mean. docs/evaluation.md lists where the numbers can differ from nanochat's;
+tests/test_evaluate_core.py pins that they do not on a local bundle of every task type.
 """
 
 from __future__ import annotations
@@ -59,14 +48,13 @@ RESULTS_FILE = "core.json"
 TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
 SHUFFLE_SEED, FEWSHOT_SEED = 1337, 1234  # nanochat's scripts/base_eval.py and core_eval.py
 CHUNK = 256  # examples tokenized and scored together (bounds the memory of the token lists)
-# The 22 tasks of CORE (DCLM's "low variance" set) with their few-shot counts, in core.yaml's order.
-CORE_TASKS = {
-    "hellaswag_zeroshot": 0, "jeopardy": 10, "bigbench_qa_wikidata": 10, "arc_easy": 10, "arc_challenge": 10,
-    "copa": 0, "commonsense_qa": 10, "piqa": 10, "openbook_qa": 0, "lambada_openai": 0, "hellaswag": 10,
-    "winograd": 0, "winogrande": 0, "bigbench_dyck_languages": 10, "agi_eval_lsat_ar": 3,
-    "bigbench_cs_algorithms": 10, "bigbench_operators": 10, "bigbench_repeat_copy_logic": 10, "squad": 10,
-    "coqa": 0, "boolq": 10, "bigbench_language_identification": 10,
-}  # fmt: skip
+# The 22 tasks of CORE (DCLM's "low variance" set), in core.yaml's order: a bundle without one of them is named short.
+CORE_TASKS = (
+    "hellaswag_zeroshot", "jeopardy", "bigbench_qa_wikidata", "arc_easy", "arc_challenge", "copa", "commonsense_qa",
+    "piqa", "openbook_qa", "lambada_openai", "hellaswag", "winograd", "winogrande", "bigbench_dyck_languages",
+    "agi_eval_lsat_ar", "bigbench_cs_algorithms", "bigbench_operators", "bigbench_repeat_copy_logic", "squad", "coqa",
+    "boolq", "bigbench_language_identification",
+)  # fmt: skip
 # OpenAI's GPT-2 checkpoints as measured by nanochat (dev/estimate_gpt3_core.ipynb, all 22 tasks).
 GPT2_CORE = {"124M": 0.1139, "355M": 0.1849, "774M": 0.2146, "1558M": 0.2565}
 # The string field and then the options (a list; language modelling: a second string) of each task type's examples
@@ -155,7 +143,7 @@ def _read_examples(path: Path, task_type: str) -> list[dict]:
         raise GPT2Error(f"CORE task data not found: {path}")
     rows = []
     with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+        for line_no, line in enumerate(f, start=1):  # nanochat too reads every line, a blank one is an error
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -190,21 +178,24 @@ def load_bundle(directory: str | Path, max_per_task: int | None = None) -> tuple
         if task_type not in TASK_TYPES:
             raise GPT2Error(f"{where}: unknown icl_task_type {task_type!r} (expected one of {', '.join(TASK_TYPES)})")
         shots = shots[0] if isinstance(shots, list) and len(shots) == 1 else shots  # core.yaml writes [k]
-        if not isinstance(label, str) or not isinstance(entry.get("dataset_uri"), str):
-            raise GPT2Error(f"{where}: needs a 'label' and a 'dataset_uri'")
+        delimiter = entry.get("continuation_delimiter", " ")
+        if not all(isinstance(v, str) for v in (label, entry.get("dataset_uri"), delimiter)):
+            raise GPT2Error(f"{where}: needs a string 'label' and 'dataset_uri' (and 'continuation_delimiter')")
         if not isinstance(shots, int) or shots < 0:
             raise GPT2Error(f"{where}: num_fewshot must be [k] with k >= 0, got {entry.get('num_fewshot')!r}")
         if label not in baselines:
             raise GPT2Error(f"{directory / 'eval_meta_data.csv'}: no 'Random baseline' for task {label!r}")
         path = directory / "eval_data" / entry["dataset_uri"]
-        examples = _read_examples(path, task_type)
+        try:
+            examples = _read_examples(path, task_type)
+        except UnicodeDecodeError:
+            raise GPT2Error(f"{path}: not UTF-8 text") from None
         random.Random(SHUFFLE_SEED).shuffle(examples)  # the same subset for every --max-per-task run
         examples = examples[:max_per_task] if max_per_task else examples
         if len(examples) <= shots:
             raise GPT2Error(
                 f"{path}: task {label} needs more than {shots} examples ({shots}-shot), has {len(examples)}"
             )
-        delimiter = entry.get("continuation_delimiter", " ")
         tasks.append(CoreTask(label, task_type, shots, delimiter, baselines[label], tuple(examples), str(path)))
     return tuple(tasks)
 
