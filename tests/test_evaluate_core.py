@@ -67,6 +67,7 @@ class NanochatTokenizer:
         return [[prepend, *self.hf.encode(t, add_special_tokens=False)] for t in texts]
 
 
+@pytest.mark.slow
 def test_answers_and_accuracies_equal_nanochats(model, bundle, tmp_path):
     tokenizer = NanochatTokenizer(hf_tokenizer(tmp_path / "hf"))
     tasks = core.load_bundle(bundle)
@@ -125,6 +126,7 @@ def test_an_option_with_no_tokens_of_its_own_follows_nanochats_nan_rule(model, t
     assert reference[0] == 0 and reference[1] == 0  # the NaN option wins at index 0, never elsewhere
 
 
+@pytest.mark.slow
 def test_cli_writes_core_json_with_all_22_tasks(model, tmp_path, monkeypatch, capsys):
     directory = write_bundle(tmp_path / "eval_bundle", n=11)
     ckpt = gpt2.save_model(tmp_path / "ckpt", model)

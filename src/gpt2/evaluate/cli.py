@@ -215,6 +215,11 @@ def run_eval(args: argparse.Namespace) -> int:
     ctx = setup_distributed(args.device)
     try:
         dtype = resolve_amp_dtype(args.dtype, ctx.device)
+        if args.task == "core":  # read and check the bundle (or download it) before loading a maybe big model
+            from gpt2.evaluate import core
+
+            bundle = core.resolve_bundle(args.bundle)
+            tasks = core.load_bundle(bundle, args.max_per_task)
         model = load(args.model, ctx.device)
         if args.quantize:
             from gpt2.quantize import prepare_model
@@ -233,8 +238,8 @@ def run_eval(args: argparse.Namespace) -> int:
             result = hellaswag_accuracy(model, items, batch_size=batch, device=ctx.device, dtype=dtype)
             result["data"] = args.data or "hellaswag_val.jsonl (official, cached)"
         elif args.task == "core":
-            result = _run_core(args, model, ctx, dtype)
-            t0 += result.pop("load_s")  # time the scoring, not a download or the reading of the bundle
+            result = _run_core(args, model, tasks, ctx, dtype)
+            result.update(bundle=str(bundle), bundle_sha256=core.bundle_sha256(bundle), max_per_task=args.max_per_task)
         else:
             from gpt2.evaluate.loss import evaluate_loss, evaluate_text_loss
 
@@ -265,25 +270,16 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_core(args: argparse.Namespace, model: Any, ctx: Any, dtype: Any) -> dict[str, Any]:
+def _run_core(args: argparse.Namespace, model: Any, tasks: Any, ctx: Any, dtype: Any) -> dict[str, Any]:
     """``gpt2 eval core``'s result; rank 0 prints each task as it finishes (the 22 take minutes)."""
-    from gpt2.evaluate import core
-
-    t0 = time.perf_counter()
-    bundle = core.resolve_bundle(args.bundle)
-    tasks = core.load_bundle(bundle, args.max_per_task)
-    load_s = time.perf_counter() - t0
+    from gpt2.evaluate.core import evaluate_core
 
     def progress(label: str, row: dict[str, Any]) -> None:
         if ctx.is_main and not args.json:
             print(f"  {label:<34} acc {row['accuracy']:.4f}  centered {row['centered']:+.4f}  ({row['wall_s']:.1f} s)")
             sys.stdout.flush()
 
-    result = core.evaluate_core(
-        model, tasks, batch_rows=args.batch_size, device=ctx.device, dtype=dtype, progress=progress
-    )
-    sha = core.bundle_sha256(bundle)
-    return {**result, "bundle": str(bundle), "bundle_sha256": sha, "max_per_task": args.max_per_task, "load_s": load_s}
+    return evaluate_core(model, tasks, progress, batch_rows=args.batch_size, device=ctx.device, dtype=dtype)
 
 
 def _save_core(model_spec: str, result: dict[str, Any]) -> str | None:
