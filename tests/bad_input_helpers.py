@@ -303,3 +303,23 @@ def save_nan_model(world: World) -> None:
     with torch.no_grad():
         model.transformer.wte.weight[0, 0] = float("nan")
     save_model(world.case_dir / "step_000009", model)
+
+
+def core_bundle(edit: Callable[[Path], object] | None = None) -> Callable[[World], None]:
+    """Setup of a 2-task CORE bundle in ``{case}/bundle`` (0-shot multiple choice and schema), then ``edit(dir)``."""
+
+    def setup(world: World) -> None:
+        from core_bundle import write_bundle
+
+        rows = {
+            "copa": [{"query": "The man fell.", "choices": ["He slipped.", "He sang."], "gold": 0}] * 2,
+            "winograd": [
+                {"context_options": ["Ann thanked Sue because Ann", "... Sue"], "continuation": "won.", "gold": 1}
+            ]
+            * 2,
+        }
+        bundle = write_bundle(world.case_dir / "bundle", tuple(rows), n=2, data=rows)
+        if edit is not None:
+            edit(bundle)
+
+    return setup

@@ -27,6 +27,7 @@ from bad_input_helpers import (
     World,
     config_file_case,
     copy_run,
+    core_bundle,
     corrupt_dataset,
     edit_json,
     edit_weights,
@@ -386,6 +387,53 @@ CASES = [
         r"^error: --val-shards must be >= 0, got -1$",
     ),
     train_option_case("13-eval-tokens-zero", "--eval-tokens", "0", "positive"),
+    # 24. a malformed CORE eval bundle: one line naming the file (and row / task)
+    *(
+        Case(
+            f"24-core-{name}",
+            ["eval", "core", "--model", "{ckpt}", "--bundle", "{case}/bundle", "--device", "cpu"],
+            1,
+            stderr,
+            setup=core_bundle(edit),
+        )
+        for name, edit, stderr in (
+            (
+                "no-meta-csv",
+                lambda d: (d / "eval_meta_data.csv").unlink(),
+                r"^error: CORE eval bundle .*/bundle: "
+                r"eval_meta_data.csv is missing$",
+            ),
+            (
+                "no-data-file",
+                lambda d: (d / "eval_data/commonsense_reasoning/copa.jsonl").unlink(),
+                r"^error: CORE task data not found: .*/bundle/eval_data/commonsense_reasoning/copa.jsonl$",
+            ),
+            (
+                "bad-row",
+                lambda d: (d / "eval_data/commonsense_reasoning/copa.jsonl").write_text('{"query": 1}\n'),
+                r"^error: .*/copa.jsonl:1: field 'query' must be a string$",
+            ),
+            (
+                "bad-json",
+                lambda d: (d / "eval_data/commonsense_reasoning/copa.jsonl").write_text("{oops\n"),
+                r"^error: .*/copa.jsonl:1: malformed JSON \(.*\)$",
+            ),
+            (
+                "unknown-type",
+                lambda d: (d / "core.yaml").write_text(
+                    (d / "core.yaml").read_text().replace("icl_task_type: schema", "icl_task_type: ranking")
+                ),
+                r"^error: .*/core.yaml task 'winograd': unknown icl_task_type 'ranking' \(expected one of "
+                r"multiple_choice, schema, language_modeling\)$",
+            ),
+        )
+    ),  # fmt: skip
+    Case(
+        "24-core-bundle-not-a-directory",
+        ["eval", "core", "--model", "{ckpt}", "--bundle", "{case}/nothing", "--device", "cpu"],
+        1,
+        r"^error: --bundle .*/nothing: not a directory \(expected core.yaml, eval_meta_data.csv, eval_data/\)$",
+    ),
 ]
 
 

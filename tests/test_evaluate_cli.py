@@ -98,12 +98,12 @@ def test_eval_loss_on_prepared_data_and_text(checkpoint, tmp_path, capsys):
     argv = ["eval", "loss", "--model", str(checkpoint), "--batch-size", "2", "--seq-len", "32", "--json"]
     assert main([*argv, "--data", str(tmp_path / "data"), "--tokens", "128"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["tokens"] == 128 and result["perplexity"] > 1
+    assert result["tokens"] == 128 and result["perplexity"] > 1 and result["bpb"] > 1 and result["bytes_per_token"] > 1
     text = tmp_path / "notes.txt"
     text.write_text(" ".join(docs))
     assert main(["eval", "loss", "--model", str(checkpoint), "--text", str(text), "--seq-len", "32"]) == 0
     out = capsys.readouterr().out
-    assert "perplexity" in out and "nats/token" in out
+    assert "perplexity" in out and "nats/token" in out and "bits/byte" in out and "bytes/token" in out
     assert main(["eval", "loss", "--model", str(checkpoint), "--data", str(tmp_path / "missing")]) == 1
     assert "missing" in capsys.readouterr().err
 

@@ -1,4 +1,4 @@
-"""Two gloo processes give the same HellaSwag and loss totals as one process."""
+"""Two gloo processes give the same HellaSwag, loss, bits-per-byte and CORE totals as one process."""
 
 import json
 import os
@@ -9,8 +9,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from core_bundle import task_rows, write_bundle
 from evaluate_helpers import ITEMS, tiny_model, write_jsonl
 from gpt2.data import prepare_documents
+from gpt2.evaluate.core import evaluate_core, load_bundle
 from gpt2.evaluate.hellaswag import hellaswag_accuracy, load_hellaswag
 from gpt2.evaluate.loss import evaluate_loss, evaluate_text_loss
 from gpt2.runtime.distributed import all_reduce_sum, rank_and_world_size
@@ -29,7 +31,19 @@ def _evaluate_all(paths, batch):
         "hellaswag": hellaswag_accuracy(model, load_hellaswag(paths["hellaswag"]), batch_size=1),
         "loss": evaluate_loss(model, paths["data"], batch_size=batch, seq_len=32),
         "text": evaluate_text_loss(model, paths["text"], batch_size=1, seq_len=32),
+        "core": {
+            k: v["accuracy"] for k, v in evaluate_core(model, load_bundle(paths["core"]), batch_rows=3)["tasks"].items()
+        },
     }
+
+
+def _core_bundle(directory):
+    """5 examples a task (an odd count: one rank scores fewer), 2 to 4 options each (the ranks' rows differ)."""
+    items = [(i["ctx"], i["endings"], i["label"]) for i in ITEMS + EXTRA_ITEMS]
+    labels = ("agi_eval_lsat_ar", "lambada_openai", "winograd")  # 3-shot multiple choice, 0-shot LM, schema
+    types = {"agi_eval_lsat_ar": "multiple_choice", "lambada_openai": "language_modeling", "winograd": "schema"}
+    data = {label: task_rows(types[label], items, seed=1) for label in labels}
+    return str(write_bundle(directory, labels, n=5, data=data))
 
 
 def _worker(rank, port, paths):
@@ -64,6 +78,7 @@ def test_two_gloo_ranks_give_the_same_totals_as_one(tmp_path, monkeypatch):
         "data": str(tmp_path / "data"),
         "text": str(text),
         "out": str(tmp_path),
+        "core": _core_bundle(tmp_path / "eval_bundle"),
     }
     single = _evaluate_all(paths, BATCH * WORLD_SIZE)
     # fork: the children reuse the already imported torch and gpt2 instead of paying ~5 s each to import them
@@ -75,3 +90,5 @@ def test_two_gloo_ranks_give_the_same_totals_as_one(tmp_path, monkeypatch):
     for key in ("loss", "text"):
         assert ranks[0][key]["tokens"] == single[key]["tokens"]
         assert ranks[0][key]["loss"] == pytest.approx(single[key]["loss"], abs=1e-5)
+        assert ranks[0][key]["bpb"] == pytest.approx(single[key]["bpb"], abs=1e-5)
+    assert ranks[0]["core"] == single["core"] and len(single["core"]) == 3

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from evaluate_helpers import tiny_model, uniform_model, write_jsonl
+from evaluate_helpers import hf_tokenizer, tiny_model, uniform_model, write_jsonl
 from gpt2 import GPT2Error
 from gpt2.data import TokenShardLoader, prepare_documents
 from gpt2.evaluate.loss import evaluate_loss, evaluate_text_loss, text_file_tokens
@@ -94,3 +94,38 @@ def test_jsonl_text_and_bad_files(tmp_path):
         evaluate_text_loss(tiny_model(), empty)
     with pytest.raises(GPT2Error, match="not found"):
         evaluate_text_loss(tiny_model(), tmp_path / "missing.txt")
+
+
+HELD_OUT = [  # multi-byte text: tokens that hold part of a character count their own bytes
+    "Café crème at the naïve Zoë's: 3 € a cup.",
+    "日本語のテキスト, and an emoji 🙂 between words.",
+    "Plain ASCII closes the held-out file.",
+]
+
+
+def test_bits_per_byte_equal_an_independent_computation(tmp_path):
+    path = write_jsonl(tmp_path / "held_out.jsonl", [{"text": t} for t in HELD_OUT])
+    hf = hf_tokenizer(tmp_path / "hf")
+    stream = []
+    for text in HELD_OUT:
+        stream += [EOT_ID, *hf.encode(text)]  # transformers' BPE, not ours
+    model = tiny_model(seed=3)
+    result = evaluate_text_loss(model, path, seq_len=len(stream) - 1)  # one window: every target once
+    with torch.no_grad():
+        logits = model(torch.tensor([stream[:-1]]))[0][0].double()
+    nats = -torch.log_softmax(logits, dim=-1)[torch.arange(len(stream) - 1), torch.tensor(stream[1:])]
+    text_targets = torch.tensor(stream[1:]) != EOT_ID  # the two <|endoftext|> between documents: 0 bytes, left out
+    n_bytes = sum(len(t.encode("utf-8")) for t in HELD_OUT)  # the targets are exactly the text, byte for byte
+    assert result["tokens"] == len(stream) - 1
+    assert result["bpb"] == pytest.approx(float(nats[text_targets].sum()) / (math.log(2) * n_bytes), abs=1e-6)
+    assert result["loss"] == pytest.approx(float(nats.mean()), rel=1e-6)  # nats/token still counts every target
+    assert result["bytes_per_token"] == pytest.approx(n_bytes / (len(stream) - 1))
+
+
+def test_token_bytes_are_the_raw_byte_lengths(tmp_path):
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    hf = hf_tokenizer(tmp_path / "hf")
+    tokens = hf.convert_ids_to_tokens(list(range(EOT_ID)))  # byte-level strings: one character per byte
+    assert get_tokenizer().token_bytes == [len(bytes(byte_of[c] for c in token)) for token in tokens] + [0]

@@ -36,10 +36,12 @@ def test_val_loss_hellaswag_and_samples_are_logged(dataset, tmp_path):
     assert [row["type"] for row in rows] == ["train", "train", "eval", "sample", "sample"]
     evaluation = rows[2]
     assert evaluation["step"] == 2 and evaluation["tokens"] == 128 and 9 < evaluation["val_loss"] < 11.5
+    assert 1 < evaluation["val_bpb"] < 10  # ~10.8 nats/token over ~4 bytes/token, in bits
     assert evaluation["hellaswag_n"] == 4 and 0 <= evaluation["hellaswag_acc_norm"] <= 1
     assert all(row["prompt"] == "Hello, I'm a language model," and isinstance(row["text"], str) for row in rows[3:])
     meta = read_meta(latest_checkpoint(tmp_path / "run"))
     assert meta["val_loss"] == evaluation["val_loss"] and meta["hellaswag_acc_norm"] == evaluation["hellaswag_acc_norm"]
+    assert meta["val_bpb"] == evaluation["val_bpb"]
     assert summary["val_loss"] == evaluation["val_loss"]
 
 
@@ -49,7 +51,7 @@ def test_a_hook_without_its_data_warns_once_and_training_goes_on(dataset, tmp_pa
     err = capsys.readouterr().err
     assert err.count("warning: in-loop hellaswag disabled: HellaSwag file not found") == 1
     evals = [row for row in read_metrics(tmp_path / "run") if row["type"] == "eval"]
-    assert [sorted(row) for row in evals] == [["step", "tokens", "type", "val_loss"]] * 2
+    assert [sorted(row) for row in evals] == [["step", "tokens", "type", "val_bpb", "val_loss"]] * 2
 
 
 def test_a_slot_registered_from_outside_reaches_every_output(dataset, tmp_path, monkeypatch, capsys):

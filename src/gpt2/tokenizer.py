@@ -78,6 +78,12 @@ class Tokenizer:
         """Raw bytes of ``ids`` (for streaming: join bytes before decoding UTF-8)."""
         return self.encoding.decode_bytes(list(ids))
 
+    @functools.cached_property
+    def token_bytes(self) -> list[int]:
+        """UTF-8 bytes of the text of each token id, from the raw byte table (a token holding part of a
+        character counts its own bytes); ``<|endoftext|>`` counts 0: it marks a boundary, not text."""
+        return [0 if i == self.eot_id else len(self.encoding.decode_single_token_bytes(i)) for i in range(self.n_vocab)]
+
 
 @functools.lru_cache(maxsize=1)
 def get_tokenizer() -> Tokenizer:

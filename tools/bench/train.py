@@ -71,7 +71,7 @@ def case_config(case: TrainCase) -> GPTConfig:
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The benchmarks' precision: bf16 autocast on CUDA, plain fp32 elsewhere, as ``gpt2 train --dtype auto``
+    """The benchmarks' precision: bf16 autocast on CUDA, plain fp32 elsewhere, as ``gpt2 train --autocast auto``
     picks (on a CPU with AVX512_BF16 bf16 may be faster: measure it per machine). None means no autocast."""
     return resolve_amp_dtype(_dtype_option(device), device)
 
@@ -110,7 +110,7 @@ def trainer_step(
     cfg = TrainConfig(
         model=config, size=config.registry_name(), data=str(random_token_data(workdir, batch, seq)),
         out=str(Path(workdir) / f"run-{'fused' if fused_loss else 'plain'}"), steps=1000, batch_tokens=batch * seq,
-        micro_batch=batch, seq_len=seq, device=str(device), dtype=_dtype_option(device),
+        micro_batch=batch, seq_len=seq, device=str(device), autocast=_dtype_option(device),
         compile=device.type == "cuda", fused_loss=fused_loss, eval_every=0, hellaswag_every=0, sample_every=0,
         save_every=0, keep_last=1, seed=0,
     )  # fmt: skip

@@ -1,9 +1,10 @@
-"""``gpt2 eval hellaswag``, ``gpt2 eval loss`` and ``gpt2 eval lm-eval``.
+"""``gpt2 eval hellaswag``, ``gpt2 eval loss``, ``gpt2 eval lm-eval`` and ``gpt2 eval core``.
 
     gpt2 eval hellaswag --model gpt2 [--data FILE] [--limit N] [--batch-size 16] [--device auto] [--json]
     gpt2 eval loss --model runs/demo --data data/fineweb [--split val] [--tokens N]
     gpt2 eval loss --model runs/demo --text notes.txt
     gpt2 eval lm-eval --model runs/demo --tasks gpt2-paper [--limit N] [--include-path DIR] [--out FILE.json]
+    gpt2 eval core --model runs/demo [--bundle DIR] [--max-per-task N]
 
 Under ``torchrun --nproc_per_node=N gpt2 eval ...`` every rank scores its own slice and rank 0 prints.
 """
@@ -107,6 +108,20 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     harness.add_argument("--include-path", default=None, help="directory of extra task YAMLs (local/offline tasks)")
     harness.add_argument("--out", default=None, help="also write lm-eval's full result JSON (with samples) here")
 
+    core = tasks.add_parser(
+        "core",
+        help="CORE score: DCLM's 22 in-context tasks, scored as nanochat does",
+        description="CORE (DCLM's 22 tasks; per-task centered accuracy and their mean; see docs/evaluation.md).",
+    )
+    _add_common(core, 64, "prompt rows")
+    core.add_argument(
+        "--bundle",
+        default=None,
+        help="eval bundle directory (core.yaml, eval_meta_data.csv, eval_data/); "
+        "default: $GPT2_CORE_BUNDLE, else nanochat's eval_bundle.zip downloaded once",
+    )
+    core.add_argument("--max-per-task", type=_positive_int, default=None, help="score at most N examples a task")
+
 
 def _print_report(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
@@ -119,10 +134,19 @@ def _print_report(result: dict[str, Any], as_json: bool) -> None:
         print(f"  acc_norm_token  {result['acc_norm_token']:.4f}   lowest mean per-token loss (build-nanogpt)")
         print(f"  n               {result['n']}")
         print(f"  wall time       {result['wall_s']:.1f} s ({result['items_per_s']:.1f} items/s)")
+    elif "core" in result:
+        from gpt2.evaluate.core import format_table
+
+        print(f"CORE of {result['model']} on {result['bundle']} ({result['wall_s']:.1f} s)")
+        print(format_table(result))
+        if result["saved"]:
+            print(f"saved in {result['saved']}")
     else:
         print(f"loss on {result['data']} ({result['tokens']:,} tokens)")
         print(f"  loss        {result['loss']:.4f} nats/token")
         print(f"  perplexity  {result['perplexity']:.2f}")
+        bpb = "n/a (no text bytes)" if result["bpb"] is None else f"{result['bpb']:.4f}"
+        print(f"  bpb         {bpb} bits/byte ({result['bytes_per_token']:.3f} bytes/token, <|endoftext|> excluded)")
         print(f"  wall time   {result['wall_s']:.1f} s ({result['tokens'] / max(result['wall_s'], 1e-9):,.0f} tok/s)")
 
 
@@ -191,6 +215,11 @@ def run_eval(args: argparse.Namespace) -> int:
     ctx = setup_distributed(args.device)
     try:
         dtype = resolve_amp_dtype(args.autocast, ctx.device)
+        if args.task == "core":  # read and check the bundle (or download it) before loading a maybe big model
+            from gpt2.evaluate import core
+
+            bundle = core.resolve_bundle(args.bundle)
+            tasks = core.load_bundle(bundle, args.max_per_task)
         model = load(args.model, ctx.device)
         if args.quantize:
             from gpt2.quantize import prepare_model
@@ -208,6 +237,9 @@ def run_eval(args: argparse.Namespace) -> int:
             batch = args.batch_size or DEFAULT_BATCH_SIZE
             result = hellaswag_accuracy(model, items, batch_size=batch, device=ctx.device, dtype=dtype)
             result["data"] = args.data or "hellaswag_val.jsonl (official, cached)"
+        elif args.task == "core":
+            result = _run_core(args, model, tasks, ctx, dtype)
+            result.update(bundle=str(bundle), bundle_sha256=core.bundle_sha256(bundle), max_per_task=args.max_per_task)
         else:
             from gpt2.evaluate.loss import evaluate_loss, evaluate_text_loss
 
@@ -224,6 +256,8 @@ def run_eval(args: argparse.Namespace) -> int:
         result.update(model=str(args.model), device=str(ctx.device), world_size=ctx.world_size, wall_s=wall)
         if args.task == "hellaswag":
             result["items_per_s"] = result["n"] / max(wall, 1e-9)
+        if args.task == "core":
+            result["saved"] = _save_core(args.model, result) if ctx.is_main else None
         if ctx.is_main:
             _print_report(result, args.json)
             sys.stdout.flush()
@@ -234,3 +268,28 @@ def run_eval(args: argparse.Namespace) -> int:
     finally:
         teardown_distributed()
     return 0
+
+
+def _run_core(args: argparse.Namespace, model: Any, tasks: Any, ctx: Any, dtype: Any) -> dict[str, Any]:
+    """``gpt2 eval core``'s result; rank 0 prints each task as it finishes (the 22 take minutes)."""
+    from gpt2.evaluate.core import evaluate_core
+
+    def progress(label: str, row: dict[str, Any]) -> None:
+        if ctx.is_main and not args.json:
+            print(f"  {label:<34} acc {row['accuracy']:.4f}  centered {row['centered']:+.4f}  ({row['wall_s']:.1f} s)")
+            sys.stdout.flush()
+
+    return evaluate_core(model, tasks, progress, batch_rows=args.batch_size, device=ctx.device, dtype=dtype)
+
+
+def _save_core(model_spec: str, result: dict[str, Any]) -> str | None:
+    """Write ``core.json`` into our run/checkpoint directory (atomically); None for other models."""
+    from gpt2.evaluate.core import RESULTS_FILE
+    from gpt2.evaluate.harness_tasks import results_path
+    from gpt2.store.files import write_json_atomic
+
+    path = results_path(model_spec, RESULTS_FILE)
+    if path is None:
+        return None
+    write_json_atomic(path, result)
+    return str(path)

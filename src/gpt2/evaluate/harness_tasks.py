@@ -60,14 +60,14 @@ def expand_tasks(spec: str) -> list[str]:
     return names
 
 
-def results_path(model_spec: str) -> Path | None:
-    """Where results of ``model_spec`` are kept: inside it when it is one of our run/checkpoint directories."""
+def results_path(model_spec: str, name: str = RESULTS_FILE) -> Path | None:
+    """Where results file ``name`` of ``model_spec`` is kept: inside it when it is one of our run/checkpoint dirs."""
     from gpt2.store.checkpoint import is_checkpoint_dir
     from gpt2.store.rundir import LATEST_FILE
 
     path = Path(model_spec)
     if path.is_dir() and (is_checkpoint_dir(path) or (path / LATEST_FILE).is_file()):
-        return path / RESULTS_FILE
+        return path / name
     return None  # a Hugging Face directory or hub name: not ours to write into
 
 

@@ -6,6 +6,9 @@ disjoint from every other rank's, so the ranks together cover exactly the tokens
 ``evaluate_text_loss`` does the same for a raw ``.txt`` / ``.jsonl`` file tokenized on the fly.
 
 The loss is the mean cross-entropy (nats per token) over every predicted token; perplexity = exp(loss).
+Bits per byte, the tokenizer-independent form (nanochat's ``evaluate_bpb``), divides the summed nats by
+ln 2 times the UTF-8 bytes of the predicted tokens; ``<|endoftext|>`` targets have 0 bytes and their loss
+is left out of that sum (they mark document boundaries, not text).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from gpt2.errors import GPT2Error
 from gpt2.evaluate.scoring import check_model_vocab
@@ -24,6 +28,7 @@ from gpt2.model import IGNORE_INDEX
 from gpt2.runtime.device import autocast, model_device
 from gpt2.runtime.distributed import all_reduce_sum, rank_and_world_size
 from gpt2.runtime.parallel import unwrap_model
+from gpt2.tokenizer import get_tokenizer
 
 
 @torch.no_grad()
@@ -32,30 +37,39 @@ def _summed_loss(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     dtype: torch.dtype | None,
-) -> tuple[float, int]:
-    """(sum of per-token losses, number of tokens) over ``batches`` of (x, y) of shape (B, T)."""
-    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+) -> list[float]:
+    """[nats, tokens, nats of the tokens that have bytes, their bytes] summed over ``batches`` of (x, y) (B, T)."""
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    token_bytes = torch.tensor(get_tokenizer().token_bytes, device=device)
     was_training = model.training
     model.eval()
     try:
         for x, y in batches:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True).flatten()
             with autocast(device, dtype):
-                loss = model(x, y)[1]  # do not keep the (B, T, V) logits alive
-            valid = int((y != IGNORE_INDEX).sum())
-            if valid:  # the model's loss is the mean over the batch's non-ignored targets
-                total += loss.double() * valid
-                count += valid
+                logits = model(x)[0]
+            # the model's own loss, per token: float32 over the whole (padded) output layer
+            losses = F.cross_entropy(logits.flatten(0, 1).float(), y, ignore_index=IGNORE_INDEX, reduction="none")
+            n_bytes = torch.where(y != IGNORE_INDEX, token_bytes[y.clamp(min=0)], 0)
+            sums += torch.stack(
+                [losses.sum(), (y != IGNORE_INDEX).sum(), (losses * (n_bytes > 0)).sum(), n_bytes.sum()]
+            ).double()
     finally:
         model.train(was_training)
-    return float(total), count
+    return sums.tolist()
 
 
-def _result(total: float, count: float) -> dict[str, float | int]:
+def _result(total: float, count: float, byte_nats: float, n_bytes: float) -> dict[str, float | int | None]:
     loss = total / count
     if not math.isfinite(loss):
         raise GPT2Error(f"the loss is {loss}: the model's weights have diverged (NaN/inf outputs)")
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": int(count)}
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "bpb": byte_nats / (math.log(2) * n_bytes) if n_bytes else None,  # None: only <|endoftext|> targets
+        "bytes_per_token": n_bytes / count,
+        "tokens": int(count),
+    }
 
 
 def evaluate_loss(
@@ -68,7 +82,7 @@ def evaluate_loss(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> dict[str, float | int]:
-    """``{"loss", "perplexity", "tokens"}`` of ``model`` on the ``split`` shards of ``data_dir``.
+    """``{"loss", "perplexity", "bpb", "bytes_per_token", "tokens"}`` of ``model`` on ``data_dir``'s ``split`` shards.
 
     Reads ``max_tokens`` tokens (default: the whole split once) in batches of ``batch_size`` sequences
     of ``seq_len`` tokens (default: the model's context window). The token count is rounded down to
@@ -93,8 +107,8 @@ def evaluate_loss(
     steps = loader.steps_per_epoch  # never wrap around: each token is scored at most once
     if max_tokens is not None:
         steps = max(1, min(steps, max_tokens // loader.tokens_per_step))
-    total, count = _summed_loss(net, (loader.next_batch() for _ in range(steps)), device, dtype)
-    return _result(*all_reduce_sum([total, count], device))
+    sums = _summed_loss(net, (loader.next_batch() for _ in range(steps)), device, dtype)
+    return _result(*all_reduce_sum(sums, device))
 
 
 def text_file_tokens(path: str | Path, text_field: str = "text") -> np.ndarray:
@@ -156,5 +170,4 @@ def evaluate_text_loss(
             y[torch.tensor(chosen) < 0] = IGNORE_INDEX
             yield x, y
 
-    total, count = _summed_loss(net, batches(), device, dtype)
-    return _result(*all_reduce_sum([total, count], device))
+    return _result(*all_reduce_sum(_summed_loss(net, batches(), device, dtype), device))

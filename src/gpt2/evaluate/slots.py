@@ -65,7 +65,7 @@ def _val_loss(model: Any, ctx: SlotContext) -> dict[str, Any]:
         device=str(ctx.device),
         dtype=ctx.dtype,
     )
-    return {"val_loss": result["loss"]}
+    return {"val_loss": result["loss"], "val_bpb": result["bpb"]}
 
 
 def _hellaswag(model: Any, ctx: SlotContext) -> dict[str, Any]:
@@ -87,7 +87,10 @@ SLOTS: list[Slot] = [
         "val loss",
         lambda cfg: cfg.eval_every,
         _val_loss,
-        (Metric("val_loss", "val loss", False, ((GPT2_124M_VAL_LOSS, "GPT-2 124M (FineWeb-Edu val)"),)),),
+        (
+            Metric("val_loss", "val loss", False, ((GPT2_124M_VAL_LOSS, "GPT-2 124M (FineWeb-Edu val)"),)),
+            Metric("val_bpb", "val bits per byte", False),
+        ),
     ),
     Slot(
         "hellaswag",
