@@ -15,7 +15,7 @@ from gpt2.errors import GPT2Error
 
 def parameter_count(config: GPTConfig) -> int:
     """Distinct parameters of a model with ``config``, from the weights' shapes (nothing is built or allocated)."""
-    from gpt2.store.weights import count_parameters, expected_shapes
+    from gpt2.store.tensors import count_parameters, expected_shapes
 
     return count_parameters(expected_shapes(config))
 
@@ -26,9 +26,8 @@ def _describe_path(path: Path) -> tuple[GPTConfig, int, dict, str]:
     The config file alone is never trusted: the weights' names and shapes (a safetensors header, or the
     tensors of a ``.pt``) must agree with it, and their shapes give the parameter count.
     """
-    from gpt2.store.checkpoint import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint_dir, read_config, read_meta
-    from gpt2.store.rundir import latest_checkpoint
-    from gpt2.store.weights import check_safetensors, count_parameters
+    from gpt2.store.checkpoint import CONFIG_FILE, WEIGHTS_FILE, find_checkpoint, read_config, read_meta
+    from gpt2.store.tensors import check_safetensors, count_parameters
 
     if path.is_file():
         from gpt2.store.load import TORCH_FILE_SUFFIXES
@@ -39,7 +38,7 @@ def _describe_path(path: Path) -> tuple[GPTConfig, int, dict, str]:
 
         config, state, meta = read_nanogpt(path)
         return config, count_parameters({k: tuple(v.shape) for k, v in state.items()}), meta, str(path)
-    checkpoint = path if is_checkpoint_dir(path) else latest_checkpoint(path)
+    checkpoint = find_checkpoint(path)
     if checkpoint is not None:
         config = read_config(checkpoint)
         shapes = check_safetensors(checkpoint / WEIGHTS_FILE, config)

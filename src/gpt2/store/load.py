@@ -15,8 +15,7 @@ from gpt2.errors import GPT2Error
 from gpt2.interop.hf import load_hf_model
 from gpt2.interop.nanogpt import load_nanogpt_checkpoint
 from gpt2.model import GPT
-from gpt2.store.checkpoint import CONFIG_FILE, is_checkpoint_dir, load_checkpoint
-from gpt2.store.rundir import latest_checkpoint
+from gpt2.store.checkpoint import CONFIG_FILE, find_checkpoint, load_checkpoint
 
 TORCH_FILE_SUFFIXES = (".pt", ".pth", ".ckpt")  # nanoGPT / build-nanogpt checkpoints (read without unpickling code)
 
@@ -41,11 +40,9 @@ def load(spec: str | Path, device: torch.device | str = "cpu") -> GPT:
     """
     path = Path(spec)
     if path.is_dir():
-        if is_checkpoint_dir(path):
-            return load_checkpoint(path, device)
-        latest = latest_checkpoint(path)
-        if latest is not None:
-            return load_checkpoint(latest, device)
+        checkpoint = find_checkpoint(path)
+        if checkpoint is not None:
+            return load_checkpoint(checkpoint, device)
         if (path / CONFIG_FILE).is_file():
             return load_hf_model(str(path), device=device)
         raise GPT2Error(f"{path} is neither a checkpoint, a run directory nor a Hugging Face model directory")

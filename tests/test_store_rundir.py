@@ -12,10 +12,9 @@ import pytest
 import gpt2
 from gpt2 import GPT2Error
 from gpt2.store.rundir import (
-    LATEST_FILE,
     MetricsLog,
+    RunDir,
     check_run_dir,
-    checkpoint_name,
     find_resume_checkpoint,
     latest_checkpoint,
     list_checkpoints,
@@ -31,7 +30,7 @@ from gpt2.store.rundir import (
 
 def make_steps(run_dir, *steps):
     for step in steps:
-        (run_dir / checkpoint_name(step)).mkdir(parents=True)
+        RunDir(run_dir).checkpoint(step).mkdir(parents=True)
 
 
 def test_rundir_does_not_import_torch():
@@ -48,14 +47,14 @@ def test_rundir_does_not_import_torch():
 def test_latest_pointer_round_trip_and_bad_pointer(tmp_path):
     assert latest_checkpoint(tmp_path) is None  # no pointer yet
     make_steps(tmp_path, 7)
-    write_latest(tmp_path, checkpoint_name(7))
-    assert (tmp_path / LATEST_FILE).read_text() == "step_000007\n"
+    write_latest(tmp_path, RunDir(tmp_path).checkpoint(7).name)
+    assert (tmp_path / "latest").read_text() == "step_000007\n"
     assert latest_checkpoint(tmp_path) == tmp_path / "step_000007"
     assert not list(tmp_path.glob(".latest*"))  # no temporary left behind
     write_latest(tmp_path, "step_000009")  # points at a directory that is not there
     with pytest.raises(GPT2Error, match=r"latest points to 'step_000009', which does not exist"):
         latest_checkpoint(tmp_path)
-    (tmp_path / LATEST_FILE).write_text("\n")
+    (tmp_path / "latest").write_text("\n")
     with pytest.raises(GPT2Error, match="points to ''"):
         latest_checkpoint(tmp_path)
 
