@@ -31,7 +31,8 @@ from gpt2.errors import GPT2Error
 from gpt2.store.files import atomic_write_text, check_writable, read_json_object, write_json_atomic
 
 ROW_TYPES = ("train", "eval", "sample")
-STEP_DIR = re.compile(r"^step_(\d+)$")
+LATEST_MAX_BYTES = 64  # "step_000123\n" is 12 bytes: a longer ``latest`` is not ours, and is never read whole
+STEP_DIR = re.compile(r"^step_([0-9]+)\Z")
 STALE_OLD = re.compile(r"^\.(step_\d+)\.old-\d+$")
 
 
@@ -63,15 +64,34 @@ class RunDir:
 # ---------------------------------------------------------------- checkpoints and the latest pointer
 
 
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, links followed, stays inside ``root``."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint that ``run_dir/latest`` points to, or None when there is none."""
-    pointer = RunDir(run_dir).latest
+    """The checkpoint that ``run_dir/latest`` points to, or None when there is none.
+
+    ``latest`` is untrusted (a run directory may come from anyone, and the server shows errors to clients):
+    at most a few bytes are read, only a ``step_N`` name is accepted, the file's content is never echoed,
+    and neither it nor the checkpoint it names may be a link out of the run directory.
+    """
+    names = RunDir(run_dir)
+    pointer = names.latest
     if not pointer.is_file():
         return None
-    name = pointer.read_text().strip()
-    target = Path(run_dir) / name
-    if not name or "/" in name or not target.is_dir():
+    if not _inside(names.root, pointer):
+        raise GPT2Error(f"{pointer} is a link out of the run directory; not following it")
+    with open(pointer, "rb") as f:
+        raw = f.read(LATEST_MAX_BYTES + 1)
+    name = raw.decode("ascii", errors="replace").strip()
+    if len(raw) > LATEST_MAX_BYTES or not STEP_DIR.match(name):
+        raise GPT2Error(f"{pointer} is corrupt: it must hold the name of a checkpoint directory (step_N)")
+    target = names.root / name
+    if not target.is_dir():
         raise GPT2Error(f"{pointer} points to {name!r}, which does not exist")
+    if not _inside(names.root, target):
+        raise GPT2Error(f"{pointer} points to {name}, a link out of the run directory; not following it")
     return target
 
 
