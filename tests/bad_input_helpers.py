@@ -258,6 +258,13 @@ def leftovers(world: World) -> None:
     (run / ".notes.tmp").write_text("not ours: must stay")
 
 
+def home_dir(world: World) -> None:
+    """A directory gpt2 did not write, holding what must never be deleted."""
+    (world.case_dir / "home" / ".ssh").mkdir(parents=True)
+    (world.case_dir / "home" / ".ssh" / "id_ed25519").write_text("PRIVATE KEY\n")
+    (world.case_dir / "home" / "config.json").write_text('{"model_type": "gpt2"}\n')  # even one that looks HF
+
+
 def latest_links_out(world: World) -> None:
     """``latest`` a link to a file outside the run (that could be any file of the machine)."""
     copy_run(world)

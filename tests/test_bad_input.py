@@ -34,6 +34,7 @@ from bad_input_helpers import (
     follows_umask,
     full_out,
     hf_dir,
+    home_dir,
     hostile_hf_dir,
     huge_latest,
     latest_is,
@@ -266,6 +267,19 @@ CASES = [
         1,
         r"^error: .*ckpt/model.safetensors: transformer.wte.weight holds NaN/inf values",
         setup=set_weight("transformer.wte.weight", float("inf")),
+    ),
+    # issue 28.12: --force replaces only a directory gpt2 wrote (a checkpoint or an export), never anything else
+    *(
+        Case(
+            f"28.12-{argv[0]}-force-over-a-directory-not-ours",
+            [*argv, "--out", "{case}/home", "--force"],
+            1,
+            r"^error: --out .*/home already exists and holds files gpt2 did not write \(not a checkpoint or export of "
+            r"ours\); --force replaces only those: choose a new directory$",
+            setup=lambda w: (home_dir(w), hf_dir(w)),
+            unchanged=["{case}/home"],
+        )
+        for argv in (["export", "{ckpt}"], ["import", "hf", "{case}/hf"])
     ),
     # issue 28.13: `latest` is untrusted: a few bytes read, only step_N accepted, never echoed, no link out of RUN_DIR
     Case(

@@ -60,6 +60,12 @@ def read_safetensors(file: str | Path) -> dict[str, torch.Tensor]:
         return load_file(name)
 
 
+def safetensors_metadata(file: str | Path) -> dict[str, str]:
+    """The free-form ``__metadata__`` of a safetensors file's header ({} when it has none)."""
+    with _reading(file) as name, safe_open(name, framework="numpy") as f:
+        return f.metadata() or {}
+
+
 def safetensors_header(file: str | Path) -> tuple[Shapes, dict[str, str]]:
     """(name -> shape, name -> dtype) of a safetensors file, read from its header only (no tensor data)."""
     with _reading(file) as name, safe_open(name, framework="numpy") as f:
