@@ -258,6 +258,37 @@ def leftovers(world: World) -> None:
     (run / ".notes.tmp").write_text("not ours: must stay")
 
 
+def home_dir(world: World) -> None:
+    """A directory gpt2 did not write, holding what must never be deleted."""
+    (world.case_dir / "home" / ".ssh").mkdir(parents=True)
+    (world.case_dir / "home" / ".ssh" / "id_ed25519").write_text("PRIVATE KEY\n")
+    (world.case_dir / "home" / "config.json").write_text('{"model_type": "gpt2"}\n')  # even one that looks HF
+
+
+def latest_links_out(world: World) -> None:
+    """``latest`` a link to a file outside the run (that could be any file of the machine)."""
+    copy_run(world)
+    (world.case_dir / "secret.txt").write_text("SECRET-LINE\n")
+    (world.case_dir / "run" / "latest").unlink()
+    (world.case_dir / "run" / "latest").symlink_to(world.case_dir / "secret.txt")
+
+
+def huge_latest(world: World) -> None:
+    """A 50 MB ``latest`` (sparse: no disk used) that starts like a step name."""
+    copy_run(world)
+    with open(world.case_dir / "run" / "latest", "wb") as f:
+        f.write(b"step_000002 SECRET ")
+        f.truncate(50 * 2**20)
+
+
+def step_links_out(world: World) -> None:
+    """``step_000002`` (what ``latest`` names) a link to a checkpoint outside the run."""
+    copy_run(world)
+    run = world.case_dir / "run"
+    shutil.move(run / "step_000002", world.case_dir / "elsewhere")
+    (run / "step_000002").symlink_to(world.case_dir / "elsewhere")
+
+
 def read_only_out(world: World) -> None:
     mount_tmpfs(world.case_dir / "ro", "1m", read_only=True)
 

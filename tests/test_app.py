@@ -229,13 +229,13 @@ def test_model_panel_shows_saved_lm_eval_results(checkpoint, tmp_path):
     import shutil
 
     import gpt2
-    from gpt2.evaluate.harness_tasks import RESULTS_FILE, save_results
+    from gpt2.evaluate.harness_tasks import save_results
     from gpt2.serve.ui import _format_summary
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(checkpoint, ckpt)
     evaluation = {"results": {"hellaswag": {"acc_norm,none": 0.2567, "acc_norm_stderr,none": 0.01}}}
-    save_results(ckpt / RESULTS_FILE, str(ckpt), evaluation, {"limit": 20})
+    save_results(ckpt / "lm_eval.json", str(ckpt), evaluation, {"limit": 20})
     panel = _format_summary(model_summary(str(ckpt), gpt2.load(ckpt)))
     assert "| lm-eval hellaswag acc_norm | 0.2567 (GPT-2 124M: 0.3114) |" in panel
     assert "| val loss | 4.3210 |" in panel and "| HellaSwag acc_norm (lm-eval style) | 0.2891 |" in panel

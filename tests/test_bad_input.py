@@ -35,8 +35,11 @@ from bad_input_helpers import (
     follows_umask,
     full_out,
     hf_dir,
+    home_dir,
     hostile_hf_dir,
+    huge_latest,
     latest_is,
+    latest_links_out,
     leftovers,
     nanogpt_pt,
     no_temporaries,
@@ -46,6 +49,7 @@ from bad_input_helpers import (
     set_weight,
     sigterm_after_slow_step_warning,
     small_disk,
+    step_links_out,
     train_option_case,
     tree_hashes,
     zip_bomb,
@@ -264,6 +268,52 @@ CASES = [
         1,
         r"^error: .*ckpt/model.safetensors: transformer.wte.weight holds NaN/inf values",
         setup=set_weight("transformer.wte.weight", float("inf")),
+    ),
+    # issue 28.12: --force replaces only a directory gpt2 wrote (a checkpoint or an export), never anything else
+    *(
+        Case(
+            f"28.12-{argv[0]}-force-over-a-directory-not-ours",
+            [*argv, "--out", "{case}/home", "--force"],
+            1,
+            r"^error: --out .*/home already exists and holds files gpt2 did not write \(not a checkpoint or export of "
+            r"ours\); --force replaces only those: choose a new directory$",
+            setup=lambda w: (home_dir(w), hf_dir(w)),
+            unchanged=["{case}/home"],
+        )
+        for argv in (["export", "{ckpt}"], ["import", "hf", "{case}/hf"])
+    ),
+    # issue 28.13: `latest` is untrusted: a few bytes read, only step_N accepted, never echoed, no link out of RUN_DIR
+    Case(
+        "28.13-latest-links-to-a-file-outside-info",
+        ["info", "{case}/run"],
+        1,
+        r"^error: .*/run/latest is a link out of the run directory; not following it$",
+        setup=latest_links_out,
+        after=lambda w, err: "SECRET" not in err or pytest.fail(err),
+    ),
+    Case(
+        "28.13-latest-garbage-bytes-sample",
+        ["sample", "--model", "{case}/run", "--max-new-tokens", "2"],
+        1,
+        r"^error: .*/run/latest is corrupt: it must hold the name of a checkpoint directory \(step_N\)$",
+        setup=lambda w: (copy_run(w), (w.case_dir / "run" / "latest").write_bytes(b"\xff\xfe\x00 SECRET\n")),
+        after=lambda w, err: "SECRET" not in err or pytest.fail(err),
+    ),
+    Case(
+        "28.13-latest-50-mb-train",
+        [*TRAIN, "--out", "{case}/run", "--steps", "3"],
+        1,
+        r"^error: .*/run/latest is corrupt: it must hold the name of a checkpoint directory \(step_N\)$",
+        setup=huge_latest,
+        unchanged=["{case}/run/step_000002"],
+        after=lambda w, err: (len(err) < 1000 and "SECRET" not in err) or pytest.fail(err[:1000]),
+    ),
+    Case(
+        "28.13-step-dir-links-outside-sample",
+        ["sample", "--model", "{case}/run", "--max-new-tokens", "2"],
+        1,
+        r"^error: .*/run/latest points to step_000002, a link out of the run directory; not following it$",
+        setup=step_links_out,
     ),
     # 10. an output over its source
     *(

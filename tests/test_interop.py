@@ -360,7 +360,12 @@ def test_cli_import_and_export_round_trip(hf_dir, tmp_path, tokens, capsys):
     # an existing output is never replaced silently
     assert main(["export", str(ckpt), "--out", str(exported)]) == 1
     assert "already exists" in capsys.readouterr().err
-    assert main(["export", str(ckpt), "--out", str(exported), "--force"]) == 0
+    assert main(["export", str(ckpt), "--out", str(exported), "--force"]) == 0  # an export of ours: replaced
+    assert main(["import", "hf", str(exported), "--out", str(ckpt), "--force"]) == 0  # a checkpoint of ours too
+    assert read_meta(ckpt) == {"imported_from": "hf", "source": str(exported)}
+    # --force never replaces a directory we did not write, even a Hugging Face model directory
+    assert main(["export", str(ckpt), "--out", str(hf_dir), "--force"]) == 1
+    assert "holds files gpt2 did not write" in capsys.readouterr().err
 
 
 def test_cli_export_takes_a_run_directory_and_any_other_model_source(hf_dir, tmp_path, tokens, capsys):

@@ -138,13 +138,13 @@ def test_render_report_without_run_json_or_evals(tmp_path):
 
 
 def test_report_shows_lm_eval_results_merged_per_task(tmp_path):
-    from gpt2.evaluate.harness_tasks import RESULTS_FILE, save_results
+    from gpt2.evaluate.harness_tasks import save_results
 
     run = make_run(tmp_path / "run")
     first = {"results": {"hellaswag": {"acc,none": 0.3, "acc_stderr,none": 0.01, "acc_norm,none": 0.2}}}
-    save_results(run / RESULTS_FILE, str(run), {**first, "n-shot": {"hellaswag": 0}}, {"limit": 50})
+    save_results(run / "lm_eval.json", str(run), {**first, "n-shot": {"hellaswag": 0}}, {"limit": 50})
     second = {"results": {"hellaswag": {"acc_norm,none": 0.32}, "wikitext": {"word_perplexity,none": 123.456}}}
-    save_results(run / RESULTS_FILE, str(run), second, {"limit": None})  # replaces hellaswag, adds wikitext
+    save_results(run / "lm_eval.json", str(run), second, {"limit": None})  # replaces hellaswag, adds wikitext
     text = render_report(read_run(run))
     assert "## lm-evaluation-harness" in text
     assert "| hellaswag | acc_norm | 0.3200 | — | 0.3114 | — | all |" in text

@@ -19,7 +19,7 @@ from gpt2.model import optimizer_param_groups
 from gpt2.runtime.distributed import DistContext
 from gpt2.store.checkpoint import load_checkpoint
 from gpt2.store.rundir import read_metrics
-from gpt2.store.tensor_tree import load_tensor_tree
+from gpt2.store.tensors import load_tensor_tree
 from gpt2.train.config import TrainConfig, build_config
 from gpt2.train.optim import BlockMuon, build_optimizers, muon_param_groups, newton_schulz, newton_schulz_flops
 from gpt2.train.recipes import RECIPES

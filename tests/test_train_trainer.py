@@ -182,7 +182,7 @@ def test_resume_continues_a_finished_run_when_steps_grow(dataset, tmp_path):
 def test_disk_full_during_a_save_keeps_the_previous_checkpoint(dataset, tmp_path, monkeypatch):
     import errno
 
-    from gpt2.train import checkpointer
+    from gpt2.store import checkpointer
 
     real_save = checkpointer.save_tensor_tree
     calls = {"n": 0}

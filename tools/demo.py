@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from gpt2.errors import GPT2Error
+from gpt2.store.rundir import RunDir, latest_checkpoint
 
 DEMO_OUT = Path("runs/demo")
 HELLASWAG_HOST = "raw.githubusercontent.com"  # where gpt2.evaluate.hellaswag downloads the official file from
@@ -119,7 +120,6 @@ def hellaswag_hint(run_dir: Path) -> str:
 def finished_step(run_dir: Path) -> int | None:
     """The step of the run's latest checkpoint, or None when there is none yet."""
     from gpt2.store.checkpoint import read_meta
-    from gpt2.store.rundir import latest_checkpoint
 
     ckpt = latest_checkpoint(run_dir)
     return None if ckpt is None else int(read_meta(ckpt).get("step", 0))
@@ -224,7 +224,8 @@ def run_demo(
     _print_stage(6, total, "talk to it in the browser")
     serve = f"gpt2 serve --model {run_dir}"
     seconds = time.perf_counter() - t0
-    print(f"demo finished in {seconds:.0f} s. Report: {run_dir / 'report.md'}, plot: {run_dir / 'plot.png'}")
+    names = RunDir(run_dir)
+    print(f"demo finished in {seconds:.0f} s. Report: {names.report}, plot: {names.plot}")
     print("Serve the trained model in the web app with:\n")
     print(f"    {serve}\n", flush=True)
     return {

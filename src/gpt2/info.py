@@ -15,7 +15,7 @@ from gpt2.errors import GPT2Error
 
 def parameter_count(config: GPTConfig) -> int:
     """Distinct parameters of a model with ``config``, from the weights' shapes (nothing is built or allocated)."""
-    from gpt2.store.weights import count_parameters, expected_shapes
+    from gpt2.store.tensors import count_parameters, expected_shapes
 
     return count_parameters(expected_shapes(config))
 
@@ -26,32 +26,26 @@ def _describe_path(path: Path) -> tuple[GPTConfig, int, dict, str]:
     The config file alone is never trusted: the weights' names and shapes (a safetensors header, or the
     tensors of a ``.pt``) must agree with it, and their shapes give the parameter count.
     """
-    from gpt2.store.checkpoint import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint_dir, read_config, read_meta
-    from gpt2.store.rundir import latest_checkpoint
-    from gpt2.store.weights import check_safetensors, count_parameters
+    from gpt2.store.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config, read_meta
+    from gpt2.store.load import locate
+    from gpt2.store.tensors import check_safetensors, count_parameters
 
-    if path.is_file():
-        from gpt2.store.load import TORCH_FILE_SUFFIXES
-
-        if path.suffix not in TORCH_FILE_SUFFIXES:
-            raise GPT2Error(f"{path}: unsupported model file (expected a checkpoint directory or a .pt file)")
+    kind, where = locate(path)  # ``path`` exists, so never a hub name
+    if kind == "checkpoint":
+        config = read_config(where)
+        shapes = check_safetensors(where / WEIGHTS_FILE, config)
+        return config, count_parameters(shapes), read_meta(where), str(where)
+    if kind == "pt":
         from gpt2.interop.nanogpt import read_nanogpt
 
-        config, state, meta = read_nanogpt(path)
-        return config, count_parameters({k: tuple(v.shape) for k, v in state.items()}), meta, str(path)
-    checkpoint = path if is_checkpoint_dir(path) else latest_checkpoint(path)
-    if checkpoint is not None:
-        config = read_config(checkpoint)
-        shapes = check_safetensors(checkpoint / WEIGHTS_FILE, config)
-        return config, count_parameters(shapes), read_meta(checkpoint), str(checkpoint)
-    if not (path / CONFIG_FILE).is_file():
-        raise GPT2Error(f"{path} is neither a checkpoint, a run directory nor a Hugging Face model directory")
-    from gpt2.interop.hf import config_from_hf, read_hf_weights
-    from gpt2.store.files import read_json_object
+        config, state, meta = read_nanogpt(where)
+    else:
+        from gpt2.interop.hf import config_from_hf, read_hf_weights
+        from gpt2.store.files import read_json_object
 
-    config = config_from_hf(read_json_object(path / CONFIG_FILE, "Hugging Face config"), str(path))
-    state = read_hf_weights(path, config)  # header-checked before its data is read
-    return config, count_parameters({k: tuple(v.shape) for k, v in state.items()}), {}, str(path)
+        config = config_from_hf(read_json_object(where / CONFIG_FILE, "Hugging Face config"), str(where))
+        state, meta = read_hf_weights(where, config), {}  # header-checked before its data is read
+    return config, count_parameters({k: tuple(v.shape) for k, v in state.items()}), meta, str(where)
 
 
 def describe(spec: str) -> dict:

@@ -12,7 +12,6 @@ under torchrun with one thread per process and the same per-process micro-batch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ from gpt2.config import GPT2_VOCAB_SIZE, GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT
 from gpt2.runtime.device import autocast
+from gpt2.store.rundir import RunDir, read_metrics
 from tools.bench.core import BenchResult, median_seconds
 from tools.bench.memory import peak_memory_bytes
 from tools.bench.train import autocast_dtype, make_train_step
@@ -196,10 +196,9 @@ def ddp_throughput(options: dict[str, Any], nproc: int, data_dir: Path, run_dir:
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
         raise GPT2Error(f"DDP benchmark: gpt2 train with {nproc} process(es) failed (exit {proc.returncode}): {tail}")
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    rates = [row["tok_per_s"] for row in rows if row.get("type") == "train"][warmup:]
+    rates = [row["tok_per_s"] for row in read_metrics(run_dir) if row["type"] == "train"][warmup:]
     if not rates:
-        raise GPT2Error(f"DDP benchmark: no timed steps in {run_dir / 'metrics.jsonl'}")
+        raise GPT2Error(f"DDP benchmark: no timed steps in {RunDir(run_dir).metrics}")
     return statistics.median(rates)
 
 

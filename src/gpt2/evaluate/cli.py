@@ -284,11 +284,10 @@ def _run_core(args: argparse.Namespace, model: Any, tasks: Any, ctx: Any, dtype:
 
 def _save_core(model_spec: str, result: dict[str, Any]) -> str | None:
     """Write ``core.json`` into our run/checkpoint directory (atomically); None for other models."""
-    from gpt2.evaluate.core import RESULTS_FILE
     from gpt2.evaluate.harness_tasks import results_path
     from gpt2.store.files import write_json_atomic
 
-    path = results_path(model_spec, RESULTS_FILE)
+    path = results_path(model_spec, "core")
     if path is None:
         return None
     write_json_atomic(path, result)

@@ -44,7 +44,6 @@ from gpt2.tokenizer import get_tokenizer
 
 EVAL_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
 BUNDLE_ENV = "GPT2_CORE_BUNDLE"
-RESULTS_FILE = "core.json"
 TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
 SHUFFLE_SEED, FEWSHOT_SEED = 1337, 1234  # nanochat's scripts/base_eval.py and core_eval.py
 CHUNK = 256  # examples tokenized and scored together (bounds the memory of the token lists)

@@ -19,8 +19,8 @@ from typing import Any
 
 from gpt2.errors import GPT2Error
 from gpt2.store.files import atomic_write_text, read_json_object
+from gpt2.store.rundir import RunDir
 
-RESULTS_FILE = "lm_eval.json"
 INSTALL_HINT = "pip install 'gpt2-from-scratch[eval]'"
 
 # The zero-shot tasks of GPT-2's paper table (and of every small-model leaderboard since), by lm-eval name.
@@ -60,14 +60,14 @@ def expand_tasks(spec: str) -> list[str]:
     return names
 
 
-def results_path(model_spec: str, name: str = RESULTS_FILE) -> Path | None:
-    """Where results file ``name`` of ``model_spec`` is kept: inside it when it is one of our run/checkpoint dirs."""
+def results_path(model_spec: str, kind: str = "lm_eval") -> Path | None:
+    """Where results ``kind`` ("lm_eval", "core") of ``model_spec`` are kept: inside it when it is one of our
+    run/checkpoint directories."""
     from gpt2.store.checkpoint import is_checkpoint_dir
-    from gpt2.store.rundir import LATEST_FILE
 
-    path = Path(model_spec)
-    if path.is_dir() and (is_checkpoint_dir(path) or (path / LATEST_FILE).is_file()):
-        return path / name
+    ours = RunDir(model_spec)
+    if is_checkpoint_dir(ours.root) or ours.latest.is_file():
+        return getattr(ours, kind)
     return None  # a Hugging Face directory or hub name: not ours to write into
 
 
@@ -144,9 +144,7 @@ def summarize_lm_eval(path: str | Path) -> list[dict[str, Any]]:
 
     ``path`` is the file or a run/checkpoint directory holding it; no file -> ``[]``.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESULTS_FILE
+    path = RunDir(path).lm_eval if Path(path).is_dir() else Path(path)
     if not path.is_file():
         return []
     tasks = read_json_object(path, "lm-eval results").get("tasks")

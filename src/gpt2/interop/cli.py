@@ -24,9 +24,13 @@ EXPORT_FORMATS = ("hf",)
 def _check_output(out: Path, force: bool, source: str) -> None:
     """Refuse to replace a non-empty directory (or any file) at ``out`` unless ``--force``: never lose data silently.
 
-    Even with ``--force``, ``out`` may not be, contain or lie inside ``source`` (replacing it would delete the
-    model being read), nor contain the current directory (it cannot be renamed away).
+    ``--force`` replaces only a directory this project wrote (a checkpoint, or an export by ``gpt2 export``),
+    never anything else. Even then ``out`` may not be, contain or lie inside ``source`` (replacing it would
+    delete the model being read), nor contain the current directory (it cannot be renamed away).
     """
+    from gpt2.interop.hf import is_hf_export
+    from gpt2.store.checkpoint import is_checkpoint_dir
+
     target = out.resolve()
     if Path(source).exists():
         src = Path(source).resolve()
@@ -36,8 +40,14 @@ def _check_output(out: Path, force: bool, source: str) -> None:
         raise GPT2Error(f"--out {out} is or contains the current directory; choose a new directory")
     if out.is_file():
         raise GPT2Error(f"--out {out} is a file; choose a directory path")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise GPT2Error(f"--out {out} already exists and is not empty; pass --force to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not (is_checkpoint_dir(out) or is_hf_export(out)):
+            raise GPT2Error(
+                f"--out {out} already exists and holds files gpt2 did not write (not a checkpoint or export of "
+                "ours); --force replaces only those: choose a new directory"
+            )
+        if not force:
+            raise GPT2Error(f"--out {out} already exists and is not empty; pass --force to replace it")
 
 
 def _summary(model: GPT) -> str:

@@ -33,9 +33,14 @@ from gpt2.interop.state_dict import (
 )
 from gpt2.model import GPT
 from gpt2.store.checkpoint import CHECKPOINT_FORMAT, model_from_state_dict
-from gpt2.store.files import atomic_directory, read_json_object, write_json
-from gpt2.store.tensor_tree import read_safetensors
-from gpt2.store.weights import check_float_dtypes, check_shapes, safetensors_header
+from gpt2.store.files import atomic_directory, read_json_object, write_json_atomic
+from gpt2.store.tensors import (
+    check_float_dtypes,
+    check_shapes,
+    read_safetensors,
+    safetensors_header,
+    safetensors_metadata,
+)
 from gpt2.tokenizer import EOT_ID, EOT_TOKEN, bpe_files
 
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which our model uses
@@ -234,8 +239,8 @@ def write_tokenizer_files(directory: Path, model_max_length: int) -> None:
         "add_bos_token": False,
         **special,
     }
-    write_json(directory / "tokenizer_config.json", tokenizer_config, sort_keys=False)
-    write_json(directory / "special_tokens_map.json", special, sort_keys=False)
+    write_json_atomic(directory / "tokenizer_config.json", tokenizer_config, sort_keys=False)
+    write_json_atomic(directory / "special_tokens_map.json", special, sort_keys=False)
     _write_fast_tokenizer(directory / "tokenizer.json", vocab_bpe, encoder_json)
 
 
@@ -256,14 +261,25 @@ def _write_fast_tokenizer(path: Path, vocab_bpe: Path, encoder_json: Path) -> No
     tokenizer.save(str(path))
 
 
+def is_hf_export(path: str | Path) -> bool:
+    """True for a directory that :func:`export_hf` wrote (its weights' metadata name this project)."""
+    try:
+        return safetensors_metadata(Path(path) / "model.safetensors").get("exported_by") == CHECKPOINT_FORMAT
+    except GPT2Error:  # no or unreadable weights: not ours
+        return False
+
+
 def export_hf(model: GPT, out: str | Path) -> Path:
     """Write ``model`` as a Hugging Face GPT-2 directory at ``out`` (atomically; replaces ``out``).
 
     ``GPT2LMHeadModel.from_pretrained(out)`` and ``AutoTokenizer.from_pretrained(out)`` load it offline.
     """
     with atomic_directory(out) as tmp:
-        save_file(hf_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        write_json(tmp / "config.json", hf_config_dict(model.config), sort_keys=False)
-        write_json(tmp / "generation_config.json", {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID}, sort_keys=False)
+        metadata = {"format": "pt", "exported_by": CHECKPOINT_FORMAT}  # "pt" for transformers; ours for --force
+        save_file(hf_state_dict(model), str(tmp / "model.safetensors"), metadata=metadata)
+        write_json_atomic(tmp / "config.json", hf_config_dict(model.config), sort_keys=False)
+        write_json_atomic(
+            tmp / "generation_config.json", {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID}, sort_keys=False
+        )
         write_tokenizer_files(tmp, model.config.block_size)
     return Path(out)

@@ -30,7 +30,7 @@ from gpt2.errors import GPT2Error
 from gpt2.interop.state_dict import check_tied_head, drop_attention_buffers
 from gpt2.model import GPT
 from gpt2.store.checkpoint import model_from_state_dict
-from gpt2.store.weights import check_shapes, expected_shapes
+from gpt2.store.tensors import check_shapes, expected_shapes
 
 # Prefixes added by torch.compile (`_orig_mod.`) and DDP / DataParallel (`module.`) wrappers.
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")

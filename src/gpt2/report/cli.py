@@ -20,11 +20,12 @@ def run_plot(args: argparse.Namespace) -> int:
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
-    from gpt2.report.markdown import PLOT_FILE, REPORT_FILE  # light: matplotlib loads only when drawing
+    from gpt2.store.rundir import RunDir
 
+    names = RunDir("RUN_DIR")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory (with metrics.jsonl)")
-    parser.add_argument("--out", metavar="FILE.md", help=f"Markdown file to write (default: RUN_DIR/{REPORT_FILE})")
-    parser.add_argument("--no-plot", action="store_true", help=f"do not (re)draw RUN_DIR/{PLOT_FILE}")
+    parser.add_argument("--out", metavar="FILE.md", help=f"Markdown file to write (default: {names.report})")
+    parser.add_argument("--no-plot", action="store_true", help=f"do not (re)draw {names.plot}")
 
 
 def run_report(args: argparse.Namespace) -> int:

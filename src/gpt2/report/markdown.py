@@ -15,9 +15,7 @@ from gpt2.report.metrics import RunMetrics, read_run
 from gpt2.report.plot import write_plot
 from gpt2.report.units import human_count, human_duration
 from gpt2.store.files import atomic_write_text
-
-REPORT_FILE = "report.md"
-PLOT_FILE = "plot.png"
+from gpt2.store.rundir import RunDir, latest_checkpoint
 
 
 def _cell(value: Any) -> str:
@@ -44,7 +42,6 @@ def run_config(run: RunMetrics) -> GPTConfig | None:
     if isinstance(config, str) and config in CONFIGS:
         return GPTConfig.named(config)
     from gpt2.store.checkpoint import read_config  # torch: only when run.json lacks the config
-    from gpt2.store.rundir import latest_checkpoint
 
     ckpt = latest_checkpoint(run.run_dir)
     return read_config(ckpt) if ckpt is not None else None
@@ -176,7 +173,7 @@ def _settings_tables(run_info: dict[str, Any]) -> list[str]:
 
 def _lm_eval_section(run_dir: Path) -> list[str]:
     """The run's lm-evaluation-harness results (``gpt2 eval lm-eval --model RUN_DIR``), if any."""
-    from gpt2.evaluate.harness_tasks import RESULTS_FILE, format_number, summarize_lm_eval
+    from gpt2.evaluate.harness_tasks import format_number, summarize_lm_eval
 
     rows = summarize_lm_eval(run_dir)
     if not rows:
@@ -191,7 +188,10 @@ def _lm_eval_section(run_dir: Path) -> list[str]:
             str(r["limit"] or "all"),
         ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    lines += ["", f"From `{RESULTS_FILE}`; GPT-2 124M: OpenAI's weights through lm-eval (docs/evaluation.md)."]
+    lines += [
+        "",
+        f"From `{RunDir(run_dir).lm_eval.name}`; GPT-2 124M: OpenAI's weights through lm-eval (docs/evaluation.md).",
+    ]
     return lines
 
 
@@ -225,10 +225,10 @@ def render_report(run: RunMetrics, plot_link: str | None = None) -> str:
 def write_report(run_dir: str | Path, out: str | Path | None = None, plot: bool = True) -> Path:
     """Write the Markdown report (default ``RUN_DIR/report.md``) and, with ``plot``, ``RUN_DIR/plot.png``."""
     run = read_run(run_dir)
-    out = Path(out) if out is not None else run.run_dir / REPORT_FILE
+    out = Path(out) if out is not None else RunDir(run.run_dir).report
     if out.suffix.lower() != ".md":
         raise GPT2Error(f"--out {out}: the report is Markdown, give a file name ending in .md")
-    plot_path = run.run_dir / PLOT_FILE
+    plot_path = RunDir(run.run_dir).plot
     if plot:
         write_plot([run.run_dir], plot_path)
     link = None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
-from gpt2.store.rundir import METRICS_FILE, read_metrics, read_run_info
+from gpt2.store.rundir import RunDir, read_metrics, read_run_info
 
 
 @dataclass
@@ -114,9 +114,9 @@ def read_run(run_dir: str | Path, name: str | None = None) -> RunMetrics:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise GPT2Error(f"run directory not found: {run_dir}")
-    path = run_dir / METRICS_FILE
+    path = RunDir(run_dir).metrics
     if not path.is_file():
-        raise GPT2Error(f"{run_dir} has no {METRICS_FILE}: is it a training run directory (gpt2 train --out DIR)?")
+        raise GPT2Error(f"{run_dir} has no {path.name}: is it a training run directory (gpt2 train --out DIR)?")
     rows = read_metrics(run_dir)
     if not rows:
         raise GPT2Error(f"{path} is empty: the run has not logged a step yet")

@@ -54,8 +54,7 @@ def model_summary(spec: str, model: Any) -> dict[str, Any]:
     """What the info panel shows: source, size name, parameters, context and the checkpoint's metadata."""
     from gpt2.config import CONFIGS
     from gpt2.evaluate.harness_tasks import summarize_lm_eval
-    from gpt2.store.checkpoint import is_checkpoint_dir, read_meta
-    from gpt2.store.rundir import latest_checkpoint
+    from gpt2.store.checkpoint import find_checkpoint, read_meta
 
     config = model.config
     size = next((name for name, c in CONFIGS.items() if c == config), None)
@@ -66,7 +65,7 @@ def model_summary(spec: str, model: Any) -> dict[str, Any]:
     lm_eval: list[dict[str, Any]] = []
     path = Path(spec)
     if path.is_dir():
-        ckpt = path if is_checkpoint_dir(path) else latest_checkpoint(path)
+        ckpt = find_checkpoint(path)
         if ckpt is not None:
             meta = read_meta(ckpt)
         lm_eval = summarize_lm_eval(path)  # saved by `gpt2 eval lm-eval --model SPEC` (run or checkpoint dir)

@@ -1,2 +1,2 @@
-"""Everything on disk in one package: crash-safe files (``files``), tensor trees, the weights' header checks,
-our checkpoint format, the training checkpointer, the run directory and ``load`` (any model source)."""
+"""Everything on disk: ``files`` (crash-safe writes), ``tensors`` (safetensors, weights checks, tensor trees),
+``checkpoint`` (our format), ``rundir`` (RUN_DIR's names), ``checkpointer`` (step_N/) and ``load`` (any source)."""

@@ -4,7 +4,7 @@
       model.safetensors   weights (the tied lm_head is stored once, as transformer.wte.weight)
       config.json         GPTConfig fields + {"format": "gpt2-from-scratch", "format_version": 1}
       meta.json           free-form metadata: step, tokens, val_loss, in-loop eval metrics, ... (optional)
-      <name>.safetensors + <name>.json   any extra tensor tree (optimizer, RNG states: gpt2.store.tensor_tree)
+      <name>.safetensors + <name>.json   any extra tensor tree (optimizer, RNG states: gpt2.store.tensors)
 
 Every directory is written under a temporary name and renamed into place, so a crash
 mid-save never leaves a half-written checkpoint under the final name.
@@ -25,9 +25,16 @@ from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT
 from gpt2.runtime.parallel import unwrap_model
-from gpt2.store.files import atomic_directory, read_json_object, write_json
-from gpt2.store.tensor_tree import read_safetensors
-from gpt2.store.weights import TIED_KEY, check_float_dtypes, check_safetensors, check_shapes
+from gpt2.store.files import atomic_directory, read_json_object, write_json_atomic
+from gpt2.store.rundir import latest_checkpoint
+from gpt2.store.tensors import (
+    TIED_KEY,
+    check_finite,
+    check_float_dtypes,
+    check_safetensors,
+    check_shapes,
+    read_safetensors,
+)
 
 # The "format" marker in config.json (and the safetensors metadata) that tells our checkpoints apart from
 # Hugging Face directories, which also have a config.json. The value on disk never changes.
@@ -46,8 +53,8 @@ def write_model_files(directory: str | Path, model: GPT, meta: dict[str, Any] | 
     check_finite(state, "refusing to save the checkpoint", "the model diverged; lower --lr")
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
     config = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, **model.config.to_dict()}
-    write_json(directory / CONFIG_FILE, config, sort_keys=False)  # format marker first, then the GPTConfig fields
-    write_json(directory / META_FILE, meta or {})
+    write_json_atomic(directory / CONFIG_FILE, config, sort_keys=False)  # format marker first, then GPTConfig's fields
+    write_json_atomic(directory / META_FILE, meta or {})
 
 
 def save_model(path: str | Path, model: GPT, meta: dict[str, Any] | None = None) -> Path:
@@ -67,6 +74,12 @@ def is_checkpoint_dir(path: str | Path) -> bool:
         return read_json_object(config).get("format") == CHECKPOINT_FORMAT
     except GPT2Error:  # unreadable: not ours (read_config says what is wrong when asked to load it)
         return False
+
+
+def find_checkpoint(path: str | Path) -> Path | None:
+    """The checkpoint directory ``path`` names: itself when it is one, else the one a run directory's ``latest``
+    points to; None for anything else."""
+    return Path(path) if is_checkpoint_dir(path) else latest_checkpoint(path)
 
 
 def read_config(path: str | Path) -> GPTConfig:
@@ -94,15 +107,6 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     """The metadata dict of checkpoint directory ``path`` ({} when it has none)."""
     file = Path(path) / META_FILE
     return read_json_object(file, "checkpoint metadata") if file.is_file() else {}
-
-
-def check_finite(
-    state: dict[str, torch.Tensor], source: str, why: str = "the model diverged or the file is corrupt"
-) -> None:
-    """Raise a GPT2Error naming ``source`` and the first tensor of ``state`` holding a NaN or infinity."""
-    for key, tensor in state.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise GPT2Error(f"{source}: {key} holds NaN/inf values ({why})")
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> GPT:

@@ -39,48 +39,17 @@ def fsync_dir(path: str | Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` to ``path`` via a temp file in the same directory, fsync, then rename.
-
-    A crash or Ctrl-C leaves the old file (if any) intact and no truncated file under the final name.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)  # mkstemp creates 0600
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """:func:`atomic_write_bytes` for a UTF-8 text."""
-    atomic_write_bytes(path, [text.encode("utf-8")])
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` (temp file + rename)."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def write_json(path: str | Path, data: Any, sort_keys: bool = True) -> None:
-    """Write ``data`` as indented JSON into a file of a directory that is itself renamed into place later."""
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n", encoding="utf-8")
+def _fsync_file(path: str | Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path`` for a writer that wants a file name (e.g. matplotlib).
+    """Yield a temporary path next to ``path`` (its directory created if needed) for the caller to write.
 
-    On success the file is fsynced and renamed onto ``path``; on an exception it is removed.
+    On success the file is fsynced and renamed onto ``path``; on an exception it is removed, and a crash
+    or Ctrl-C leaves the old file (if any) intact and no truncated file under the final name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,14 +58,29 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, FILE_MODE)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600
+        _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` through :func:`atomic_output` (temp file, fsync, rename)."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.writelines(chunks)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write_bytes` for a UTF-8 text."""
+    atomic_write_bytes(path, [text.encode("utf-8")])
+
+
+def write_json_atomic(path: str | Path, data: Any, sort_keys: bool = True) -> None:
+    """Write ``data`` as indented JSON to ``path`` (temp file + rename)."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
 
 
 @contextlib.contextmanager
@@ -114,8 +98,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         for child in tmp.iterdir():
             if child.is_file():
                 os.chmod(child, FILE_MODE)
-                with open(child, "rb") as f:
-                    os.fsync(f.fileno())
+                _fsync_file(child)
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old-{os.getpid()}"

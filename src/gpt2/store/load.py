@@ -15,8 +15,7 @@ from gpt2.errors import GPT2Error
 from gpt2.interop.hf import load_hf_model
 from gpt2.interop.nanogpt import load_nanogpt_checkpoint
 from gpt2.model import GPT
-from gpt2.store.checkpoint import CONFIG_FILE, is_checkpoint_dir, load_checkpoint
-from gpt2.store.rundir import latest_checkpoint
+from gpt2.store.checkpoint import CONFIG_FILE, find_checkpoint, load_checkpoint
 
 TORCH_FILE_SUFFIXES = (".pt", ".pth", ".ckpt")  # nanoGPT / build-nanogpt checkpoints (read without unpickling code)
 
@@ -26,33 +25,39 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/")) or (os.sep in spec and spec.count("/") != 1)
 
 
-def load(spec: str | Path, device: torch.device | str = "cpu") -> GPT:
-    """Load a model in eval mode on ``device`` from any supported source.
+def locate(spec: str | Path) -> tuple[str, Path]:
+    """What kind of model source ``spec`` is and where it is, tried in this order:
 
-    ``spec``, tried in this order:
-
-    * one of our checkpoint directories (``config.json`` with our format marker);
-    * a training run directory: the checkpoint its ``latest`` file points to;
-    * a local Hugging Face GPT-2 directory (a ``config.json`` of another format);
-    * a nanoGPT / build-nanogpt ``.pt`` file (``.pth``, ``.ckpt``), read without unpickling code;
-    * otherwise a Hugging Face hub name such as ``gpt2`` (needs the network or the HF cache).
+    * ``"checkpoint"``: one of our checkpoint directories (``config.json`` with our format marker), or the
+      checkpoint a training run directory's ``latest`` file points to;
+    * ``"hf"``: a local Hugging Face GPT-2 directory (a ``config.json`` of another format);
+    * ``"pt"``: a nanoGPT / build-nanogpt ``.pt`` file (``.pth``, ``.ckpt``), read without unpickling code;
+    * ``"hub"``: otherwise a Hugging Face hub name such as ``gpt2`` (needs the network or the HF cache).
 
     Anything else is a GPT2Error naming ``spec``.
     """
     path = Path(spec)
     if path.is_dir():
-        if is_checkpoint_dir(path):
-            return load_checkpoint(path, device)
-        latest = latest_checkpoint(path)
-        if latest is not None:
-            return load_checkpoint(latest, device)
+        checkpoint = find_checkpoint(path)
+        if checkpoint is not None:
+            return "checkpoint", checkpoint
         if (path / CONFIG_FILE).is_file():
-            return load_hf_model(str(path), device=device)
+            return "hf", path
         raise GPT2Error(f"{path} is neither a checkpoint, a run directory nor a Hugging Face model directory")
     if path.is_file():
         if path.suffix in TORCH_FILE_SUFFIXES:
-            return load_nanogpt_checkpoint(path).to(device).eval()
+            return "pt", path
         raise GPT2Error(f"{path}: unsupported model file (expected a checkpoint directory or a .pt file)")
     if _looks_like_path(str(spec)):
         raise GPT2Error(f"model not found: {spec}")
-    return load_hf_model(str(spec), device=device)
+    return "hub", path
+
+
+def load(spec: str | Path, device: torch.device | str = "cpu") -> GPT:
+    """Load a model in eval mode on ``device`` from any source :func:`locate` accepts."""
+    kind, path = locate(spec)
+    if kind == "checkpoint":
+        return load_checkpoint(path, device)
+    if kind == "pt":
+        return load_nanogpt_checkpoint(path).to(device).eval()
+    return load_hf_model(str(spec) if kind == "hub" else str(path), device=device)

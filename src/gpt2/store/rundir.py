@@ -1,11 +1,14 @@
-"""A training run directory: the one writer and reader of everything in it except the checkpoint files themselves.
+"""A training run directory: :class:`RunDir` is the only code that knows the names inside it.
 
     RUN_DIR/
       run.json          how the run was started (config, device, versions) and when it was resumed
       metrics.jsonl     one JSON object per line: train / eval / sample rows (docs/training.md lists the fields)
-      step_000123/      a complete checkpoint (written by gpt2.train.checkpointer)
+      step_000123/      a complete checkpoint (written by gpt2.store.checkpointer)
       latest            "step_000123": the newest complete checkpoint, repointed only once it is complete
       .step_000124.tmp-XXXX/   a checkpoint being written (or left half-written by a crash; removed on resume)
+      lm_eval.json      ``gpt2 eval lm-eval`` results (also kept next to a checkpoint evaluated on its own)
+      report.md, plot.png      ``gpt2 report``
+      tensorboard/      ``--log-to tensorboard`` event files (W&B makes its own ``wandb/``)
 
 ``metrics.jsonl`` is appended and flushed after every row, so a crash loses at most the row being
 written; on resume the rows after the checkpoint's step (logged by the run that died) are dropped,
@@ -27,48 +30,75 @@ from typing import Any
 from gpt2.errors import GPT2Error
 from gpt2.store.files import atomic_write_text, check_writable, read_json_object, write_json_atomic
 
-METRICS_FILE = "metrics.jsonl"
-RUN_FILE = "run.json"
-LATEST_FILE = "latest"  # the name of the newest complete checkpoint directory
 ROW_TYPES = ("train", "eval", "sample")
-STEP_DIR = re.compile(r"^step_(\d+)$")
-# What a crash can leave in RUN_DIR, by the names our writers give (never anything else): a step_N being written
-# (fileio.atomic_directory), the old step_N it was replacing, and temp files of latest / metrics / run.json
-# (fileio.atomic_write_bytes) and of the write probe of check_run_dir.
-STALE_TEMPORARIES = (
-    ".step_*.tmp-*",
-    ".step_*.old-*",
-    f".{LATEST_FILE}.*.tmp",
-    f".{METRICS_FILE}.*.tmp",
-    f".{RUN_FILE}.*.tmp",
-    ".write-test-*",
-)
+LATEST_MAX_BYTES = 64  # "step_000123\n" is 12 bytes: a longer ``latest`` is not ours, and is never read whole
+STEP_DIR = re.compile(r"^step_([0-9]+)\Z")
 STALE_OLD = re.compile(r"^\.(step_\d+)\.old-\d+$")
+
+
+class RunDir:
+    """The paths inside a run directory ``root``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.run_info = self.root / "run.json"
+        self.metrics = self.root / "metrics.jsonl"
+        self.latest = self.root / "latest"  # the name of the newest complete checkpoint directory
+        self.lm_eval = self.root / "lm_eval.json"
+        self.core = self.root / "core.json"
+        self.report = self.root / "report.md"
+        self.plot = self.root / "plot.png"
+        self.tensorboard = self.root / "tensorboard"
+
+    def checkpoint(self, step: int) -> Path:
+        """The checkpoint after ``step`` optimizer steps: ``step_000123``."""
+        return self.root / f"step_{step:06d}"
+
+    def stale_temporaries(self) -> list[str]:
+        """What a crash can leave here, by the names our writers give (never anything else): a step_N being
+        written (files.atomic_directory), the old step_N it was replacing, temp files of latest / metrics /
+        run.json (files.atomic_output) and the write probe of :func:`check_run_dir`."""
+        files = (self.latest, self.metrics, self.run_info)
+        return [".step_*.tmp-*", ".step_*.old-*", *(f".{f.name}.*.tmp" for f in files), ".write-test-*"]
 
 
 # ---------------------------------------------------------------- checkpoints and the latest pointer
 
 
-def checkpoint_name(step: int) -> str:
-    """The directory name of the checkpoint after ``step`` optimizer steps: ``step_000123``."""
-    return f"step_{step:06d}"
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, links followed, stays inside ``root``."""
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint that ``run_dir/latest`` points to, or None when there is none."""
-    pointer = Path(run_dir) / LATEST_FILE
+    """The checkpoint that ``run_dir/latest`` points to, or None when there is none.
+
+    ``latest`` is untrusted (a run directory may come from anyone, and the server shows errors to clients):
+    at most a few bytes are read, only a ``step_N`` name is accepted, the file's content is never echoed,
+    and neither it nor the checkpoint it names may be a link out of the run directory.
+    """
+    names = RunDir(run_dir)
+    pointer = names.latest
     if not pointer.is_file():
         return None
-    name = pointer.read_text().strip()
-    target = Path(run_dir) / name
-    if not name or "/" in name or not target.is_dir():
+    if not _inside(names.root, pointer):
+        raise GPT2Error(f"{pointer} is a link out of the run directory; not following it")
+    with open(pointer, "rb") as f:
+        raw = f.read(LATEST_MAX_BYTES + 1)
+    name = raw.decode("ascii", errors="replace").strip()
+    if len(raw) > LATEST_MAX_BYTES or not STEP_DIR.match(name):
+        raise GPT2Error(f"{pointer} is corrupt: it must hold the name of a checkpoint directory (step_N)")
+    target = names.root / name
+    if not target.is_dir():
         raise GPT2Error(f"{pointer} points to {name!r}, which does not exist")
+    if not _inside(names.root, target):
+        raise GPT2Error(f"{pointer} points to {name}, a link out of the run directory; not following it")
     return target
 
 
 def write_latest(run_dir: str | Path, name: str) -> None:
     """Point ``run_dir/latest`` at ``name`` by temp file + rename: readers see the old or the new name, never half."""
-    atomic_write_text(Path(run_dir) / LATEST_FILE, name + "\n")
+    atomic_write_text(RunDir(run_dir).latest, name + "\n")
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -96,7 +126,7 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
 
 
 def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
-    """Remove what a crash left behind (:data:`STALE_TEMPORARIES`; call only while no other process writes the run).
+    """Remove what a crash left behind (:meth:`RunDir.stale_temporaries`; only while no other process writes the run).
 
     A ``.step_N.old-PID`` whose ``step_N`` is missing (killed between the two renames of a replace) is the
     only copy of that checkpoint: it is renamed back, not removed. Returns the removed paths.
@@ -104,7 +134,7 @@ def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    stale = sorted({path for pattern in STALE_TEMPORARIES for path in run_dir.glob(pattern)})
+    stale = sorted({path for pattern in RunDir(run_dir).stale_temporaries() for path in run_dir.glob(pattern)})
     removed = []
     for path in stale:
         old = STALE_OLD.match(path.name)
@@ -128,7 +158,7 @@ def find_resume_checkpoint(run_dir: Path, resume: bool | None) -> Path | None:
     Refuses ``--resume`` without a checkpoint, ``--no-resume`` over existing ones (they would be
     overwritten), and checkpoint directories without a pointer (a damaged run to look at by hand).
     """
-    latest = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    latest = latest_checkpoint(run_dir)
     if latest is None and list_checkpoints(run_dir):
         raise GPT2Error(f"{run_dir} has checkpoint directories but no 'latest' pointer; fix or move it")
     if resume is True and latest is None:
@@ -165,7 +195,7 @@ class MetricsLog:
     """Appends rows to RUN_DIR/metrics.jsonl, flushed after each (rank 0 only)."""
 
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / METRICS_FILE
+        self.path = RunDir(run_dir).metrics
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the whole run
 
     def write(self, row: dict[str, Any]) -> None:
@@ -183,7 +213,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     is writing it now) is skipped. Anything else that is not a JSON object with a known ``type`` is an error
     naming the file and line, never silently dropped.
     """
-    path = Path(run_dir) / METRICS_FILE
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return []
     text = path.read_text(encoding="utf-8")
@@ -209,7 +239,7 @@ def truncate_metrics(run_dir: str | Path, last_step: int) -> int:
 
     Returns how many rows were dropped.
     """
-    path = Path(run_dir) / METRICS_FILE
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return 0
     rows = read_metrics(run_dir)
@@ -223,7 +253,7 @@ def truncate_metrics(run_dir: str | Path, last_step: int) -> int:
 
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:
     """``RUN_DIR/run.json`` ({} when the run has none); a corrupt one is an error naming the file."""
-    path = Path(run_dir) / RUN_FILE
+    path = RunDir(run_dir).run_info
     if not path.is_file():
         return {}
     return read_json_object(path, "run info")
@@ -247,5 +277,5 @@ def write_run_info(run_dir: str | Path, info: dict[str, Any], resumed_at: int | 
             info["start_time"] = old.get("start_time", now)
             resume = {"step": resumed_at, "time": now, "world_size": info.get("world_size")}
             info["resumes"] = [*old.get("resumes", []), resume]
-    write_json_atomic(Path(run_dir) / RUN_FILE, info)
+    write_json_atomic(RunDir(run_dir).run_info, info)
     return info

@@ -2,8 +2,7 @@
 
 ``gpt2.train.config``       TrainConfig, per-size defaults, --config files
 ``gpt2.train.schedule``     warmup + cosine learning rate
-``gpt2.train.state``        the stateful pieces of a checkpoint: model, optimizer, RNG, train state (+ data position)
-``gpt2.train.checkpointer`` saves / restores those pieces as one ``step_N/`` directory
+``gpt2.train.state``        the trainer's checkpoint component (step, clock, data position) and the resume checks
 ``gpt2.train.trainer``      the wiring and the loop
 ``gpt2.train.hooks``        in-loop evaluation (the slots of gpt2.evaluate.slots) and samples
 ``gpt2.train.console``      metrics rows and console lines
@@ -14,7 +13,8 @@
 
 Devices, autocast, the torchrun process group and DDP / FSDP2 wrapping live in ``gpt2.runtime``
 (shared with evaluation and generation, which never import ``gpt2.train``).
-The run directory itself (metrics.jsonl, run.json, step_N/, latest) is :mod:`gpt2.store.rundir`.
+The run directory (metrics.jsonl, run.json, step_N/, latest) is :mod:`gpt2.store.rundir`; the checkpointer
+that saves model, optimizer, RNG and train state as one ``step_N/`` is :mod:`gpt2.store.checkpointer`.
 Names resolve on first use (lazy), so ``gpt2 train --help`` does not import torch.
 """
 

@@ -23,9 +23,9 @@ from typing import Any
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.model import GPT
-from gpt2.store.checkpoint import is_checkpoint_dir, model_from_state_dict, read_config, read_meta
+from gpt2.store.checkpoint import find_checkpoint, model_from_state_dict, read_config, read_meta
 from gpt2.store.load import TORCH_FILE_SUFFIXES, load
-from gpt2.store.rundir import find_resume_checkpoint, latest_checkpoint
+from gpt2.store.rundir import find_resume_checkpoint
 from gpt2.train.config import TrainConfig, build_config, option_name
 
 
@@ -46,7 +46,7 @@ def _source_record(spec: str, meta: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {"spec": spec}
     checkpoint = None
     if path.is_dir():
-        checkpoint = path if is_checkpoint_dir(path) else latest_checkpoint(path)
+        checkpoint = find_checkpoint(path)
         record["path"] = str(path.resolve())
     elif path.is_file():
         record["path"] = str(path.resolve())

@@ -40,9 +40,9 @@ import torch.nn as nn
 
 from gpt2.errors import GPT2Error
 from gpt2.model import optimizer_param_groups
+from gpt2.store.checkpointer import OptimizerState
 from gpt2.train.config import TrainConfig, option_name
 from gpt2.train.schedule import learning_rate
-from gpt2.train.state import OptimizerState
 
 # Keller Jordan's quintic Newton-Schulz coefficients, as torch.optim.Muon's defaults
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)

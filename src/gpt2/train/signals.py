@@ -67,7 +67,7 @@ class MicroStepStop:
 
     def begin_step(self, loader: Any, device: Any) -> None:
         """Remember where the step starts (data position, RNG states) so :meth:`abort` can rewind to it."""
-        from gpt2.train.state import capture_rng_state
+        from gpt2.store.checkpointer import capture_rng_state
 
         self._loader, self._device = loader, device
         self._start = (loader.state_dict(), capture_rng_state(device)) if self.grad_accum > 1 else None
@@ -108,7 +108,7 @@ class MicroStepStop:
         else:
             requested = self.stop.requested
         if requested and self._start is not None:
-            from gpt2.train.state import restore_rng_state
+            from gpt2.store.checkpointer import restore_rng_state
 
             self._loader.load_state_dict(self._start[0])
             restore_rng_state(self._start[1], self._device)

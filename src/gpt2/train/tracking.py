@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
+from gpt2.store.rundir import RunDir, read_run_info
 
 TRACKERS = ("tensorboard", "wandb")
 INSTALL = "pip install 'gpt2-from-scratch[track]'"
@@ -90,7 +91,7 @@ class TensorBoardTracker:
         from torch.utils.tensorboard.summary import hparams
 
         # purge_step: events at steps > the checkpoint's (logged by a run that died) are dropped from view
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step + 1, flush_secs=30)
+        self.writer = SummaryWriter(str(RunDir(run_dir).tensorboard), purge_step=step + 1, flush_secs=30)
         config = json.dumps(info, indent=2, default=str)
         self.writer.add_text("config", "```\n" + config + "\n```", global_step=step)
         for summary in hparams(flat_config(info["config"]), {"loss": 0.0, "val_loss": 0.0}):
@@ -170,8 +171,6 @@ class Tracking:
 
     @staticmethod
     def _previous_ids(run_dir: Path) -> dict[str, str]:
-        from gpt2.store.rundir import read_run_info
-
         try:
             ids = read_run_info(run_dir).get("tracking")
         except GPT2Error:  # an unreadable run.json is replaced by the resume anyway

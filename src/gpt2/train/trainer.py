@@ -21,6 +21,7 @@ from gpt2.model import GPT
 from gpt2.runtime.device import autocast, resolve_amp_dtype
 from gpt2.runtime.distributed import DistContext, all_reduce_mean, any_rank, barrier
 from gpt2.runtime.parallel import gradient_sync, wrap_model
+from gpt2.store.checkpointer import Checkpointer, ModelState, RNGState
 from gpt2.store.rundir import (
     MetricsLog,
     check_run_dir,
@@ -30,7 +31,6 @@ from gpt2.store.rundir import (
     truncate_metrics,
     write_run_info,
 )
-from gpt2.train.checkpointer import Checkpointer, check_resumable
 from gpt2.train.config import TrainConfig
 from gpt2.train.console import RunConsole
 from gpt2.train.hooks import InLoopEvaluation
@@ -38,7 +38,7 @@ from gpt2.train.init import InitSource, initial_model
 from gpt2.train.mfu import device_peak_flops, model_flops_utilization
 from gpt2.train.optim import build_optimizers, check_resume_optimizer, muon_class, newton_schulz_flops
 from gpt2.train.signals import MicroStepStop, StopRequest
-from gpt2.train.state import ModelState, RNGState, TrainState
+from gpt2.train.state import TrainState, check_resumable
 from gpt2.train.tracking import Tracking
 
 

@@ -1,6 +1,6 @@
 """Our checkpoint format: exact round trips, atomic writes, unchanged files on disk, clear errors on bad input.
 
-Loading from other sources (run directories, Hugging Face, .pt files) is tested in test_loading.py.
+Loading from other sources (run directories, Hugging Face, .pt files) is tested in test_store_load.py.
 """
 
 import json
@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from gpt2 import GPT, GPT2Error, GPTConfig
 from gpt2.store.checkpoint import (
     WEIGHTS_FILE,
+    find_checkpoint,
     is_checkpoint_dir,
     load_checkpoint,
     read_config,
@@ -20,7 +21,6 @@ from gpt2.store.checkpoint import (
     save_model,
 )
 from gpt2.store.files import atomic_directory
-from gpt2.store.rundir import latest_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -148,25 +148,11 @@ def test_missing_checkpoint_and_not_ours(tmp_path):
         load_checkpoint(tmp_path)
 
 
-def test_latest_checkpoint_follows_the_pointer(tmp_path, model):
+def test_find_checkpoint_of_a_checkpoint_or_a_run(ckpt, tmp_path, model):
+    assert find_checkpoint(ckpt) == ckpt
     run = tmp_path / "run"
     save_model(run / "step_000020", model, {"step": 20})
-    assert latest_checkpoint(run) is None  # no pointer yet
+    assert find_checkpoint(run) is None  # no pointer yet
     (run / "latest").write_text("step_000020\n")
-    assert latest_checkpoint(run) == run / "step_000020"
-    (run / "latest").write_text("step_000030")
-    with pytest.raises(GPT2Error, match="points to 'step_000030', which does not exist"):
-        latest_checkpoint(run)
-
-
-@pytest.mark.parametrize("size", ["tiny", "124M"])
-def test_expected_shapes_are_the_models(size):
-    """gpt2.store.weights checks files against expected_shapes without building a GPT: it lists exactly its weights."""
-    from gpt2.store.weights import count_parameters, expected_shapes
-
-    config = GPTConfig.named(size)
-    with torch.device("meta"):
-        model = GPT(config)
-    actual = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    assert expected_shapes(config) == actual
-    assert count_parameters(expected_shapes(config)) == model.num_parameters()
+    assert find_checkpoint(run) == run / "step_000020"
+    assert find_checkpoint(tmp_path / "missing") is None

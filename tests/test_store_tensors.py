@@ -1,4 +1,5 @@
-"""Tensor trees (optimizer and RNG states as safetensors + JSON): exact round trips, old files, clear errors."""
+"""gpt2.store.tensors: the weights' shape table, and tensor trees (optimizer and RNG states as safetensors + JSON):
+exact round trips, old files, clear errors."""
 
 import json
 import random
@@ -7,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from gpt2 import GPT2Error
-from gpt2.store.tensor_tree import load_tensor_tree, read_safetensors, save_tensor_tree
+from gpt2 import GPT, GPT2Error, GPTConfig
+from gpt2.store.tensors import count_parameters, expected_shapes, load_tensor_tree, read_safetensors, save_tensor_tree
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_round_trip_keeps_every_type_and_tensor(tmp_path, stepped_optimizer):
 
 
 def test_files_written_before_the_split_still_load(tmp_path):
-    """The layout of the pre-``gpt2.store.tensor_tree`` writer (compact JSON skeleton), written here by hand."""
+    """The layout of the pre-``gpt2.store.tensors`` writer (compact JSON skeleton), written here by hand."""
     tensors = {"0": torch.tensor([1.0, 2.0]), "1": torch.tensor([7], dtype=torch.int64)}
     save_file(tensors, str(tmp_path / "old.safetensors"))
     skeleton = {"__dict__": [[0, {"__tensor__": "0"}], ["meta", {"__list__": [{"__tensor__": "1"}, 3], "tuple": True}]]}
@@ -83,3 +84,14 @@ def test_unstorable_values_and_damaged_files_are_clear_errors(tmp_path):
     save_file({}, str(tmp_path / "short.safetensors"))  # skeleton names tensor "0", the file has none
     with pytest.raises(GPT2Error, match="corrupt tensor tree .*short.json: no tensor '0'"):
         load_tensor_tree(tmp_path, "short")
+
+
+@pytest.mark.parametrize("size", ["tiny", "124M"])
+def test_expected_shapes_are_the_models(size):
+    """Files are checked against expected_shapes without building a GPT: it lists exactly the model's weights."""
+    config = GPTConfig.named(size)
+    with torch.device("meta"):
+        model = GPT(config)
+    actual = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    assert expected_shapes(config) == actual
+    assert count_parameters(expected_shapes(config)) == model.num_parameters()

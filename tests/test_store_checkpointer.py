@@ -1,31 +1,42 @@
-"""The Checkpointer: any stateful component round-trips by name, and run directories of the old layout resume bitwise.
+"""The Checkpointer: any stateful component round-trips by name, and run directories of the old layout resume bitwise;
+the RNG and optimizer-by-name states it is built from.
 
 The old-layout test does not let the new save code write the checkpoint it resumes from: a fixture
 writer below spells out, file by file, what ``step_N/`` held before the Checkpointer existed (main's
 ``gpt2/train/state.py``: model.safetensors + config.json + meta.json, optimizer and rng tensor trees,
 trainer.json). It writes the model, config, meta and trainer files with plain safetensors + json, and
 the two tensor trees with the low-level encoder both versions share (``save_tensor_tree``,
-``optimizer_state_by_name``, ``capture_rng_state``: unchanged, tested in test_checkpoint.py and
-test_train_state.py). Generating the fixture with main's code from git instead would tie the test to
+``optimizer_state_by_name``, ``capture_rng_state``: unchanged, tested in test_store_tensors.py and
+below). Generating the fixture with main's code from git instead would tie the test to
 a git checkout and to import paths that move.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gpt2 import GPT, GPTConfig
+from gpt2 import GPT, GPT2Error, GPTConfig
 from gpt2.model import optimizer_param_groups
 from gpt2.runtime.distributed import DistContext
+from gpt2.store.checkpointer import (
+    Checkpointer,
+    ModelState,
+    OptimizerState,
+    RNGState,
+    capture_rng_state,
+    load_optimizer_state_by_name,
+    optimizer_state_by_name,
+    restore_rng_state,
+)
 from gpt2.store.rundir import latest_checkpoint, list_checkpoints
-from gpt2.store.tensor_tree import load_tensor_tree, save_tensor_tree
-from gpt2.train.checkpointer import Checkpointer
-from gpt2.train.state import ModelState, OptimizerState, RNGState, capture_rng_state, optimizer_state_by_name
+from gpt2.store.tensors import load_tensor_tree, save_tensor_tree
 from gpt2.train.trainer import Trainer, train
 from train_helpers import prepared_dataset, tiny_config, train_losses
 
@@ -33,6 +44,44 @@ from train_helpers import prepared_dataset, tiny_config, train_losses
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return prepared_dataset(tmp_path_factory.getbasetemp())
+
+
+def draws() -> tuple:
+    return random.random(), float(np.random.rand()), torch.rand(3).tolist()
+
+
+def test_rng_state_round_trip_through_tensor_tree(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    state = capture_rng_state(torch.device("cpu"))
+    expected = draws()
+    save_tensor_tree(tmp_path, "rng", {"ranks": [state]})
+    draws()  # move every generator on
+    restore_rng_state(load_tensor_tree(tmp_path, "rng")["ranks"][0], torch.device("cpu"))
+    assert draws() == expected
+
+
+def _stepped_optimizer(model: GPT) -> torch.optim.AdamW:
+    optimizer = torch.optim.AdamW(optimizer_param_groups(model, 0.1), lr=1e-3)
+    x = torch.randint(0, 50257, (2, 8))
+    model(x, x)[1].backward()
+    optimizer.step()
+    return optimizer
+
+
+def test_optimizer_state_by_name_round_trip():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.named("tiny"))
+    optimizer = _stepped_optimizer(model)
+    named = optimizer_state_by_name(model, optimizer)
+    assert "transformer.wte.weight" in named["state"] and "lm_head.weight" not in named["state"]  # tied: once
+    assert named["param_groups"][0]["weight_decay"] == 0.1
+    fresh = torch.optim.AdamW(optimizer_param_groups(model, 0.1), lr=1e-3)
+    load_optimizer_state_by_name(model, fresh, named)
+    for a, b in zip(optimizer.state.values(), fresh.state.values(), strict=True):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    other = GPT(GPTConfig(block_size=128, n_layer=3, n_head=2, n_embd=64))
+    with pytest.raises(GPT2Error, match="optimizer state does not match"):
+        load_optimizer_state_by_name(other, torch.optim.AdamW(other.parameters()), named)
 
 
 class Counter:

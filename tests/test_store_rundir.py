@@ -12,10 +12,9 @@ import pytest
 import gpt2
 from gpt2 import GPT2Error
 from gpt2.store.rundir import (
-    LATEST_FILE,
     MetricsLog,
+    RunDir,
     check_run_dir,
-    checkpoint_name,
     find_resume_checkpoint,
     latest_checkpoint,
     list_checkpoints,
@@ -31,7 +30,7 @@ from gpt2.store.rundir import (
 
 def make_steps(run_dir, *steps):
     for step in steps:
-        (run_dir / checkpoint_name(step)).mkdir(parents=True)
+        RunDir(run_dir).checkpoint(step).mkdir(parents=True)
 
 
 def test_rundir_does_not_import_torch():
@@ -48,16 +47,55 @@ def test_rundir_does_not_import_torch():
 def test_latest_pointer_round_trip_and_bad_pointer(tmp_path):
     assert latest_checkpoint(tmp_path) is None  # no pointer yet
     make_steps(tmp_path, 7)
-    write_latest(tmp_path, checkpoint_name(7))
-    assert (tmp_path / LATEST_FILE).read_text() == "step_000007\n"
+    write_latest(tmp_path, RunDir(tmp_path).checkpoint(7).name)
+    assert (tmp_path / "latest").read_text() == "step_000007\n"
     assert latest_checkpoint(tmp_path) == tmp_path / "step_000007"
     assert not list(tmp_path.glob(".latest*"))  # no temporary left behind
     write_latest(tmp_path, "step_000009")  # points at a directory that is not there
     with pytest.raises(GPT2Error, match=r"latest points to 'step_000009', which does not exist"):
         latest_checkpoint(tmp_path)
-    (tmp_path / LATEST_FILE).write_text("\n")
-    with pytest.raises(GPT2Error, match="points to ''"):
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\n",
+        b"../step_000007",
+        b"step_000007/../step_000007",
+        b"\xff\xfe garbage",
+        b"step_" + b"7" * 100,
+        b"step_\xd9\xa3",
+    ],
+)
+def test_latest_holds_only_a_step_name_and_is_never_echoed(tmp_path, content):
+    make_steps(tmp_path, 7)
+    (tmp_path / "latest").write_bytes(content)
+    with pytest.raises(GPT2Error, match=r"latest is corrupt: it must hold the name of a checkpoint directory") as err:
         latest_checkpoint(tmp_path)
+    assert "garbage" not in str(err.value) and "777" not in str(err.value)
+
+
+def test_latest_never_follows_a_link_out_of_the_run(tmp_path):
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    make_steps(outside, 7)
+    (outside / "secret").write_text("step_000007\n")  # even a valid name is not read through a link out
+    run.mkdir()
+    (run / "latest").symlink_to(outside / "secret")
+    with pytest.raises(GPT2Error, match=r"run/latest is a link out of the run directory; not following it$"):
+        latest_checkpoint(run)
+    (run / "latest").unlink()
+    (run / "step_000007").symlink_to(outside / "step_000007")
+    write_latest(run, "step_000007")
+    with pytest.raises(GPT2Error, match=r"points to step_000007, a link out of the run directory"):
+        latest_checkpoint(run)
+    (run / "step_000007").unlink()
+    make_steps(run, 6)
+    (run / "step_000007").symlink_to("step_000006")  # a link that stays inside is followed
+    assert latest_checkpoint(run) == run / "step_000007"
+    (run / "pointer").write_text("step_000006\n")
+    (run / "latest").unlink()
+    (run / "latest").symlink_to("pointer")
+    assert latest_checkpoint(run) == run / "step_000006"
 
 
 def test_list_only_complete_step_directories(tmp_path):
