@@ -1,4 +1,5 @@
-"""Text generation with a KV cache: ``gpt2.generate.decode`` (the loop and the text API), ``gpt2.generate.cli``
+"""Text generation with a KV cache: ``gpt2.generate.decode`` (the text API), ``gpt2.generate.batch`` (the one
+decode loop, also the server's), ``gpt2.generate.sampling`` (options and filters), ``gpt2.generate.cli``
 (``gpt2 sample``).
 
     from gpt2.generate import generate, stream
@@ -12,15 +13,13 @@ from typing import TYPE_CHECKING
 from gpt2._lazy import lazy_exports
 
 if TYPE_CHECKING:  # the exports; at run time imported on first use (gpt2._lazy)
-    from gpt2.generate.decode import (  # noqa: F401
+    from gpt2.generate.batch import (  # noqa: F401
         SLIDE_KEEP_FRACTION,
         GenerationNotice,
         TextAssembler,
+        decode_steps,
         fit_prompt,
-        generate,
-        generate_token_ids,
-        stream,
-        stream_samples,
     )
+    from gpt2.generate.decode import generate, generate_token_ids, stream, stream_samples  # noqa: F401
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__)
