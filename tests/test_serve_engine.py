@@ -9,7 +9,7 @@ import torch
 
 from gpt2 import GPT, GPTConfig
 from gpt2.generate import generate_token_ids
-from gpt2.generate.batch import Batch, Request
+from gpt2.generate.decode import Batch, Request
 from gpt2.generate.sampling import SamplingOptions
 from gpt2.serve.engine import Engine, Finished, Step
 

@@ -88,7 +88,7 @@ class CausalSelfAttention(nn.Module):
             # Write the new keys/values at each row's own positions, then attend over the whole cache with one
             # visibility rule: the query at position p sees its row's keys at positions 0..p. It covers a prefill
             # (lengths 0), a one-token step and rows at different lengths; later slots (stale or empty) are
-            # masked. Attending over the allocated length, not the longest row, avoids a device->host sync.
+            # masked.
             pos = cache.positions(T)  # (B, T)
             rows = torch.arange(B, device=x.device)[:, None]
             cache.k[self.layer, rows, :, pos] = k.transpose(1, 2).to(cache.k.dtype)  # (B, T, H, D) at [b, :, pos]
@@ -226,6 +226,8 @@ class GPT(nn.Module):
                 raise GPT2Error(f"KV cache full: {end} positions needed, {kv_cache.max_len} allocated")
         if end > self.config.block_size:
             raise GPT2Error(f"sequence of {end} tokens exceeds the context window ({self.config.block_size} tokens)")
+        if kv_cache is not None:  # attend over the positions in use (up to the longest row), not all allocated
+            kv_cache = KVCache(kv_cache.k[:, :, :, :end], kv_cache.v[:, :, :, :end], kv_cache.lengths)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x, kv_cache)

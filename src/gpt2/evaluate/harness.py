@@ -20,7 +20,7 @@ The three request types, each computed exactly as lm-eval's Hugging Face backend
                            first ``block_size - 1`` tokens, each later one predicts the next ``block_size``
                            tokens from the ones before it, and the last is left-filled to a full window.
 ``generate_until``         greedy (or sampled, when the task sets ``do_sample``) decoding through
-                           :mod:`gpt2.generate.batch` (the decoder of ``gpt2 sample``), ``max_gen_toks``
+                           :mod:`gpt2.generate.decode` (the decoder of ``gpt2 sample``), ``max_gen_toks``
                            (default 256) new tokens at most, stopped at ``<|endoftext|>`` or cut before the
                            first ``until`` string; the context keeps its last ``block_size - max_gen_toks``
                            tokens, like ``HFLM``'s left truncation.
@@ -45,7 +45,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from gpt2.errors import GPT2Error
 from gpt2.evaluate.scoring import EncodedRequest, encode_pair, score_requests
-from gpt2.generate.batch import decode_steps
+from gpt2.generate.decode import decode_steps
 from gpt2.generate.sampling import SamplingOptions
 from gpt2.model import GPT
 from gpt2.runtime.device import autocast

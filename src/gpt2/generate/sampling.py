@@ -80,22 +80,22 @@ class SamplingOptions:
 
     def __post_init__(self) -> None:
         limits = self.limits
-        integer("max_new_tokens", self.max_new_tokens, 1, limits.max_new_tokens)
-        number("temperature", self.temperature, 0.0, limits.temperature)
+        check("max_new_tokens", self.max_new_tokens, 1, limits.max_new_tokens, integer=True)
+        check("temperature", self.temperature, 0.0, limits.temperature)
         if 0 < self.temperature < MIN_TEMPERATURE:
             message = f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE}, got {self.temperature!r}"
             raise option_error("temperature", message)
         if self.top_k is not None:
-            integer("top_k", self.top_k, 1, GPT2_VOCAB_SIZE)
+            check("top_k", self.top_k, 1, GPT2_VOCAB_SIZE, integer=True)
         if self.top_p is not None:
-            number("top_p", self.top_p, 0.0, 1.0)
+            check("top_p", self.top_p, 0.0, 1.0)
             if self.top_p == 0:
                 raise option_error("top_p", "top_p must be greater than 0")
         if self.repetition_penalty is not None:
-            number("repetition_penalty", self.repetition_penalty, *PENALTY_RANGE)
-        integer("num_samples", self.num_samples, 1, limits.num_samples)
+            check("repetition_penalty", self.repetition_penalty, *PENALTY_RANGE)
+        check("num_samples", self.num_samples, 1, limits.num_samples, integer=True)
         if self.seed is not None:
-            integer("seed", self.seed, 0, 2**63 - 1)
+            check("seed", self.seed, 0, 2**63 - 1, integer=True)
         if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
             raise option_error("stop", "stop must be a sequence of non-empty strings")
         if len(self.stop) > limits.stop_strings:
@@ -105,17 +105,12 @@ class SamplingOptions:
 INTEGERS = ("max_new_tokens", "top_k", "num_samples", "seed")
 
 
-def number(name: str, value: object, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # bool, not a number, NaN
-        raise option_error(name, f"{name} must be a number, got {value!r}")
+def check(name: str, value: object, low: float, high: float, integer: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value != value:  # bool, wrong type, NaN
+        raise option_error(name, f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
     if not low <= value <= high:
         raise option_error(name, f"{name} must be between {low} and {high}, got {value!r}")
-
-
-def integer(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise option_error(name, f"{name} must be an integer, got {value!r}")
-    number(name, value, low, high)
 
 
 def apply_repetition_penalty(logits: torch.Tensor, context: torch.Tensor, penalty: float) -> torch.Tensor:

@@ -187,7 +187,7 @@ class CompletionService:
                 handle.cancel()  # a client gone mid-stream frees its rows at the next step
 
     async def _drain(self, queue: asyncio.Queue, handles: list, choices: list[list[Choice]]):
-        from gpt2.generate.batch import Finished
+        from gpt2.generate.decode import Finished
 
         open_groups = len(handles)
         while open_groups:

@@ -1,13 +1,13 @@
 """The engine behind ``gpt2 serve``: concurrent requests decoded together, on one thread that owns the model.
 
-The decoding itself (joining, stepping, sampling, sliding, stop strings, leaving) is :mod:`gpt2.generate.batch`'s,
+The decoding itself (joining, stepping, sampling, sliding, stop strings, leaving) is :mod:`gpt2.generate.decode`'s,
 the same loop ``gpt2 sample`` runs; this module adds the thread, the queue and admission. Each turn the thread
 
 1. admits waiting requests (*continuous batching*: a request joins at the next decode step, not the next
    batch), as long as the batch has rows free; the first request that does not fit waits at the head;
-2. runs one :meth:`~gpt2.generate.batch.Batch.step` over every joined request.
+2. runs one :meth:`~gpt2.generate.decode.Batch.step` over every joined request.
 
-A request's events (:class:`~gpt2.generate.batch.Step`, then one :class:`~gpt2.generate.batch.Finished`) go to
+A request's events (:class:`~gpt2.generate.decode.Step`, then one :class:`~gpt2.generate.decode.Finished`) go to
 its ``sink`` from the engine thread.
 """
 
@@ -21,7 +21,7 @@ from queue import Empty, Queue
 import torch
 
 from gpt2.errors import GPT2Error
-from gpt2.generate.batch import Batch, Finished, Request, Step, fit_prompt
+from gpt2.generate.decode import Batch, Finished, Request, Step, fit_prompt
 from gpt2.generate.sampling import SamplingOptions
 
 __all__ = ["MAX_BATCH_ROWS", "Engine", "Finished", "Request", "Step"]
