@@ -4,7 +4,8 @@ Streams text from the model loaded once at start-up, through the same batched en
 (:mod:`gpt2.serve.engine`), so browser users and API clients share decode steps. Safe by default:
 analytics off, every input checked on the server by ``SamplingOptions`` within its ``SERVED`` limits, as
 the API's (the browser sliders are only a convenience; API callers can send anything), requests queued
-with a bound, errors shown as messages, never stack traces. Started without a usable model it shows how to get one instead of crashing.
+with a bound, errors shown as messages, never stack traces. Started without a usable model it shows how
+to get one instead of crashing.
 """
 
 from __future__ import annotations
