@@ -18,7 +18,8 @@ import torch
 
 from gpt2 import GPT, GPT2Error, GPTConfig, save_model
 from gpt2.cli import main
-from gpt2.serve.ui import EXAMPLE_PROMPTS, MAX_NEW_TOKENS, MAX_PROMPT_CHARS, model_summary, validate_request
+from gpt2.generate.sampling import SERVED, SamplingOptions
+from gpt2.serve.ui import EXAMPLE_PROMPTS, model_summary, page_options
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -115,7 +116,7 @@ def test_browser_prompt_generate_and_error_message(server):
             page.screenshot(path=str(REPO / "artifacts" / "app_screenshot.png"), full_page=True)
 
             # the stop button cancels a long generation: the output stops growing
-            page.locator("#max-new-tokens input[type=number]").fill(str(MAX_NEW_TOKENS))
+            page.locator("#max-new-tokens input[type=number]").fill(str(SERVED.max_new_tokens))
             page.locator("#max-new-tokens input[type=number]").press("Enter")
             page.locator("#prompt textarea").fill("Stop me")
             page.locator("#generate").click()
@@ -132,9 +133,9 @@ def test_browser_prompt_generate_and_error_message(server):
             assert "done in" not in page.locator("#status").inner_text()
 
             # an over-long prompt: a readable message in the page, not a traceback
-            page.locator("#prompt textarea").fill("x" * (MAX_PROMPT_CHARS + 1))
+            page.locator("#prompt textarea").fill("x" * (SERVED.prompt_chars + 1))
             page.locator("#generate").click()
-            page.get_by_text(f"the limit is {MAX_PROMPT_CHARS}").first.wait_for(timeout=30_000)
+            page.get_by_text(f"the limit is {SERVED.prompt_chars}").first.wait_for(timeout=30_000)
             assert "Traceback" not in page.content()
         finally:
             browser.close()
@@ -169,9 +170,9 @@ def test_prompt_longer_than_window_is_truncated_with_a_note(server):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("x" * (MAX_PROMPT_CHARS + 1), 8, 0.8, 50, 0.95, 1, 1), "limit is 4000"),
-        (("Hi", 8, 0.8, 50, 0.95, -5, 1), "seed must be between -1 and"),
-        (("Hi", "8", 0.8, 50, 0.95, 1, 1), "max new tokens must be a number, got '8'"),
+        (("x" * (SERVED.prompt_chars + 1), 8, 0.8, 50, 0.95, 1, 1), "limit is 4000"),
+        (("Hi", 8, 0.8, 50, 0.95, -5, 1), "seed must be between 0 and"),
+        (("Hi", "8", 0.8, 50, 0.95, 1, 1), "max_new_tokens must be an integer, got '8'"),
         (("Hi", 8, "abc", 50, 0.95, 1, 1), "temperature must be a number, got 'abc'"),
         (("Hi", 100_000, 0.8, 50, 0.95, 1, 1), "max"),
         (("Hi", 8, 9.0, 50, 0.95, 1, 1), "2"),
@@ -190,28 +191,30 @@ def test_api_out_of_range_inputs_get_a_message(server, args, message):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"prompt": "x" * (MAX_PROMPT_CHARS + 1)}, "the limit is 4000"),
-        ({"prompt": None}, "must be text"),
-        ({"max_new_tokens": 0}, "max new tokens must be between 1 and 512"),
-        ({"max_new_tokens": 2.5}, "whole number"),
-        ({"temperature": 0.0}, "temperature must be between 0.1 and 2.0"),
+        ({"prompt": "x" * (SERVED.prompt_chars + 1)}, "the limit is 4000"),
+        ({"prompt": None}, "prompt must be a string"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be between 1 and 512"),
+        ({"max_new_tokens": 2.5}, "max_new_tokens must be an integer"),
+        ({"temperature": 2.5}, "temperature must be between 0.0 and 2.0"),
+        ({"temperature": 0.001}, "temperature must be 0 \\(greedy\\) or at least 0.01"),
         ({"temperature": float("nan")}, "temperature must be a number"),
-        ({"top_k": 1000}, "top-k"),
-        ({"top_p": 0.0}, "top-p"),
+        ({"top_k": -1}, "top_k"),
+        ({"top_p": 0.0}, "top_p"),
         ({"seed": -2}, "seed"),
-        ({"num_samples": 5}, "number of samples"),
-        ({"num_samples": "3"}, "number of samples must be a number"),
+        ({"num_samples": 5}, "num_samples must be between 1 and 4"),
+        ({"num_samples": "3"}, "num_samples must be an integer"),
     ],
 )
-def test_validate_request_bounds(change, message):
+def test_page_options_bounds(change, message):
     request = {"prompt": "Hi", **GOOD, **change}
     with pytest.raises(GPT2Error, match=message):
-        validate_request(**request)
+        page_options(**request)
 
 
-def test_validate_request_normalises():
-    out = validate_request("Hi", 8.0, 1, 0, 1.0, -1, 2)
-    assert out == dict(max_new_tokens=8, temperature=1.0, top_k=None, top_p=1.0, seed=None, num_samples=2)
+def test_page_options_normalise_and_allow_greedy():
+    out = page_options("Hi", 8.0, 0, 0, 1.0, -1, 2)  # temperature 0 (greedy) can be chosen on the page
+    assert out == SamplingOptions(max_new_tokens=8, temperature=0, top_k=None, top_p=1.0, seed=None, num_samples=2)
+    assert out.limits == SERVED and type(out.max_new_tokens) is int
 
 
 def test_model_summary_reads_checkpoint_meta(checkpoint):
@@ -272,9 +275,9 @@ def _raw_call(server: str, data: bytes) -> str:
 
 def test_nan_seed_and_string_numbers_get_a_message_not_null(server):
     events = _raw_call(server, b'{"data": ["Hi", 8, 0.8, 50, 0.95, NaN, 1]}')
-    assert "event: error" in events and "seed must be a number, got nan" in events and '"error": null' not in events
+    assert "event: error" in events and "seed must be an integer, got nan" in events and '"error": null' not in events
     events = _raw_call(server, b'{"data": ["Hi", 8, 0.8, "50", 0.95, 1, 1]}')
-    assert "top-k must be a number, got '50'" in events
+    assert "top_k must be an integer, got '50'" in events
 
 
 def test_page_server_caps_bodies_and_refuses_uploads(server):

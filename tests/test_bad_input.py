@@ -177,6 +177,18 @@ CASES = [
         1,
         r"^error: .*temperature",
     ),
+    Case(  # a temperature that rounds to 0 in float32 (0/0 = NaN probabilities before the bound)
+        "7-sample-temperature-tiny",
+        ["sample", "--model", "{ckpt}", "--temperature", "1e-300"],
+        1,
+        r"^error: temperature must be 0 \(greedy\) or at least 0.01, got 1e-300$",
+    ),
+    Case(
+        "7-sample-repetition-penalty-tiny",
+        ["sample", "--model", "{ckpt}", "--repetition-penalty", "1e-300"],
+        1,
+        r"^error: repetition_penalty must be between 0.1 and 10.0, got 1e-300$",
+    ),
     Case(
         "7-nan-weights-sample",
         ["sample", "--model", "{ckpt}", "--max-new-tokens", "2"],

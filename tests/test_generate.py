@@ -209,6 +209,8 @@ def test_cli_sample(checkpoint, capsys):
     "extra, message",
     [
         (["--temperature", "11"], "temperature"),
+        (["--temperature", "1e-300"], "temperature must be 0 (greedy) or at least 0.01"),
+        (["--repetition-penalty", "1e-300"], "repetition_penalty"),
         (["--top-p", "0"], "top_p"),
         (["--max-new-tokens", "0"], "max_new_tokens"),
         (["-n", "2", "--stream"], "--stream"),

@@ -118,10 +118,29 @@ def test_kv_cache_matches_full_forward(tiny):
         pieces.append(tiny(idx[:, 5:9], kv_cache=cache)[0])  # a chunk of several tokens after the prefix
         for t in range(9, 12):  # then one token at a time
             pieces.append(tiny(idx[:, t : t + 1], kv_cache=cache)[0])
-    assert cache.pos == 12
+    assert cache.lengths.tolist() == [12, 12]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
     with pytest.raises(GPT2Error, match="KV cache full"), torch.no_grad():
         tiny(idx[:, :1], kv_cache=cache)
+
+
+def test_kv_cache_rows_at_different_lengths_and_rewind(tiny):
+    """One visibility rule: rows at different lengths, fed several tokens at once, each compute what their own
+    full forward does; lowering a row's length rewinds it (what a slide or a rejected draft token needs)."""
+    idx = random_tokens(2, 12, seed=4)
+    with torch.no_grad():
+        full, _ = tiny(idx)
+        cache = KVCache.empty(tiny.config, batch_size=2, max_len=12, device="cpu", dtype=torch.float32)
+        for row, prefix in ((0, 5), (1, 2)):  # each row's prefix through a view of its row: lengths 5 and 2
+            view = KVCache(cache.k[:, row : row + 1], cache.v[:, row : row + 1], cache.lengths[row : row + 1])
+            tiny(idx[row : row + 1, :prefix], kv_cache=view)
+        assert cache.lengths.tolist() == [5, 2]
+        mixed, _ = tiny(torch.stack([idx[0, 5:8], idx[1, 2:5]]), kv_cache=cache)  # 3 new tokens per row
+        torch.testing.assert_close(mixed, torch.stack([full[0, 5:8], full[1, 2:5]]), atol=1e-5, rtol=1e-5)
+        tiny(random_tokens(2, 3, seed=9), kv_cache=cache)  # 3 tokens that will be rejected
+        cache.lengths -= 3  # rewind: their keys stay in the cache but are never seen again
+        again, _ = tiny(torch.stack([idx[0, 8:10], idx[1, 5:7]]), kv_cache=cache)
+        torch.testing.assert_close(again, torch.stack([full[0, 8:10], full[1, 5:7]]), atol=1e-5, rtol=1e-5)
 
 
 def test_sequence_longer_than_context_is_an_error(tiny):

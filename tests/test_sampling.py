@@ -5,6 +5,9 @@ import torch
 
 from gpt2 import GPT2Error
 from gpt2.generate.sampling import (
+    MIN_TEMPERATURE,
+    PENALTY_RANGE,
+    SERVED,
     SamplingOptions,
     apply_repetition_penalty,
     pick_next_tokens,
@@ -85,6 +88,14 @@ def test_top_k_one_sampling_is_greedy():
         ({"top_p": 0.0}, "top_p"),
         ({"top_p": 1.5}, "top_p"),
         ({"repetition_penalty": 0.0}, "repetition_penalty"),
+        ({"repetition_penalty": 1e-300}, "repetition_penalty"),
+        ({"temperature": 1e-300}, "temperature must be 0 \\(greedy\\) or at least 0.01"),
+        ({"temperature": 0.009}, "at least 0.01"),
+        ({"max_new_tokens": 513, "limits": SERVED}, "max_new_tokens must be between 1 and 512"),
+        ({"num_samples": 5, "limits": SERVED}, "num_samples must be between 1 and 4"),
+        ({"stop": ["a", "b", "c", "d", "e"], "limits": SERVED}, "at most 4 stop strings"),
+        ({"top_k": 2.5}, "top_k must be an integer"),
+        ({"stop": 5}, "stop"),
         ({"num_samples": 0}, "num_samples"),
         ({"num_samples": 1000}, "num_samples"),
         ({"seed": -1}, "seed"),
@@ -99,3 +110,22 @@ def test_invalid_options_rejected(kwargs, message):
 def test_from_arguments_normalises():
     options = SamplingOptions.from_arguments(top_k=0, stop="\n")
     assert options.top_k is None and options.stop == ("\n",)
+
+
+def test_option_errors_name_the_option():
+    with pytest.raises(GPT2Error) as info:
+        SamplingOptions.from_arguments(num_samples=9, limits=SERVED)
+    assert info.value.option == "num_samples"
+    assert SamplingOptions.from_arguments(max_new_tokens=8.0, top_k=50.0).max_new_tokens == 8  # a slider's floats
+
+
+@pytest.mark.parametrize("penalty", PENALTY_RANGE)
+def test_bounded_options_cannot_make_nan_from_huge_finite_logits(penalty):
+    """At the smallest temperature and either end of the penalty range, logits near float32's limit still give
+    a valid draw (the largest wins). Dividing before shifting made 3e37 / 0.01 = inf, and inf - inf = NaN."""
+    logits = torch.tensor([[3e37, -3e37, 1e30, 0.0]]).expand(3, -1)
+    context = torch.tensor([[0, 1]] * 3)
+    for top_p in (None, 0.5):
+        options = SamplingOptions(temperature=MIN_TEMPERATURE, repetition_penalty=penalty, top_p=top_p)
+        picked = pick_next_tokens(logits, context, options, torch.Generator().manual_seed(0))
+        assert picked.tolist() == [0, 0, 0]

@@ -98,6 +98,16 @@ def test_greedy_completion_equals_gpt2_sample(client, checkpoint, capsys):
     assert response.object == "text_completion" and response.id.startswith("cmpl-")
 
 
+def test_seeded_draw_equals_gpt2_sample_and_top_k_is_accepted(client, checkpoint, capsys):
+    kwargs = dict(model="tiny", prompt=PROMPT, max_tokens=16, temperature=0.9, top_p=0.9, seed=42)
+    text = client.completions.create(**kwargs, extra_body={"top_k": 40}).choices[0].text  # top_k: our extension
+    options = ["--max-new-tokens", "16", "--temperature", "0.9", "--top-p", "0.9", "--top-k", "40", "--seed", "42"]
+    assert main(["sample", "--model", checkpoint, "--prompt", PROMPT, *options]) == 0
+    assert capsys.readouterr().out == PROMPT + text + "\n"
+    other_k = client.completions.create(**kwargs, extra_body={"top_k": 1}).choices[0].text
+    assert other_k == client.completions.create(**{**kwargs, "temperature": 0}).choices[0].text  # top-1 = greedy
+
+
 def test_streaming_yields_the_same_text_in_chunks(client):
     whole = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=24, temperature=0).choices[0].text
     chunks = list(client.completions.create(model="tiny", prompt=PROMPT, max_tokens=24, temperature=0, stream=True))
@@ -159,12 +169,14 @@ def _post(url: str, data: bytes, headers: dict) -> tuple[int, dict]:
     "change, param, message",
     [
         ({"max_tokens": -1}, "max_tokens", "max_tokens must be between 1 and 512, got -1"),
-        ({"temperature": float("nan")}, "temperature", "temperature must be a number, got NaN"),
+        ({"temperature": float("nan")}, "temperature", "temperature must be a number, got nan"),
+        ({"temperature": 1e-300}, "temperature", "temperature must be 0 (greedy) or at least 0.01"),
         ({"top_p": 2}, "top_p", "top_p must be between 0.0 and 1.0, got 2"),
         ({"prompt": "x" * 1_000_000}, "prompt", "the prompt has 1000000 characters; the limit is 4000"),
         ({"n": 1000}, "n", "n must be between 1 and 4, got 1000"),
         ({"seed": "abc"}, "seed", "seed must be an integer"),
-        ({"max_tokens": "8"}, "max_tokens", 'max_tokens must be an integer, got "8"'),
+        ({"max_tokens": "8"}, "max_tokens", "max_tokens must be an integer, got '8'"),
+        ({"top_k": 0.5}, "top_k", "top_k must be an integer"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
     ],
 )

@@ -9,6 +9,7 @@ import torch
 
 from gpt2 import GPT, GPTConfig
 from gpt2.generate import generate_token_ids
+from gpt2.generate.decode import Batch, Request
 from gpt2.generate.sampling import SamplingOptions
 from gpt2.serve.engine import Engine, Finished, Step
 
@@ -93,10 +94,47 @@ def test_a_finished_request_leaves_while_a_long_one_continues(engine):
 
 
 def test_cancel_and_logprobs(engine):
-    steps = engine.stream(PROMPTS[1], SamplingOptions(max_new_tokens=100, temperature=0.0), top_logprobs=3)
+    steps = engine.stream(PROMPTS[1], SamplingOptions(max_new_tokens=100, temperature=0.0), logprobs=3)
     first = next(steps)
     assert isinstance(first, Step) and len(first.top[0]) == 3
     token, best = first.top[0][0]
     assert token == first.token_ids[0] and best == pytest.approx(first.logprobs[0]) and best < 0  # greedy = argmax
     steps.close()  # cancels: the engine drops the rows and is free for the next request
     assert len(list(engine.stream(PROMPTS[0], SamplingOptions(max_new_tokens=4, temperature=0.0)))) == 4
+
+
+class BreaksAtPosition7(GPT):
+    """A decode step that feeds a row at position 7 fails: the forward pass raises after it has written the
+    cache ("raise"), or that row's logits are NaN ("nan", what a 1e-38 temperature used to cause)."""
+
+    mode = "raise"
+
+    def forward(self, idx, targets=None, kv_cache=None, logits_at=None, fused_loss=False):
+        at = None if kv_cache is None else kv_cache.lengths.clone()
+        logits, loss = super().forward(idx, targets, kv_cache, logits_at)
+        if at is not None and idx.shape[1] == 1 and bool((at == 7).any()):
+            if self.mode == "raise":
+                raise RuntimeError("a row at position 7 broke the step")
+            logits[at == 7] = float("nan")
+        return logits, loss
+
+
+@pytest.mark.parametrize("mode", ["raise", "nan"])
+def test_a_failing_row_ends_its_own_request_and_the_other_completes(mode):
+    torch.manual_seed(0)
+    model = BreaksAtPosition7(GPTConfig.named("tiny")).eval()
+    model.mode = mode
+    good, bad = list(range(10, 30)), list(range(40, 47))  # 20 tokens: never at position 7; 7 tokens: at once
+    events: dict[str, list] = {"good": [], "bad": []}
+    batch = Batch(model)
+    greedy = SamplingOptions(max_new_tokens=30, temperature=0.0)
+    batch.join(Request(good, greedy, events["good"].append, stop_ids=()))
+    batch.join(Request(bad, SamplingOptions(max_new_tokens=30, seed=1, num_samples=2), events["bad"].append))
+    while batch.requests:
+        batch.step()
+    *bad_steps, bad_end = events["bad"]
+    assert len(bad_steps) == 1 and bad_end.reason == "error"  # its first token came from the prefill
+    assert ("broke the step" if mode == "raise" else "NaN/inf") in bad_end.message
+    *good_steps, good_end = events["good"]
+    assert good_end.reason == "length"
+    assert [step.token_ids for step in good_steps] == _alone(model, good, greedy)  # as if it had been alone

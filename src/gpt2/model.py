@@ -23,20 +23,20 @@ __all__ = ["GPT", "IGNORE_INDEX", "KVCache", "optimizer_param_groups"]
 
 @dataclass
 class KVCache:
-    """Keys and values of every layer for incremental decoding.
+    """Keys and values of every layer for incremental decoding, one row per sequence.
 
-    ``k`` and ``v`` have shape (n_layer, B, H, max_len, D); ``pos`` is how many
-    positions are filled. The model writes the new keys/values at ``pos`` and
-    advances it after a forward pass, so a caller only feeds the new tokens.
+    ``k`` and ``v`` have shape (n_layer, B, H, max_len, D); ``lengths`` (B,) says how many positions of
+    each row are filled. A forward pass with the cache writes row b's T new keys/values at positions
+    ``lengths[b] ...`` and advances ``lengths`` by T, so a caller feeds only the new tokens. Rows may
+    have different lengths (requests of a server batch), and one rule says what a query sees: the keys
+    of its own row up to its own position (see :class:`CausalSelfAttention`). That rule also makes
+    truncation free: lowering ``lengths[b]`` forgets row b's later positions (they are masked until
+    overwritten), which is how a row slides its window or rewinds rejected draft tokens.
     """
 
     k: torch.Tensor
     v: torch.Tensor
-    pos: int = 0
-    # Batched serving: rows of different lengths decoded together, one new token per row per step. When set,
-    # ``lengths`` (B,) long replaces ``pos``: row b's next token goes to position lengths[b], and it attends
-    # only to its own positions 0..lengths[b] (the rest of the row may hold another request's old keys).
-    lengths: torch.Tensor | None = None
+    lengths: torch.Tensor
 
     @classmethod
     def empty(
@@ -45,11 +45,16 @@ class KVCache:
         if max_len > config.block_size:
             raise GPT2Error(f"KV cache of {max_len} positions exceeds the context window ({config.block_size})")
         shape = (config.n_layer, batch_size, config.n_head, max_len, config.n_embd // config.n_head)
-        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+        k, v = torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
+        return cls(k, v, torch.zeros(batch_size, dtype=torch.long, device=device))
 
     @property
     def max_len(self) -> int:
         return self.k.shape[3]
+
+    def positions(self, T: int) -> torch.Tensor:
+        """(B, T) positions of T new tokens per row: ``lengths[b] + 0 ... T-1``."""
+        return self.lengths[:, None] + torch.arange(T, device=self.lengths.device)
 
 
 class CausalSelfAttention(nn.Module):
@@ -74,42 +79,24 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        if cache is not None and cache.lengths is not None:
-            y = self._attend_per_row(q, k, v, cache, self.layer)
-        elif cache is None:
+        if cache is None:
             # Training/eval: SDPA picks the flash (GPU) or fused (CPU) kernel; is_causal avoids materialising a mask.
             # SDPA has no train/eval mode of its own: dropout_p must be 0 outside training.
             dropout_p = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
-            start, layer = cache.pos, self.layer
-            cache.k[layer, :, :, start : start + T] = k
-            cache.v[layer, :, :, start : start + T] = v
-            k = cache.k[layer, :, :, : start + T]
-            v = cache.v[layer, :, :, : start + T]
-            if T == 1:
-                y = F.scaled_dot_product_attention(q, k, v)  # one new query sees every cached position
-            elif start == 0:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # prefill
-            else:
-                # T new queries after `start` cached positions: query i sees keys 0..start+i.
-                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            # Write the new keys/values at each row's own positions, then attend over the whole cache with one
+            # visibility rule: the query at position p sees its row's keys at positions 0..p. It covers a prefill
+            # (lengths 0), a one-token step and rows at different lengths; later slots (stale or empty) are
+            # masked.
+            pos = cache.positions(T)  # (B, T)
+            rows = torch.arange(B, device=x.device)[:, None]
+            cache.k[self.layer, rows, :, pos] = k.transpose(1, 2).to(cache.k.dtype)  # (B, T, H, D) at [b, :, pos]
+            cache.v[self.layer, rows, :, pos] = v.transpose(1, 2).to(cache.v.dtype)
+            visible = torch.arange(cache.max_len, device=x.device) <= pos[:, :, None]  # (B, T, max_len)
+            y = F.scaled_dot_product_attention(q, cache.k[self.layer], cache.v[self.layer], attn_mask=visible[:, None])
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
         return self.resid_dropout(self.c_proj(y))
-
-    @staticmethod
-    def _attend_per_row(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
-        """One new query per row (q, k, v: (B, H, 1, D)) written at that row's own position ``cache.lengths``."""
-        B = q.shape[0]
-        at = cache.lengths
-        rows = torch.arange(B, device=q.device)
-        cache.k[layer, rows, :, at] = k[:, :, 0]
-        cache.v[layer, rows, :, at] = v[:, :, 0]
-        # (B, max_len): a row sees only its own past. Attending over the whole allocated length (masked)
-        # instead of up to the longest row avoids a device->host sync per layer; the caller sizes the cache.
-        visible = torch.arange(cache.max_len, device=q.device)[None, :] <= at[:, None]
-        return F.scaled_dot_product_attention(q, cache.k[layer], cache.v[layer], attn_mask=visible[:, None, None, :])
 
 
 class MLP(nn.Module):
@@ -224,28 +211,29 @@ class GPT(nn.Module):
         The loss needs every position's logits, so ``targets`` requires ``logits_at=None``.
         ``fused_loss=True`` (with ``targets``) computes the loss in chunks of rows without materialising
         the logits (gpt2.fused_loss; faster on CPU, equal up to float rounding) and returns ``(None, loss)``.
-        With ``kv_cache``, ``idx`` holds only the new tokens; they are placed at positions
-        ``kv_cache.pos ...`` and the cache advances by T.
+        With ``kv_cache``, ``idx`` holds only the new tokens of each row; row b's go to positions
+        ``kv_cache.lengths[b] ...`` and the cache advances by T.
         """
         B, T = idx.shape
         if logits_at is not None and targets is not None:
             raise GPT2Error("GPT.forward: the loss needs the logits of every position; pass logits_at=None")
-        if kv_cache is not None and kv_cache.lengths is not None:
-            return self._forward_per_row(idx, kv_cache)
-        start = 0 if kv_cache is None else kv_cache.pos
-        if start + T > self.config.block_size:
-            raise GPT2Error(
-                f"sequence of {start + T} tokens exceeds the context window ({self.config.block_size} tokens)"
-            )
-        if kv_cache is not None and start + T > kv_cache.max_len:
-            raise GPT2Error(f"KV cache full: {start + T} positions needed, {kv_cache.max_len} allocated")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        end = T
+        if kv_cache is not None:
+            pos = kv_cache.positions(T)
+            end = int(kv_cache.lengths.max()) + T
+            if end > kv_cache.max_len:
+                raise GPT2Error(f"KV cache full: {end} positions needed, {kv_cache.max_len} allocated")
+        if end > self.config.block_size:
+            raise GPT2Error(f"sequence of {end} tokens exceeds the context window ({self.config.block_size} tokens)")
+        if kv_cache is not None:  # attend over the positions in use (up to the longest row), not all allocated
+            kv_cache = KVCache(kv_cache.k[:, :, :, :end], kv_cache.v[:, :, :, :end], kv_cache.lengths)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x, kv_cache)
         x = self.transformer.ln_f(x)
         if kv_cache is not None:
-            kv_cache.pos += T
+            kv_cache.lengths += T  # in place: a cache over some rows of a bigger one advances those rows
         if logits_at is not None:
             return self.lm_head(_select_positions(x, logits_at)), None
         if fused_loss and targets is not None:
@@ -257,19 +245,6 @@ class GPT(nn.Module):
                 logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX
             )
         return logits, loss
-
-    def _forward_per_row(self, idx: torch.Tensor, kv_cache: KVCache) -> tuple[torch.Tensor, None]:
-        """Decode step of rows at different positions: ``idx`` (B, 1), row b at ``kv_cache.lengths[b]``."""
-        lengths = kv_cache.lengths
-        if idx.shape[1] != 1:
-            raise GPT2Error(f"a per-row KV cache decodes one token per row, got {idx.shape[1]}")
-        if int(lengths.max()) >= kv_cache.max_len:
-            raise GPT2Error(f"KV cache full: {int(lengths.max()) + 1} positions needed, {kv_cache.max_len} allocated")
-        x = self.transformer.wte(idx) + self.transformer.wpe(lengths[:, None])
-        for block in self.transformer.h:
-            x = block(x, kv_cache)
-        kv_cache.lengths = lengths + 1
-        return self.lm_head(self.transformer.ln_f(x)), None
 
 
 def _select_positions(x: torch.Tensor, logits_at: int | torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,10 @@ The three request types, each computed exactly as lm-eval's Hugging Face backend
                            ``make_disjoint_window``): the first window is ``<|endoftext|>`` + the
                            first ``block_size - 1`` tokens, each later one predicts the next ``block_size``
                            tokens from the ones before it, and the last is left-filled to a full window.
-``generate_until``         greedy (or sampled, when the task sets ``do_sample``) KV-cache decoding,
-                           ``max_gen_toks`` (default 256) new tokens at most, stopped at ``<|endoftext|>``
-                           or any ``until`` string; the context keeps its last ``block_size - max_gen_toks``
+``generate_until``         greedy (or sampled, when the task sets ``do_sample``) decoding through
+                           :mod:`gpt2.generate.decode` (the decoder of ``gpt2 sample``), ``max_gen_toks``
+                           (default 256) new tokens at most, stopped at ``<|endoftext|>`` or cut before the
+                           first ``until`` string; the context keeps its last ``block_size - max_gen_toks``
                            tokens, like ``HFLM``'s left truncation.
 
 Under ``torchrun`` the backend reports torch.distributed's rank and world size: lm-eval then gives each
@@ -30,7 +31,6 @@ rank its own share of the documents and gathers the per-document metrics through
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -40,18 +40,18 @@ import torch
 import torch.distributed as dist
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from gpt2.errors import GPT2Error
 from gpt2.evaluate.scoring import EncodedRequest, encode_pair, score_requests
-from gpt2.generate import generate_token_ids
+from gpt2.generate.decode import decode_steps
 from gpt2.generate.sampling import SamplingOptions
 from gpt2.model import GPT
 from gpt2.runtime.device import autocast
 from gpt2.runtime.parallel import unwrap_model
 from gpt2.store.load import load
-from gpt2.tokenizer import EOT_TOKEN, get_tokenizer
+from gpt2.tokenizer import get_tokenizer
 
 MODEL_NAME = "gpt2-scratch"
 DEFAULT_BATCH_ROWS = 64  # (context, continuation) rows per forward pass
@@ -207,7 +207,7 @@ class GPT2ScratchLM(LM):
 
     def _generate_one(self, context: str, gen_kwargs: dict[str, Any]) -> str:
         kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
-        until = handle_stop_sequences(kwargs.pop("until", None), eos=EOT_TOKEN)
+        until = handle_stop_sequences(kwargs.pop("until", None), eos=None)  # <|endoftext|> is our stop token
         max_new = int(kwargs.pop("max_gen_toks"))
         room = self.block_size - max_new
         if room <= 0:
@@ -223,24 +223,12 @@ class GPT2ScratchLM(LM):
             top_k=kwargs.get("top_k") if sampled else None,
             top_p=kwargs.get("top_p") if sampled else None,
             seed=DEFAULT_SEED,
+            stop=[stop for stop in until if stop],
         )
-        ids: list[int] = []
-        steps = generate_token_ids(self.model, prompt, options, device=self._device)
-        with contextlib.closing(steps), autocast(self._device, self.dtype):
-            for (token,) in steps:
-                if token == self.tokenizer.eot_id:
-                    break
-                ids.append(token)
-                # Greedy tokens never change once produced, so stopping as soon as a stop string shows up
-                # gives the same text as HFLM's generate-then-cut.
-                if any(stop in self.tokenizer.decode(ids[-_tail(stop) :]) for stop in until if stop):
-                    break
-        return postprocess_generated_text(self.tokenizer.decode(ids), until, None)
-
-
-def _tail(stop: str) -> int:
-    """Tokens to decode to see a stop string just completed (a token holds at least one byte)."""
-    return len(stop.encode("utf-8")) + 1
+        # Greedy tokens never change once produced, so stopping at the first stop string (the decoder's
+        # TextAssembler cuts the text just before it) gives the same text as HFLM's generate-then-cut.
+        with autocast(self._device, self.dtype):
+            return "".join(step.text[0] for step in decode_steps(self.model, prompt, options, device=self._device))
 
 
 def _args(requests: Sequence[Any]) -> list[tuple]:

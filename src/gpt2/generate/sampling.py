@@ -1,12 +1,13 @@
-"""Choosing the next token: sampling options and the logit filters (temperature, top-k, top-p, repetition penalty).
+"""Choosing the next token: the sampling options (the one validator and the one table of request limits) and
+the logit filters (repetition penalty, temperature, top-k, top-p).
 
 All filters take float logits of shape (B, V) and return new logits of the same shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
@@ -14,17 +15,48 @@ from torch.nn import functional as F
 from gpt2.config import GPT2_VOCAB_SIZE
 from gpt2.errors import GPT2Error
 
-# Upper bounds that keep a single request from exhausting memory or running for hours.
-MAX_NEW_TOKENS_LIMIT = 16384
-MAX_SAMPLES_LIMIT = 64
-MAX_TEMPERATURE = 10.0
-MAX_STOP_STRINGS = 16
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds on one request, so that none can exhaust memory or run for hours. ``LIBRARY`` bounds
+    ``gpt2 sample`` and the Python API; ``SERVED`` bounds ``gpt2 serve``'s page and API (CPU-friendly)."""
+
+    max_new_tokens: int
+    num_samples: int
+    temperature: float
+    stop_strings: int
+    prompt_chars: int | None = None  # None: any prompt (a long one is cut from the left to fit the window)
+
+
+LIBRARY = Limits(max_new_tokens=16384, num_samples=64, temperature=10.0, stop_strings=16)
+SERVED = Limits(max_new_tokens=512, num_samples=4, temperature=2.0, stop_strings=4, prompt_chars=4000)
+# The smallest temperature but 0 (greedy). Logits are divided by it after their maximum is subtracted, so
+# the result is <= 0 and at worst -inf: never NaN. It must stay far above float32's smallest numbers (1e-300
+# rounds to 0 in float32 and 0/0 is NaN); below 0.01 sampling is greedy for all practical purposes.
+MIN_TEMPERATURE = 0.01
+PENALTY_RANGE = (0.1, 10.0)  # repetition penalty: a tiny one would blow logits up to inf
+
+
+def check_prompt(prompt: object, limits: Limits = LIBRARY) -> str:
+    if not isinstance(prompt, str):
+        raise option_error("prompt", f"prompt must be a string, got {type(prompt).__name__}")
+    if limits.prompt_chars is not None and len(prompt) > limits.prompt_chars:
+        raise option_error("prompt", f"the prompt has {len(prompt)} characters; the limit is {limits.prompt_chars}")
+    return prompt
+
+
+def option_error(name: str, message: str) -> GPT2Error:
+    """A GPT2Error that names the bad option in ``.option`` (the server maps it to its own field names)."""
+    error = GPT2Error(message)
+    error.option = name
+    return error
 
 
 @dataclass(frozen=True)
 class SamplingOptions:
     """How to pick tokens. ``temperature=0`` is greedy decoding; ``top_k``/``top_p``/``repetition_penalty``
-    of None switch that filter off. Invalid values raise :class:`GPT2Error` naming the option."""
+    of None switch that filter off. Invalid values raise :class:`GPT2Error` naming the option
+    (``.option``); ``limits`` sets the upper bounds."""
 
     max_new_tokens: int = 64
     temperature: float = 1.0
@@ -34,62 +66,51 @@ class SamplingOptions:
     num_samples: int = 1
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    limits: Limits = field(default=LIBRARY, compare=False, repr=False)
 
     @classmethod
-    def from_arguments(
-        cls,
-        max_new_tokens: int = 64,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        repetition_penalty: float | None = None,
-        num_samples: int = 1,
-        seed: int | None = None,
-        stop: Sequence[str] | None = None,
-    ) -> SamplingOptions:
-        """Options from user-facing arguments: ``top_k=0`` also means off, ``stop`` may be any sequence or None."""
-        if isinstance(stop, str):
-            stop = [stop]
-        return cls(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k or None,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            num_samples=num_samples,
-            seed=seed,
-            stop=tuple(stop or ()),
-        )
+    def from_arguments(cls, **kwargs) -> SamplingOptions:
+        """Options from user-facing arguments: ``top_k=0`` also means off, ``stop`` may be one string, any
+        sequence or None, whole numbers given as floats (a slider's 8.0) count as integers."""
+        whole = lambda k, v: k in INTEGERS and isinstance(v, float) and v.is_integer()
+        kwargs = {k: int(v) if whole(k, v) else v for k, v in kwargs.items()}
+        stop = kwargs.pop("stop", None)
+        stop = (stop,) if isinstance(stop, str) else tuple(stop) if isinstance(stop, (list, tuple)) else stop or ()
+        return cls(**{**kwargs, "top_k": kwargs.get("top_k") or None, "stop": stop})
 
     def __post_init__(self) -> None:
-        def is_int(value: object) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
+        limits = self.limits
+        check("max_new_tokens", self.max_new_tokens, 1, limits.max_new_tokens, integer=True)
+        check("temperature", self.temperature, 0.0, limits.temperature)
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            message = f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE}, got {self.temperature!r}"
+            raise option_error("temperature", message)
+        if self.top_k is not None:
+            check("top_k", self.top_k, 1, GPT2_VOCAB_SIZE, integer=True)
+        if self.top_p is not None:
+            check("top_p", self.top_p, 0.0, 1.0)
+            if self.top_p == 0:
+                raise option_error("top_p", "top_p must be greater than 0")
+        if self.repetition_penalty is not None:
+            check("repetition_penalty", self.repetition_penalty, *PENALTY_RANGE)
+        check("num_samples", self.num_samples, 1, limits.num_samples, integer=True)
+        if self.seed is not None:
+            check("seed", self.seed, 0, 2**63 - 1, integer=True)
+        if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
+            raise option_error("stop", "stop must be a sequence of non-empty strings")
+        if len(self.stop) > limits.stop_strings:
+            raise option_error("stop", f"at most {limits.stop_strings} stop strings, got {len(self.stop)}")
 
-        def is_number(value: object) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
 
-        if not is_int(self.max_new_tokens) or not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
-            raise GPT2Error(
-                f"max_new_tokens must be an integer in [1, {MAX_NEW_TOKENS_LIMIT}], got {self.max_new_tokens!r}"
-            )
-        if not is_number(self.temperature) or not 0.0 <= self.temperature <= MAX_TEMPERATURE:
-            raise GPT2Error(f"temperature must be in [0, {MAX_TEMPERATURE}] (0 = greedy), got {self.temperature!r}")
-        if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 1):
-            raise GPT2Error(f"top_k must be a positive integer (or None to switch it off), got {self.top_k!r}")
-        if self.top_p is not None and (not is_number(self.top_p) or not 0.0 < self.top_p <= 1.0):
-            raise GPT2Error(f"top_p must be in (0, 1] (or None to switch it off), got {self.top_p!r}")
-        if self.repetition_penalty is not None and (
-            not is_number(self.repetition_penalty) or not 0.0 < self.repetition_penalty <= MAX_TEMPERATURE
-        ):
-            raise GPT2Error(f"repetition_penalty must be in (0, {MAX_TEMPERATURE}], got {self.repetition_penalty!r}")
-        if not is_int(self.num_samples) or not 1 <= self.num_samples <= MAX_SAMPLES_LIMIT:
-            raise GPT2Error(f"num_samples must be an integer in [1, {MAX_SAMPLES_LIMIT}], got {self.num_samples!r}")
-        if self.seed is not None and (not is_int(self.seed) or not 0 <= self.seed < 2**63):
-            raise GPT2Error(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
-        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
-            raise GPT2Error("stop must be a sequence of non-empty strings")
-        if len(self.stop) > MAX_STOP_STRINGS:
-            raise GPT2Error(f"at most {MAX_STOP_STRINGS} stop strings, got {len(self.stop)}")
+INTEGERS = ("max_new_tokens", "top_k", "num_samples", "seed")
+
+
+def check(name: str, value: object, low: float, high: float, integer: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value != value:  # bool, wrong type, NaN
+        raise option_error(name, f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not low <= value <= high:
+        raise option_error(name, f"{name} must be between {low} and {high}, got {value!r}")
 
 
 def apply_repetition_penalty(logits: torch.Tensor, context: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -98,6 +119,15 @@ def apply_repetition_penalty(logits: torch.Tensor, context: torch.Tensor, penalt
     scores = logits.gather(1, context)
     scores = torch.where(scores < 0, scores * penalty, scores / penalty)
     return logits.scatter(1, context, scores)
+
+
+def logits_processors(options: SamplingOptions) -> list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """What changes the logits before temperature and sampling, in order: ``(logits, context) -> logits``,
+    like Hugging Face's ``LogitsProcessorList``. The slot for frequency/presence penalties, min_p, logit_bias."""
+    processors = []
+    if options.repetition_penalty not in (None, 1.0):
+        processors.append(lambda logits, context: apply_repetition_penalty(logits, context, options.repetition_penalty))
+    return processors
 
 
 def top_k_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,13 +157,17 @@ def pick_next_tokens(
 ) -> torch.Tensor:
     """Choose one token per row of ``logits`` (B, V) given the tokens so far ``context`` (B, T); returns (B,)."""
     logits = logits[:, :GPT2_VOCAB_SIZE].float()  # padded vocab rows (50257..50303) are never real tokens
-    if not bool(torch.isfinite(logits).all()):  # else multinomial fails with a torch error, or argmax picks junk
+    for process in logits_processors(options):
+        logits = process(logits, context)
+    # Else multinomial fails (on CUDA with a device assert), or argmax picks junk. Bounded options cannot
+    # make finite logits overflow (a penalty of 0.1 would need a logit of 3e37), so this is the model's fault.
+    if not bool(torch.isfinite(logits).all()):
         raise GPT2Error("the model's outputs are NaN/inf: its weights have diverged (train it with a lower --lr)")
-    if options.repetition_penalty is not None and options.repetition_penalty != 1.0:
-        logits = apply_repetition_penalty(logits, context, options.repetition_penalty)
     if options.temperature == 0.0:
         return logits.argmax(dim=-1)
-    logits = logits / options.temperature
+    # Shift so the largest logit is 0 (softmax is unchanged): divided by a small temperature, the others
+    # go to -inf at worst, never to inf - inf = NaN.
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / options.temperature
     token_ids = None  # candidate i is token i, unless top-k narrowed the candidates
     if options.top_k is not None:
         logits, token_ids = top_k_candidates(logits, options.top_k)

@@ -3,8 +3,10 @@
 
 Requests are parsed by hand rather than by a pydantic model so that every bad value gets OpenAI's error
 shape — HTTP 400 with ``{"error": {"message", "type", "param", "code"}}`` naming the parameter — and never
-FastAPI's own 422 format or a stack trace. The bounds are the web page's (:mod:`gpt2.serve.ui`), except
-that ``temperature`` may be 0 (greedy). Every generation goes through the shared :class:`Engine`.
+FastAPI's own 422 format or a stack trace. The sampling options are checked, like the web page's, by
+:class:`gpt2.generate.sampling.SamplingOptions` within its ``SERVED`` limits; its errors are mapped to OpenAI's
+names (``max_tokens``, ``n``). ``top_k`` is accepted as an extension. Every generation goes through the shared
+engine (:mod:`gpt2.serve.engine`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,15 +25,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from gpt2.errors import GPT2Error
-from gpt2.serve.ui import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_SAMPLES
+from gpt2.generate.sampling import SERVED, SamplingOptions, check_prompt
 
 MAX_PROMPTS = 8  # prompts in one request (a list); each gets n choices
-MAX_STOP = 4  # stop strings, as OpenAI allows
 MAX_LOGPROBS = 5  # alternatives per token in `top_logprobs`, as OpenAI allows
 MAX_IN_FLIGHT = 64  # requests being generated or waiting; more get 429 (the web page's queue size)
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default
 IGNORED = {"model", "user", "suffix"}  # accepted and ignored (one model per server; suffix must be null)
 ZERO_ONLY = ("presence_penalty", "frequency_penalty")  # accepted only at their neutral value
+OPENAI_NAMES = {"max_new_tokens": "max_tokens", "num_samples": "n"}  # SamplingOptions' names -> the API's
 
 
 class APIError(Exception):
@@ -52,80 +53,56 @@ class Completion:
     """A validated ``/v1/completions`` request."""
 
     prompts: list[str]
-    max_tokens: int
-    temperature: float
-    top_p: float | None
-    n: int
-    stop: list[str]
-    seed: int | None
+    options: SamplingOptions
     stream: bool
     echo: bool
     logprobs: int | None
-
-
-def _number(body: dict, name: str, default: Any, low: float, high: float, integer: bool = False) -> Any:
-    value = body.get(name, default)
-    if value is None:
-        value = default
-    if value is None:
-        return None
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise APIError(f"{name} must be {kind}, got {json.dumps(value)[:40]}", name)
-    if integer and value != int(value):
-        raise APIError(f"{name} must be an integer, got {value}", name)
-    if not low <= value <= high:
-        raise APIError(f"{name} must be between {low} and {high}, got {value}", name)
-    return int(value) if integer else float(value)
 
 
 def parse_completion(body: Any) -> Completion:
     """Validate a request body (already JSON-decoded); :class:`APIError` names the first bad parameter."""
     if not isinstance(body, dict):
         raise APIError("the request body must be a JSON object")
-    known = set(Completion.__dataclass_fields__) | IGNORED | set(ZERO_ONLY) | {"prompt", "best_of"}
+    known = {"prompt", "max_tokens", "temperature", "top_p", "top_k", "n", "stop", "seed", "stream", "echo"}
     for key in body:
-        if key not in known:
+        if key not in known | {"logprobs", "best_of"} | IGNORED | set(ZERO_ONLY):
             raise APIError(f"unknown parameter {key!r}", str(key))
     for key in ZERO_ONLY:
         if body.get(key) not in (None, 0, 0.0):
             raise APIError(f"{key} is not supported (only 0)", key)
     if body.get("suffix") is not None:
         raise APIError("suffix is not supported", "suffix")
-    prompt = body.get("prompt", "")
-    prompts = [prompt] if isinstance(prompt, str) else prompt
+    get = lambda name, default=None: default if body.get(name) is None else body[name]  # null: the default
+    prompts = [get("prompt", "")] if isinstance(get("prompt", ""), str) else body["prompt"]
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise APIError("prompt must be a string or a non-empty list of strings", "prompt")
     if len(prompts) > MAX_PROMPTS:
         raise APIError(f"at most {MAX_PROMPTS} prompts per request, got {len(prompts)}", "prompt")
-    for p in prompts:
-        if len(p) > MAX_PROMPT_CHARS:
-            raise APIError(f"the prompt has {len(p)} characters; the limit is {MAX_PROMPT_CHARS}", "prompt")
-    stop = body.get("stop")
-    stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > MAX_STOP:
-        raise APIError(f"stop must be a non-empty string or a list of at most {MAX_STOP} of them", "stop")
     for flag in ("stream", "echo"):
-        if not isinstance(body.get(flag, False), bool) and body.get(flag) is not None:
+        if not isinstance(get(flag, False), bool):
             raise APIError(f"{flag} must be true or false", flag)
-    n = _number(body, "n", 1, 1, MAX_SAMPLES, integer=True)
-    if body.get("best_of") not in (None, n):
+    logprobs = get("logprobs")
+    if logprobs is not None and (type(logprobs) is not int or not 0 <= logprobs <= MAX_LOGPROBS):
+        raise APIError(f"logprobs must be an integer between 0 and {MAX_LOGPROBS}, got {logprobs!r}", "logprobs")
+    try:
+        for p in prompts:
+            check_prompt(p, SERVED)
+        options = SamplingOptions.from_arguments(
+            max_new_tokens=get("max_tokens", DEFAULT_MAX_TOKENS),
+            temperature=get("temperature", 1.0),
+            top_k=get("top_k"),
+            top_p=get("top_p"),
+            num_samples=get("n", 1),
+            seed=get("seed"),
+            stop=get("stop"),
+            limits=SERVED,
+        )
+    except GPT2Error as exc:  # in OpenAI's words: max_tokens, not max_new_tokens
+        name = OPENAI_NAMES.get(exc.option, exc.option)
+        raise APIError(str(exc).replace(exc.option, name, 1), name) from None
+    if get("best_of", options.num_samples) != options.num_samples:
         raise APIError("best_of is not supported (only equal to n)", "best_of")
-    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
-    if top_p == 0.0:
-        raise APIError("top_p must be greater than 0", "top_p")
-    return Completion(
-        prompts=prompts,
-        max_tokens=_number(body, "max_tokens", DEFAULT_MAX_TOKENS, 1, MAX_NEW_TOKENS, integer=True),
-        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-        top_p=None if top_p == 1.0 else top_p,
-        n=n,
-        stop=stop,
-        seed=_number(body, "seed", None, 0, 2**63 - 1, integer=True),
-        stream=bool(body.get("stream")),
-        echo=bool(body.get("echo")),
-        logprobs=_number(body, "logprobs", None, 0, MAX_LOGPROBS, integer=True),
-    )
+    return Completion(prompts, options, get("stream", False), get("echo", False), logprobs)
 
 
 def check_api_key(authorization: str | None, api_key: str | None) -> None:
@@ -138,25 +115,24 @@ def check_api_key(authorization: str | None, api_key: str | None) -> None:
 
 
 class Choice:
-    """One choice's text as it is assembled from its token ids, with OpenAI's logprobs fields."""
+    """One choice: its text so far, usage and OpenAI's logprobs fields."""
 
-    def __init__(self, index: int, prompt: str, want_logprobs: bool, stop: list[str]):
-        from gpt2.generate import TextAssembler
+    def __init__(self, index: int, prompt: str, want_logprobs: bool):
         from gpt2.tokenizer import get_tokenizer
 
         self.tokenizer = get_tokenizer()
-        self.index, self.text = index, TextAssembler(self.tokenizer, stop)
+        self.index, self.done = index, False
         self.offset = len(prompt)  # text_offset counts from the start of the echoed prompt, as OpenAI does
         self.logprobs: dict[str, list] | None = None
         if want_logprobs:
             self.logprobs = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-        self.tokens = 0  # completion tokens fed (usage)
+        self.tokens = 0  # completion tokens (usage)
         self.sent = 0  # logprobs entries already streamed
 
     def add_logprob(self, token: int, logprob: float | None, top: list[tuple[int, float]] | None) -> None:
         if self.logprobs is None:
             return
-        piece = self.tokenizer.decode_bytes([token]).decode("utf-8", errors="replace")
+        piece = self._str(token)
         self.logprobs["tokens"].append(piece)
         self.logprobs["token_logprobs"].append(logprob)
         self.logprobs["top_logprobs"].append(None if top is None else {self._str(t): lp for t, lp in top})
@@ -165,13 +141,6 @@ class Choice:
 
     def _str(self, token: int) -> str:
         return self.tokenizer.decode_bytes([token]).decode("utf-8", errors="replace")
-
-    def feed(self, token: int, logprob: float, top: list[tuple[int, float]] | None) -> str:
-        if self.text.done:
-            return ""
-        self.tokens += 1
-        self.add_logprob(token, logprob, top)
-        return self.text.feed(token)
 
 
 class CompletionService:
@@ -185,33 +154,22 @@ class CompletionService:
 
     async def events(self, request: Completion) -> AsyncIterator[tuple[int, str, Choice, str | None]]:
         """(choice index, new text, choice, finish_reason or None) as the engine produces tokens."""
-        from gpt2.generate.sampling import SamplingOptions
-
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        handles, choices = [], []
+        handles, choices, n = [], [], request.options.num_samples
         self.in_flight += 1
         try:
-            options = SamplingOptions.from_arguments(
-                max_new_tokens=request.max_tokens,
-                temperature=request.temperature,
-                top_p=request.top_p,
-                num_samples=request.n,
-                seed=request.seed,
-            )
             for p_index, prompt in enumerate(request.prompts):
                 echoed, want_logprobs = prompt if request.echo else "", request.logprobs is not None
-                group = [Choice(p_index * request.n + j, echoed, want_logprobs, request.stop) for j in range(request.n)]
-                choices.append(group)
+                choices.append([Choice(p_index * n + j, echoed, want_logprobs) for j in range(n)])
                 sink = lambda event, i=p_index: loop.call_soon_threadsafe(queue.put_nowait, (i, event))
-                echo_logprobs = request.echo and request.logprobs is not None
                 handles.append(
                     self.engine.submit(
                         self.tokenizer.encode(prompt),
-                        options,
+                        request.options,
                         sink,
-                        top_logprobs=request.logprobs or 0,
-                        prompt_logprobs=echo_logprobs,
+                        logprobs=request.logprobs,
+                        prompt_logprobs=request.echo and want_logprobs,
                         on_notice=lambda message: None,
                     )
                 )
@@ -229,7 +187,7 @@ class CompletionService:
                 handle.cancel()  # a client gone mid-stream frees its rows at the next step
 
     async def _drain(self, queue: asyncio.Queue, handles: list, choices: list[list[Choice]]):
-        from gpt2.serve.engine import Finished
+        from gpt2.generate.decode import Finished
 
         open_groups = len(handles)
         while open_groups:
@@ -242,8 +200,7 @@ class CompletionService:
                 for choice in group:
                     # "stop": this sample reached <|endoftext|> or a stop string (or was cancelled);
                     # "length": it was still going when max_tokens ran out.
-                    reason = "stop" if choice.text.done or event.reason == "stop" else "length"
-                    yield choice.index, choice.text.finish(), choice, reason
+                    yield choice.index, "", choice, "stop" if choice.done or event.reason == "stop" else "length"
                 continue
             if event.prompt:  # the prompt's own logprobs (echo + logprobs): its first token has none
                 prompt_ids = handles[p_index].prompt_ids
@@ -254,12 +211,13 @@ class CompletionService:
                         choice.add_logprob(token, lp, None)
                 continue
             for j, choice in enumerate(group):
-                top = event.top[j] if event.top else None
-                piece = choice.feed(event.token_ids[j], event.logprobs[j], top)
-                if piece:
-                    yield choice.index, piece, choice, None
-            if all(choice.text.done for choice in group):
-                handles[p_index].cancel()  # stop strings reached by every sample: free the rows now
+                if choice.done:  # the batch decodes a request's samples in lockstep; this one has ended
+                    continue
+                choice.tokens, choice.done = choice.tokens + 1, event.done[j]
+                if event.logprobs is not None:
+                    choice.add_logprob(event.token_ids[j], event.logprobs[j], event.top[j] if event.top else None)
+                if event.text[j]:
+                    yield choice.index, event.text[j], choice, None
 
     def envelope(self, request_id: str, created: int, choices: list[dict], **extra: Any) -> dict[str, Any]:
         return {

@@ -2,9 +2,10 @@
 
 Streams text from the model loaded once at start-up, through the same batched engine as the API
 (:mod:`gpt2.serve.engine`), so browser users and API clients share decode steps. Safe by default:
-analytics off, every input bounded on the server (the browser sliders are only a convenience; API
-callers can send anything), requests queued with a bound, errors shown as messages, never stack
-traces. Started without a usable model it shows how to get one instead of crashing.
+analytics off, every input checked on the server by ``SamplingOptions`` within its ``SERVED`` limits, as
+the API's (the browser sliders are only a convenience; API callers can send anything), requests queued
+with a bound, errors shown as messages, never stack traces. Started without a usable model it shows how
+to get one instead of crashing.
 """
 
 from __future__ import annotations
@@ -16,15 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
+from gpt2.generate.sampling import SERVED, SamplingOptions, check_prompt
 
-# Bounds on what one request may ask for (CPU-friendly; a GPU could afford more).
-MAX_PROMPT_CHARS = 4000
-MAX_NEW_TOKENS = 512
-MAX_SAMPLES = 4
-TEMPERATURE_RANGE = (0.1, 2.0)
-TOP_K_RANGE = (0, 200)  # 0 = off
-TOP_P_RANGE = (0.05, 1.0)  # 1.0 = off
-MAX_SEED = 2**31 - 1  # -1 = a random seed
 # Generations followed at once by Gradio's worker threads (they only wait on the engine, which batches them).
 CONCURRENCY_LIMIT = 8
 QUEUE_SIZE = 64  # waiting requests beyond this are turned away with a message
@@ -103,32 +97,20 @@ def _format_summary(info: dict[str, Any]) -> str:
     return "| Property | Value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
-def validate_request(
+def page_options(
     prompt: Any, max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any, seed: Any, num_samples: Any
-) -> dict[str, Any]:
-    """Check one request against the app's bounds; a GPT2Error says which input is wrong and the allowed range."""
-
-    def number(name: str, value: Any, low: float, high: float, integer: bool = False) -> float | int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise GPT2Error(f"{name} must be a number, got {value!r}")
-        if not low <= value <= high:
-            raise GPT2Error(f"{name} must be between {low} and {high}, got {value}")
-        if integer and value != int(value):
-            raise GPT2Error(f"{name} must be a whole number, got {value}")
-        return int(value) if integer else float(value)
-
-    if not isinstance(prompt, str):
-        raise GPT2Error("the prompt must be text")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise GPT2Error(f"the prompt has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
-    seed = -1 if seed is None else number("seed", seed, -1, MAX_SEED, integer=True)
-    return dict(
-        max_new_tokens=number("max new tokens", max_new_tokens, 1, MAX_NEW_TOKENS, integer=True),
-        temperature=number("temperature", temperature, *TEMPERATURE_RANGE),
-        top_k=number("top-k", top_k, *TOP_K_RANGE, integer=True) or None,
-        top_p=number("top-p", top_p, *TOP_P_RANGE),
-        seed=None if seed == -1 else seed,
-        num_samples=number("number of samples", num_samples, 1, MAX_SAMPLES, integer=True),
+) -> SamplingOptions:
+    """The page's raw inputs as sampling options within the server's limits (a GPT2Error names a bad input);
+    top-k 0 is off, seed -1 (or none) is a random seed."""
+    check_prompt(prompt, SERVED)
+    return SamplingOptions.from_arguments(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=None if seed in (None, -1) else seed,
+        num_samples=num_samples,
+        limits=SERVED,
     )
 
 
@@ -141,8 +123,6 @@ def _format_output(prompt: str, texts: list[str]) -> str:
 def _make_generate_fn(engine: Any):
     import gradio as gr
 
-    from gpt2.generate import TextAssembler
-    from gpt2.generate.sampling import SamplingOptions
     from gpt2.tokenizer import get_tokenizer
 
     tokenizer = get_tokenizer()
@@ -150,28 +130,23 @@ def _make_generate_fn(engine: Any):
     def generate_text(prompt, max_new_tokens, temperature, top_k, top_p, seed, num_samples) -> Iterator[tuple]:
         """Stream (output text, status line) while the model writes; the decoding runs in the shared engine."""
         try:
-            request = validate_request(prompt, max_new_tokens, temperature, top_k, top_p, seed, num_samples)
+            options = page_options(prompt, max_new_tokens, temperature, top_k, top_p, seed, num_samples)
             notices: list[str] = []
-            options = SamplingOptions.from_arguments(**request)
             steps = engine.stream(tokenizer.encode(prompt), options, on_notice=notices.append)
         except GPT2Error as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         for message in notices:
             gr.Warning(message)
-        assemblers = [TextAssembler(tokenizer) for _ in range(options.num_samples)]
         texts = [""] * options.num_samples
         start = time.perf_counter()
         try:
             for step in steps:
-                texts = [t + a.feed(i) for t, a, i in zip(texts, assemblers, step.token_ids, strict=True)]
+                texts = [text + piece for text, piece in zip(texts, step.text, strict=True)]
                 yield _format_output(prompt, texts), "generating…"
-                if all(a.done for a in assemblers):
-                    break
         except GPT2Error as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         finally:
             steps.close()  # the stop button (or a closed page) cancels the request in the engine
-        texts = [t + a.finish() for t, a in zip(texts, assemblers, strict=True)]
         seconds = time.perf_counter() - start
         status = f"done in {seconds:.1f} s" + "".join(f" · note: {m}" for m in notices)
         yield _format_output(prompt, texts), status
@@ -199,7 +174,7 @@ def build_app(model_spec: str | None, engine: Any | None, problem: str = "") -> 
                     label="Prompt",
                     lines=4,
                     placeholder="Hello, I'm a language model,",
-                    info=f"up to {MAX_PROMPT_CHARS} characters; longer prompts than the context window keep their end",
+                    info=f"up to {SERVED.prompt_chars} characters; a prompt over the context window keeps its end",
                     elem_id="prompt",
                 )
                 with gr.Row():
@@ -210,19 +185,19 @@ def build_app(model_spec: str | None, engine: Any | None, problem: str = "") -> 
                 gr.Examples(EXAMPLE_PROMPTS, inputs=[prompt], label="Example prompts")
             with gr.Column(scale=2):
                 max_new_tokens = gr.Slider(
-                    1, MAX_NEW_TOKENS, value=64, step=1, label="Max new tokens", elem_id="max-new-tokens"
+                    1, SERVED.max_new_tokens, value=64, step=1, label="Max new tokens", elem_id="max-new-tokens"
                 )
-                temperature = gr.Slider(*TEMPERATURE_RANGE, value=0.8, step=0.05, label="Temperature")
-                top_k = gr.Slider(*TOP_K_RANGE, value=50, step=1, label="Top-k (0 = off)")
-                top_p = gr.Slider(*TOP_P_RANGE, value=0.95, step=0.01, label="Top-p (1 = off)")
-                seed = gr.Number(value=-1, precision=0, minimum=-1, maximum=MAX_SEED, label="Seed (-1 = random)")
-                num_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Number of samples")
+                temperature = gr.Slider(0, SERVED.temperature, value=0.8, step=0.05, label="Temperature (0 = greedy)")
+                top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0 = off)")
+                top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.01, label="Top-p (1 = off)")
+                seed = gr.Number(value=-1, precision=0, minimum=-1, maximum=2**31 - 1, label="Seed (-1 = random)")
+                num_samples = gr.Slider(1, SERVED.num_samples, value=1, step=1, label="Number of samples")
                 gr.Markdown(
                     "### Model\n" + _format_summary(model_summary(model_spec, engine.model)), elem_id="model-info"
                 )
         inputs = [prompt, max_new_tokens, temperature, top_k, top_p, seed, num_samples]
         generate_fn = _make_generate_fn(engine)
-        # preprocess=False: the raw values reach validate_request, so a NaN or a string where a number belongs
+        # preprocess=False: the raw values reach page_options, so a NaN or a string where a number belongs
         # gets our one-line message (Gradio's own conversion would fail first with an empty {"error": null}).
         io = dict(inputs=inputs, outputs=[output, status], preprocess=False)
         event = run.click(generate_fn, **io, api_name="generate")
