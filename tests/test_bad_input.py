@@ -386,6 +386,36 @@ CASES = [
         r"^error: --val-shards must be >= 0, got -1$",
     ),
     train_option_case("13-eval-tokens-zero", "--eval-tokens", "0", "positive"),
+    # 14. GGUF export (compression issue)
+    Case(
+        "14-gguf-unknown-quant",
+        ["export", "{ckpt}", "--format", "gguf", "--quant", "q4_k", "--out", "{case}/m.gguf"],
+        1,
+        r"^error: unknown GGUF quantisation 'q4_k'; choose one of f32, f16, q8_0$",
+        after=lambda w, _: not (w.case_dir / "m.gguf").exists() or pytest.fail("wrote a file"),
+    ),
+    Case(
+        "14-quant-without-gguf",
+        ["export", "{ckpt}", "--quant", "q8_0", "--out", "{case}/hf"],
+        1,
+        r"^error: --quant applies to --format gguf only$",
+    ),
+    Case(
+        "14-gguf-out-over-the-source",
+        ["export", "{case}/model.pt", "--format", "gguf", "--out", "{case}/model.pt", "--force"],
+        1,
+        r"^error: --out .*/model.pt overlaps the source .*/model.pt; writing there would destroy it",
+        setup=lambda w: nanogpt_pt(w),
+        unchanged=["{case}/model.pt"],
+    ),
+    Case(
+        "14-gguf-out-is-a-directory",
+        ["export", "{ckpt}", "--format", "gguf", "--out", "{case}/models", "--force"],
+        1,
+        r"^error: --out .*/models is a directory or another non-file; choose a file path such as model.gguf$",
+        setup=lambda w: (w.case_dir / "models").mkdir(),
+        after=lambda w, _: list((w.case_dir / "models").iterdir()) == [] or pytest.fail("wrote into it"),
+    ),
 ]
 
 

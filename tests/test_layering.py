@@ -68,7 +68,7 @@ FORBIDDEN = [
     ("gpt2.data", "gpt2.model"),  # shard IO and the loader need no model
     ("gpt2.data", "gpt2.store.checkpoint"),
     # loading dispatches to the converters, never the other way round (the import/export command sits above both)
-    *((f"gpt2.interop.{m}", "gpt2.store.load") for m in ("hf", "nanogpt", "state_dict")),
+    *((f"gpt2.interop.{m}", "gpt2.store.load") for m in ("hf", "nanogpt", "state_dict", "gguf")),
 ]
 
 KNOWN_UNTIL_MERGE: set[tuple[str, str]] = set()  # direct imports tolerated for now: none
