@@ -39,6 +39,7 @@ from bad_input_helpers import (
     leftovers,
     nanogpt_pt,
     no_temporaries,
+    other_vocabulary_model,
     read_only_out,
     same_state_as_before_the_dropped_step,
     save_nan_model,
@@ -415,6 +416,15 @@ CASES = [
         r"^error: --out .*/models is a directory or another non-file; choose a file path such as model.gguf$",
         setup=lambda w: (w.case_dir / "models").mkdir(),
         after=lambda w, _: list((w.case_dir / "models").iterdir()) == [] or pytest.fail("wrote into it"),
+    ),
+    Case(
+        "14-distill-teacher-with-another-vocabulary",
+        [*TRAIN, "--out", "{case}/run", "--steps", "1", "--distill-from", "{case}/teacher"],
+        1,
+        r"^error: --distill-from .*/teacher: the teacher's vocabulary has 50,400 rows, the student's 50,304; "
+        r"distillation needs the same tokenizer",
+        setup=other_vocabulary_model,
+        after=lambda w, _: not (w.case_dir / "run").exists() or pytest.fail("created the run directory"),
     ),
 ]
 

@@ -30,6 +30,8 @@ def format_step_line(row: dict[str, Any], total_steps: int) -> str:
     )
     if row.get("mfu") is not None:
         line += f" | mfu {100 * row['mfu']:.1f}%"
+    if "loss_soft" in row:  # distillation: the two parts of the loss
+        line += f" | soft {row['loss_soft']:.4f} hard {row['loss_hard']:.4f}"
     return line
 
 
@@ -38,6 +40,8 @@ def format_eval_line(row: dict[str, Any]) -> str:
     parts = [f"eval step {row['step']}"]
     if "val_loss" in row:
         parts.append(f"val loss {row['val_loss']:.4f}")
+    if "teacher_val_loss" in row:
+        parts.append(f"teacher val loss {row['teacher_val_loss']:.4f}")
     if "hellaswag_acc_norm" in row:
         parts.append(f"hellaswag acc_norm {row['hellaswag_acc_norm']:.4f} (n={row['hellaswag_n']})")
     return " | ".join(parts)
