@@ -138,6 +138,14 @@ def hf_dir(world: World) -> Path:
     return world.case_dir / "hf"
 
 
+def other_vocabulary_model(world: World) -> None:
+    """A checkpoint at CASE/teacher whose vocabulary (50,400 rows) is not GPT-2's, padded or not."""
+    from gpt2 import GPT, GPTConfig
+    from gpt2.store.checkpoint import save_model
+
+    save_model(world.case_dir / "teacher", GPT(GPTConfig(n_layer=1, n_head=2, n_embd=64, vocab_size=50_400)), {})
+
+
 def hostile_hf_dir(world: World) -> None:
     path = hf_dir(world)
     (path / "model.safetensors").unlink()

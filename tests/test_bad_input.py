@@ -43,6 +43,7 @@ from bad_input_helpers import (
     leftovers,
     nanogpt_pt,
     no_temporaries,
+    other_vocabulary_model,
     read_only_out,
     same_state_as_before_the_dropped_step,
     save_nan_model,
@@ -495,6 +496,45 @@ CASES = [
         ["eval", "core", "--model", "{ckpt}", "--bundle", "{case}/nothing", "--device", "cpu"],
         1,
         r"^error: --bundle .*/nothing: not a directory \(expected core.yaml, eval_meta_data.csv, eval_data/\)$",
+    ),
+    # 14. GGUF export (compression issue)
+    Case(
+        "14-gguf-unknown-quant",
+        ["export", "{ckpt}", "--format", "gguf", "--quant", "q4_k", "--out", "{case}/m.gguf"],
+        1,
+        r"^error: unknown GGUF quantisation 'q4_k'; choose one of f32, f16, q8_0$",
+        after=lambda w, _: not (w.case_dir / "m.gguf").exists() or pytest.fail("wrote a file"),
+    ),
+    Case(
+        "14-quant-without-gguf",
+        ["export", "{ckpt}", "--quant", "q8_0", "--out", "{case}/hf"],
+        1,
+        r"^error: --quant applies to --format gguf only$",
+    ),
+    Case(
+        "14-gguf-out-over-the-source",
+        ["export", "{case}/model.pt", "--format", "gguf", "--out", "{case}/model.pt", "--force"],
+        1,
+        r"^error: --out .*/model.pt overlaps the source .*/model.pt; writing there would destroy it",
+        setup=lambda w: nanogpt_pt(w),
+        unchanged=["{case}/model.pt"],
+    ),
+    Case(
+        "14-gguf-out-is-a-directory",
+        ["export", "{ckpt}", "--format", "gguf", "--out", "{case}/models", "--force"],
+        1,
+        r"^error: --out .*/models is a directory or another non-file; choose a file path such as model.gguf$",
+        setup=lambda w: (w.case_dir / "models").mkdir(),
+        after=lambda w, _: list((w.case_dir / "models").iterdir()) == [] or pytest.fail("wrote into it"),
+    ),
+    Case(
+        "14-distill-teacher-with-another-vocabulary",
+        [*TRAIN, "--out", "{case}/run", "--steps", "1", "--distill-from", "{case}/teacher"],
+        1,
+        r"^error: --distill-from .*/teacher: the teacher's vocabulary has 50,400 rows, the student's 50,304; "
+        r"distillation needs the same tokenizer",
+        setup=other_vocabulary_model,
+        after=lambda w, _: not (w.case_dir / "run").exists() or pytest.fail("created the run directory"),
     ),
 ]
 

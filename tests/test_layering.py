@@ -67,7 +67,7 @@ FORBIDDEN = [
     ("gpt2.data", "gpt2.store.checkpoint"),
     ("gpt2.store.rundir", "gpt2.model"),  # the report, the app and `gpt2 info` read runs without torch
     # loading dispatches to the converters, never the other way round (the import/export command sits above both)
-    *((f"gpt2.interop.{m}", "gpt2.store.load") for m in ("hf", "nanogpt", "state_dict")),
+    *((f"gpt2.interop.{m}", "gpt2.store.load") for m in ("hf", "nanogpt", "state_dict", "gguf")),
     *((f"gpt2.store.{m}", "gpt2.interop") for m in ("files", "tensors", "checkpoint", "rundir", "checkpointer")),
 ]
 

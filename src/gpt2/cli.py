@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("gpt2.generate.cli", "generate text from a prompt"),
     "serve": ("gpt2.serve.cli", "serve a model: OpenAI-compatible API and web page"),
     "import": ("gpt2.interop.cli", "import weights from Hugging Face or a nanoGPT/build-nanogpt .pt file"),
-    "export": ("gpt2.interop.cli", "export a checkpoint to the Hugging Face format"),
+    "export": ("gpt2.interop.cli", "export a model to Hugging Face or GGUF (llama.cpp)"),
     "info": ("gpt2.info", "show the config, parameter count and metadata of a checkpoint or size"),
     "plot": ("gpt2.report.cli", "plot loss, learning rate, throughput and evaluations of training runs"),
     "report": ("gpt2.report.cli", "write a Markdown summary of a training run"),

@@ -51,7 +51,7 @@ class Slot:
     metrics: tuple[Metric, ...] = ()
 
 
-def _val_loss(model: Any, ctx: SlotContext) -> dict[str, Any]:
+def val_loss(model: Any, ctx: SlotContext) -> dict[str, Any]:
     from gpt2.evaluate.loss import evaluate_loss
 
     cfg = ctx.config
@@ -86,7 +86,7 @@ SLOTS: list[Slot] = [
     Slot(
         "val loss",
         lambda cfg: cfg.eval_every,
-        _val_loss,
+        val_loss,
         (
             Metric("val_loss", "val loss", False, ((GPT2_124M_VAL_LOSS, "GPT-2 124M (FineWeb-Edu val)"),)),
             Metric("val_bpb", "val bits per byte", False),

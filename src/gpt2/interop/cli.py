@@ -1,10 +1,11 @@
-"""``gpt2 import`` / ``gpt2 export``: Hugging Face and nanoGPT weights in, Hugging Face out.
+"""``gpt2 import`` / ``gpt2 export``: Hugging Face and nanoGPT weights in, Hugging Face and GGUF out.
 
     gpt2 import hf SRC --out DIR           # SRC: local HF GPT-2 directory or hub name (gpt2, gpt2-xl, ...)
     gpt2 import nanogpt FILE.pt --out DIR  # seed / build-nanogpt / nanoGPT checkpoint, read without running pickles
     gpt2 export CKPT --format hf --out HFDIR
+    gpt2 export CKPT --format gguf --out model.gguf [--quant f32|f16|q8_0]   # for llama.cpp, Ollama, LM Studio
 
-Light at import: torch, transformers and the converters load only in ``run_import`` / ``run_export``.
+Light at import: torch, transformers, gguf and the converters load only in ``run_import`` / ``run_export``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from gpt2.errors import GPT2Error
 if TYPE_CHECKING:
     from gpt2.model import GPT
 
-EXPORT_FORMATS = ("hf",)
+EXPORT_FORMATS = ("hf", "gguf")
 
 
-def _check_output(out: Path, force: bool, source: str) -> None:
-    """Refuse to replace a non-empty directory (or any file) at ``out`` unless ``--force``: never lose data silently.
+def _check_output(out: Path, force: bool, source: str, file: bool = False) -> None:
+    """Refuse to replace a non-empty directory (or, with ``file``, a file) at ``out`` unless ``--force``: never lose
+    data silently. ``out`` must be a directory path, or a file path when ``file`` (a GGUF file).
 
     ``--force`` replaces only a directory this project wrote (a checkpoint, or an export by ``gpt2 export``),
     never anything else. Even then ``out`` may not be, contain or lie inside ``source`` (replacing it would
@@ -38,7 +40,9 @@ def _check_output(out: Path, force: bool, source: str) -> None:
             raise GPT2Error(f"--out {out} overlaps the source {source}; writing there would destroy it, choose another")
     if target == Path.cwd() or target in Path.cwd().parents:
         raise GPT2Error(f"--out {out} is or contains the current directory; choose a new directory")
-    if out.is_file():
+    if file and out.exists() and not out.is_file():
+        raise GPT2Error(f"--out {out} is a directory or another non-file; choose a file path such as model.gguf")
+    if not file and out.is_file():
         raise GPT2Error(f"--out {out} is a file; choose a directory path")
     if out.is_dir() and any(out.iterdir()):
         if not (is_checkpoint_dir(out) or is_hf_export(out)):
@@ -48,6 +52,12 @@ def _check_output(out: Path, force: bool, source: str) -> None:
             )
         if not force:
             raise GPT2Error(f"--out {out} already exists and is not empty; pass --force to replace it")
+    if file and out.is_file():
+        with out.open("rb") as existing:
+            if existing.read(4) != b"GGUF":
+                raise GPT2Error(f"--out {out} is a file gpt2 did not write (not a GGUF file); choose a new path")
+        if not force:
+            raise GPT2Error(f"--out {out} already exists; pass --force to replace it")
 
 
 def _summary(model: GPT) -> str:
@@ -86,17 +96,35 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model", help="any model gpt2.load accepts: checkpoint dir, run dir (its latest), HF dir or hub name, .pt file"
     )
-    parser.add_argument("--format", choices=EXPORT_FORMATS, default="hf", help="output format (default: hf)")
-    parser.add_argument("--out", required=True, type=Path, help="directory to write")
+    parser.add_argument(
+        "--format", choices=EXPORT_FORMATS, default="hf", help="hf: a Hugging Face directory; gguf: one llama.cpp file"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="directory (hf) or file (gguf) to write")
+    parser.add_argument(
+        "--quant", metavar="{f32,f16,q8_0}", help="gguf only: how the weight matrices are stored (default f32, exact)"
+    )
     parser.add_argument("--force", action="store_true", help="replace --out if it already exists")
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from gpt2.interop.hf import export_hf
     from gpt2.store.load import load
 
-    _check_output(args.out, args.force, args.model)
+    gguf = args.format == "gguf"
+    if args.quant is not None and not gguf:
+        raise GPT2Error("--quant applies to --format gguf only")
+    if gguf:
+        from gpt2.interop.gguf import check_quant, export_gguf
+
+        quant = check_quant(args.quant or "f32")  # before loading the model
+    _check_output(args.out, args.force, args.model, file=gguf)
     model = load(args.model)
+    if gguf:
+        export_gguf(model, args.out, quant, name=Path(args.model).name)
+        size = args.out.stat().st_size / 1e6
+        print(f"exported {args.model} -> {args.out} (GGUF {quant}, {size:.1f} MB; {_summary(model)})")
+        return 0
+    from gpt2.interop.hf import export_hf
+
     export_hf(model, args.out)
     print(f"exported {args.model} -> {args.out} (Hugging Face GPT2LMHeadModel; {_summary(model)})")
     return 0

@@ -62,6 +62,22 @@ class TrainConfig:
         metavar="SRC",
         default_text="random init",
     )
+    init_layers: str | None = option(
+        None,
+        "with --init-from: take only these blocks of SRC, 0-based (DistilGPT2's every other layer: 0,2,4,6,8,10); "
+        "n_layer becomes their count",
+        "data",
+        metavar="LIST",
+        default_text="all",
+    )
+    distill_from: str | None = option(
+        None,
+        "distil: the student also learns this frozen teacher's next-token distributions (any model source with "
+        "the GPT-2 tokenizer)",
+        "data",
+        metavar="TEACHER",
+        default_text="off",
+    )
     # optimisation (seed recipe)
     recipe: str = option(
         "gpt2",
@@ -112,6 +128,10 @@ class TrainConfig:
     beta1: float = option(0.9, "AdamW beta1", "optim")
     beta2: float = option(0.95, "AdamW beta2", "optim")
     dropout: float = option(0.0, "dropout probability on embeddings, attention and residuals, in [0, 1)", "optim")
+    distill_temperature: float = option(2.0, "--distill-from: temperature of the soft targets (DistilGPT2's)", "optim")
+    distill_alpha: float = option(
+        0.5, "--distill-from: weight of the soft-target loss, 1 - alpha on the next-token loss (DistilGPT2's)", "optim"
+    )
     seed: int = option(1337, "seed for the model init and (with --shuffle) the shard order", "optim")
     shuffle: bool = option(False, "shuffle the shard order every epoch (the seed reads shards in order)", "optim")
     # hardware

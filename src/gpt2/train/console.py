@@ -30,6 +30,8 @@ def format_step_line(row: dict[str, Any], total_steps: int) -> str:
     )
     if row.get("mfu") is not None:
         line += f" | mfu {100 * row['mfu']:.1f}%"
+    if "loss_soft" in row:  # distillation: the two parts of the loss
+        line += f" | soft {row['loss_soft']:.4f} hard {row['loss_hard']:.4f}"
     return line
 
 

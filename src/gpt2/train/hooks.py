@@ -34,6 +34,10 @@ class InLoopEvaluation:
         self.context = slots.SlotContext(config, device, amp_dtype)
         self.disabled: set[str] = set()
 
+    def val_loss(self, model: nn.Module) -> dict[str, Any]:
+        """The val-loss slot's metrics of ``model`` (the distillation teacher's, beside the student's)."""
+        return slots.val_loss(model, self.context)
+
     @staticmethod
     def _due(step: int, every: int, last: bool) -> bool:
         return every > 0 and (step % every == 0 or last)

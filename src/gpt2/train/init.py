@@ -10,12 +10,17 @@ rows whose logits (0 for zero rows, next to GPT-2's typical -30..-100) enter eve
 model's predictions until training pushed them down. Kept, the first loss is exactly SRC's, and export /
 evaluation stay equal to the HF model's logits; the cost is the padding's few % of matmul speed.
 
+``--init-layers 0,2,4`` keeps only those blocks of SRC (renumbered 0, 1, 2; embeddings and the final norm are kept
+whole): DistilGPT2 started its 6-layer student from every other layer of GPT-2's 12 (Sanh et al. 2019), the usual
+start for ``--distill-from`` (gpt2.train.distill).
+
 A run directory that already has a checkpoint resumes that run: SRC only seeds a new one, is not read
 again (a requeued job resumes even when SRC is gone), and the model shape comes from the checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,14 +79,36 @@ def load_init_source(spec: str) -> InitSource:
         raise GPT2Error(f"{option_name('init_from')} {spec}: {exc}") from None
 
 
-def fit_model(source: InitSource, config: GPTConfig) -> GPT:
+def parse_layers(text: str | None, n_layer: int) -> list[int] | None:
+    """The blocks ``--init-layers`` names ("0,2,4": distinct, each in [0, n_layer)); None (all) when not given."""
+    if text is None:
+        return None
+    try:
+        layers = [int(part) for part in text.split(",")]
+    except ValueError:
+        layers = []
+    if not layers or len(set(layers)) != len(layers) or not all(0 <= i < n_layer for i in layers):
+        raise GPT2Error(
+            f"{option_name('init_layers')} must list distinct blocks of the source, each in 0..{n_layer - 1} "
+            f"(e.g. 0,2,4), got {text!r}"
+        )
+    return layers
+
+
+def with_layers(config: GPTConfig, layers: list[int] | None) -> GPTConfig:
+    """``config`` with as many blocks as ``layers`` names (unchanged for None)."""
+    return config if layers is None else dataclasses.replace(config, n_layer=len(layers))
+
+
+def fit_model(source: InitSource, config: GPTConfig, layers: list[int] | None = None) -> GPT:
     """A GPT of ``config`` (the run's) holding the weights of ``source``, in training mode.
 
-    ``config`` must be the source's shape with at most a shorter ``block_size`` and any ``dropout``;
-    the first ``block_size`` position embeddings are kept. The new model takes over the source's tensors
-    (no copy of a possibly multi-GB model): ``source.model`` must not be used afterwards.
+    ``config`` must be the source's shape with at most a shorter ``block_size``, any ``dropout`` and, given
+    ``layers``, that many blocks: the source's blocks ``layers``, renumbered from 0. The first ``block_size``
+    position embeddings are kept. The new model takes over the source's tensors (no copy of a possibly multi-GB
+    model): ``source.model`` must not be used afterwards.
     """
-    have = source.model.config
+    have = with_layers(source.model.config, layers)
     if (config.n_layer, config.n_head, config.n_embd, config.vocab_size) != (
         have.n_layer,
         have.n_head,
@@ -90,6 +117,13 @@ def fit_model(source: InitSource, config: GPTConfig) -> GPT:
     ) or config.block_size > have.block_size:
         raise GPT2Error(f"{option_name('init_from')} {source.spec}: the weights ({have}) do not fit the run's {config}")
     state = {k: v.detach() for k, v in source.model.state_dict().items()}
+    if layers is not None:  # block `old` of the source becomes block `new`
+        blocks = {k: state.pop(k) for k in [k for k in state if k.startswith("transformer.h.")]}
+        for new, old in enumerate(layers):
+            prefix = f"transformer.h.{old}."
+            state.update(
+                {k.replace(prefix, f"transformer.h.{new}.", 1): v for k, v in blocks.items() if k.startswith(prefix)}
+            )
     state["transformer.wpe.weight"] = state["transformer.wpe.weight"][: config.block_size].contiguous()
     return model_from_state_dict(config, state, source.spec).train()
 
@@ -105,9 +139,13 @@ def initial_model(
     """
     if model is not None:
         return model, source.record if source is not None else None
+    if config.init_layers is not None and not config.init_from:
+        raise GPT2Error(f"{option_name('init_layers')} needs {option_name('init_from')} (the blocks to take)")
     if config.init_from and not resuming:
         source = source or load_init_source(config.init_from)
-        return fit_model(source, config.model), source.record
+        layers = parse_layers(config.init_layers, source.model.config.n_layer)
+        record = source.record if layers is None else {**source.record, "layers": layers}
+        return fit_model(source, config.model, layers), record
     return GPT(config.model), None
 
 
@@ -125,4 +163,5 @@ def resolve_config(options: dict[str, Any], device_type: str) -> tuple[TrainConf
     if resume_from is not None:
         return build_config(options, device_type, read_config(resume_from)), None
     source = load_init_source(spec)
-    return build_config(options, device_type, source.model.config), source
+    layers = parse_layers(options.get("init_layers"), source.model.config.n_layer)
+    return build_config(options, device_type, with_layers(source.model.config, layers)), source

@@ -33,6 +33,7 @@ from gpt2.store.rundir import (
 )
 from gpt2.train.config import TrainConfig
 from gpt2.train.console import RunConsole
+from gpt2.train.distill import Distiller
 from gpt2.train.hooks import InLoopEvaluation
 from gpt2.train.init import InitSource, initial_model
 from gpt2.train.mfu import device_peak_flops, model_flops_utilization
@@ -73,6 +74,7 @@ class Trainer:
             self.loader.load_state_dict(saved["loader"])
         self.tracking = Tracking(cfg.log_to, self.run_dir, self.resume_from is not None, ctx.is_main, self.warn)
         self.amp_dtype = resolve_amp_dtype(cfg.autocast, self.device)
+        self.distiller = Distiller.load(cfg, self.device)  # None unless --distill-from
         self.compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
         if self.compile and self.device.type == "mps":
             raise GPT2Error("--compile is not supported on MPS; drop it or use --no-compile")
@@ -84,6 +86,8 @@ class Trainer:
         model, init_record = initial_model(cfg, self.resume_from is not None, model, init)  # --init-from weights
         self.model = model.to(self.device).train()  # loaded models come in eval mode (dropout off)
         self.flops_per_token = self.model.flops_per_token(cfg.seq_len)
+        if self.distiller is not None:  # the teacher's forward pass is work of every step too
+            self.flops_per_token += self.distiller.flops_per_token(cfg.seq_len)
         self.num_parameters = self.model.num_parameters()
         if ctx.is_main:  # room for fp32 weights + two AdamW moments per kept checkpoint
             check_run_dir(self.run_dir, 4 * 3 * self.num_parameters, cfg.keep_last)
@@ -130,7 +134,7 @@ class Trainer:
             "dtype": str(self.amp_dtype or torch.float32).removeprefix("torch."),
             "compile": self.compile,
             "data": str(self.cfg.data),
-            "flops_per_token": self.flops_per_token,  # model FLOPs only (what MFU counts), not the optimizer's
+            "flops_per_token": self.flops_per_token,  # model (+ teacher forward) FLOPs: what MFU counts
             "optimizer_flops_per_step": newton_schulz_flops(self.model, self.cfg),
             "peak_flops": self.peak_flops,
             "torch": torch.__version__,
@@ -162,9 +166,12 @@ class Trainer:
             # Only the last micro-step all-reduces gradients; the others just accumulate locally.
             with gradient_sync(self.runner, self.model, micro == self.grad_accum - 1):
                 with autocast(self.device, self.amp_dtype):
-                    # Index the tuple instead of unpacking it: a name bound to the logits would keep
-                    # B*T*V activations (6.6 GB at 124M, B=64, bf16) alive through the backward pass.
-                    loss = self.runner(x, y, fused_loss=cfg.fused_loss)[1]
+                    if self.distiller is not None:
+                        loss = self.distiller.loss(self.runner, x, y)
+                    else:
+                        # Index the tuple instead of unpacking it: a name bound to the logits would keep
+                        # B*T*V activations (6.6 GB at 124M, B=64, bf16) alive through the backward pass.
+                        loss = self.runner(x, y, fused_loss=cfg.fused_loss)[1]
                 # Each micro-batch's mean loss / grad_accum: the summed gradient is that of the mean over all.
                 loss = loss / self.grad_accum
                 loss_sum += loss.detach()
@@ -259,6 +266,8 @@ class Trainer:
             "dt_ms": 1000 * dt,
             "time": self.state.clock(),
         }
+        if self.distiller is not None:
+            row.update(self.distiller.train_metrics(self.ctx))
         if not finite:
             row["skipped"] = True
         self.console.train_row(row)
@@ -276,6 +285,8 @@ class Trainer:
 
     def _evaluate(self, last: bool) -> None:
         metrics, samples = self.evaluation.run(self.model, self.state.step, last)
+        if self.distiller is not None and "val_loss" in metrics:
+            metrics["teacher_val_loss"] = self.distiller.teacher_val_loss(self.evaluation.val_loss)
         self.state.last_eval.update(metrics)
         self.console.evaluation({"step": self.state.step, "tokens": self.state.tokens}, metrics, samples)
 
