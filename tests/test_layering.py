@@ -27,7 +27,6 @@ LAYERS = {
     "gpt2.fused_loss": 0,
     "gpt2.tokenizer": 0,
     "gpt2._lazy": 0,
-    "gpt2.train.recipes": 0,
     "gpt2.quantize": 2,
     "gpt2.store.weights": 0,
     # 1: devices/distributed, our file formats, run directories

@@ -176,16 +176,39 @@ def test_bad_sources_and_dropout_fail_before_run_dir_is_touched(
     assert "--dropout must be in [0, 1)" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
-def test_fine_tuning_recipe_applies_under_explicit_options(pretrained):
-    from gpt2.train.recipes import FINE_TUNE_DEFAULTS
+def test_fine_tuning_defaults_by_device_and_size_under_explicit_options(pretrained):
+    from gpt2.train.recipes import build_config, resolve_micro_batch
 
-    config = tiny_config(Path("unused"), Path("unused-run"), init_from=str(pretrained), lr=None, steps=None)
-    assert (config.lr, config.steps, config.warmup_steps) == (
-        FINE_TUNE_DEFAULTS.lr,
-        FINE_TUNE_DEFAULTS.steps,
-        2,  # explicit (tiny_config's warmup_steps=2) beats the recipe
+    unset = dict(lr=None, steps=None, batch_tokens=None, micro_batch=None)
+    config = tiny_config(Path("unused"), Path("unused-run"), init_from=str(pretrained), **unset)
+    # tiny on a CPU: 500 steps of 2,048 tokens at lr 1e-3 (measured: docs/training.md, "Fine-tuning on a CPU");
+    # tiny_config's explicit warmup_steps=2 beats the recipe's 20
+    tuned = (config.recipe, config.lr, config.steps, config.batch_tokens, config.warmup_steps)
+    assert tuned == ("tiny", 1e-3, 500, 2048, 2)
+    assert config.size == "tiny" and config.model.vocab_size == 50304 and config.model.block_size == 32  # --seq-len 32
+    assert resolve_micro_batch(config, "cpu", 1).micro_batch == 16  # 2,048 / 32 = 64 sequences, capped at 16
+    # a Hugging Face GPT-2 124M on a GPU: the 124M recipe fine-tuned, 500 steps of 65,536 tokens at lr 6e-5
+    hf = GPTConfig(vocab_size=GPT2_VOCAB_SIZE)
+    gpu = resolve_micro_batch(build_config({"init_from": "gpt2"}, "cuda", hf), "cuda", 1)
+    assert (gpu.recipe, gpu.model, gpu.lr, gpu.steps, gpu.batch_tokens, gpu.micro_batch) == (
+        "124M",
+        hf,
+        6e-5,
+        500,
+        65536,
+        64,
     )
-    assert config.size == "tiny" and config.micro_batch == 2 and config.model.vocab_size == 50304
+    assert (gpu.warmup_steps, gpu.eval_every, gpu.save_every, gpu.hellaswag_every, gpu.min_lr_ratio) == (
+        20,
+        50,
+        100,
+        0,
+        0.1,
+    )
+    # on a CPU: 2,048-token steps of 2 sequences at GPT-2's lr; the Muon variant keeps its own schedule
+    cpu = resolve_micro_batch(build_config({"init_from": "gpt2", "recipe": "muon"}, "cpu", hf), "cpu", 1)
+    tuned = (cpu.recipe, cpu.lr, cpu.batch_tokens, cpu.micro_batch, cpu.schedule, cpu.min_lr_ratio)
+    assert tuned == ("124M-muon", 6e-5, 2048, 2, "wsd", 0.0)
 
 
 def test_python_train_py_passes_init_from_through(corpora, pretrained, tmp_path):
