@@ -171,30 +171,18 @@ def test_fine_tuning_defaults_by_device_and_size_under_explicit_options(pretrain
 
     unset = dict(lr=None, steps=None, batch_tokens=None, micro_batch=None)
     config = tiny_config(Path("unused"), Path("unused-run"), init_from=str(pretrained), **unset)
-    # tiny on a CPU: 500 steps of 2,048 tokens at lr 1e-3 (measured: docs/training.md, "Fine-tuning on a CPU");
-    # tiny_config's explicit warmup_steps=2 beats the recipe's 20
-    tuned = (config.recipe, config.lr, config.steps, config.batch_tokens, config.warmup_steps)
-    assert tuned == ("tiny", 1e-3, 500, 2048, 2)
+    # tiny on a CPU: 500 steps of 2,048 tokens at tiny's own lr 3e-3 (measured: docs/training.md, "Fine-tuning on a
+    # CPU"), 65,536 val tokens; tiny_config's explicit warmup_steps=2 and eval_every=0 beat the recipe's 20 and 50
+    tuned = (config.recipe, config.lr, config.steps, config.batch_tokens, config.eval_tokens, config.warmup_steps)
+    assert tuned == ("tiny", 3e-3, 500, 2048, 65536, 2) and config.eval_every == 0
     assert config.size == "tiny" and config.model.vocab_size == 50304 and config.model.block_size == 32  # --seq-len 32
     assert resolve_micro_batch(config, "cpu", 1).micro_batch == 16  # 2,048 / 32 = 64 sequences, capped at 16
     # a Hugging Face GPT-2 124M on a GPU: the 124M recipe fine-tuned, 500 steps of 65,536 tokens at lr 6e-5
     hf = GPTConfig(vocab_size=GPT2_VOCAB_SIZE)
     gpu = resolve_micro_batch(build_config({"init_from": "gpt2"}, "cuda", hf), "cuda", 1)
-    assert (gpu.recipe, gpu.model, gpu.lr, gpu.steps, gpu.batch_tokens, gpu.micro_batch) == (
-        "124M",
-        hf,
-        6e-5,
-        500,
-        65536,
-        64,
-    )
-    assert (gpu.warmup_steps, gpu.eval_every, gpu.save_every, gpu.hellaswag_every, gpu.min_lr_ratio) == (
-        20,
-        50,
-        100,
-        0,
-        0.1,
-    )
+    expected = dict(recipe="124M", model=hf, lr=6e-5, steps=500, batch_tokens=65536, micro_batch=64, warmup_steps=20)
+    expected.update(eval_every=50, eval_tokens=10 * 2**19, save_every=100, hellaswag_every=0, min_lr_ratio=0.1)
+    assert {name: getattr(gpu, name) for name in expected} == expected  # as before the CPU defaults
     # on a CPU: 2,048-token steps of 2 sequences at GPT-2's lr; the Muon variant keeps its own schedule
     cpu = resolve_micro_batch(build_config({"init_from": "gpt2", "recipe": "muon"}, "cpu", hf), "cpu", 1)
     tuned = (cpu.recipe, cpu.lr, cpu.batch_tokens, cpu.micro_batch, cpu.schedule, cpu.min_lr_ratio)
