@@ -11,7 +11,7 @@ import torch.distributed as dist
 from gpt2.cli import build_parser
 from gpt2.runtime.distributed import setup_distributed, teardown_distributed
 from gpt2.train.cli import options_from_args
-from gpt2.train.config import build_config
+from gpt2.train.recipes import build_config
 from gpt2.train.trainer import Trainer
 
 config = build_config(options_from_args(build_parser("train").parse_args(["train", *sys.argv[1:]])), "cpu")

@@ -239,6 +239,14 @@ CASES = [
     config_file_case(
         "8-config-lr-string", '{"lr": "abc"}', r"^error: --config .*c.json: --lr must be a number, got 'abc'$"
     ),
+    config_file_case(
+        "8-config-recipe-unknown", '{"recipe": "fast"}', r"^error: --recipe fast: unknown recipe; known: 124M"
+    ),
+    config_file_case(  # TRAIN says --size tiny
+        "8-config-recipe-other-size",
+        '{"recipe": "mini"}',
+        r"^error: --size tiny and --recipe mini name different models",
+    ),
     Case(
         "8-prepare-max-tokens-inf",
         ["prepare", "demo", "--out", "{case}/d", "--max-tokens", "inf"],

@@ -150,10 +150,29 @@ def test_partial_bundle_names_the_missing_tasks(model, bundle, capsys):
     assert "missing CORE tasks (15): bigbench_qa_wikidata, arc_challenge" in table
 
 
-def test_core_slot_returns_the_score(model, tmp_path):
+def test_core_runs_in_the_training_loop(tmp_path_factory, tmp_path):
+    """--core-every: the CORE slot logs the same score as gpt2 eval core on the saved model, and the report shows it."""
+    from gpt2.report import write_report
+    from gpt2.store.checkpoint import find_checkpoint
+    from gpt2.store.load import load
+    from gpt2.store.rundir import read_metrics
+    from gpt2.train.recipes import build_config
+    from gpt2.train.trainer import train
+    from train_helpers import prepared_dataset
+
+    dataset_dir = prepared_dataset(tmp_path_factory.getbasetemp())
     small = write_bundle(tmp_path / "small", ("lambada_openai", "winograd"), n=5)
-    expected = core.evaluate_core(model, core.load_bundle(small, 4))["core"]
-    assert core.core_slot(model, bundle=small, max_per_task=4) == {"core": expected}
+    run = tmp_path / "run"
+    cfg = build_config(
+        {"size": "tiny", "data": str(dataset_dir), "out": str(run), "steps": 1, "batch_tokens": 64, "seq_len": 32,
+         "micro_batch": 2, "device": "cpu", "eval_every": 0, "sample_every": 0, "hellaswag_every": 0,
+         "core_every": 1, "core_max_per_task": 4, "core_bundle": str(small), "eval_tokens": 64}
+    )  # fmt: skip
+    train(cfg)
+    logged = [row["core"] for row in read_metrics(run) if row["type"] == "eval"]
+    trained = load(str(find_checkpoint(run)), "cpu")
+    assert logged == [core.evaluate_core(trained, core.load_bundle(small, 4))["core"]]
+    assert "| final CORE (--core-max-per-task examples a task) |" in write_report(run).read_text()
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,6 @@ LAYERS = {
     "gpt2.fused_loss": 0,
     "gpt2.tokenizer": 0,
     "gpt2._lazy": 0,
-    "gpt2.train.recipes": 0,
     "gpt2.store": 0,  # the package itself; its modules by layer below
     "gpt2.store.files": 0,  # crash-safe files and checked JSON
     "gpt2.store.tensors": 0,  # safetensors reads, weights checks, tensor trees

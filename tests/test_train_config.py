@@ -1,9 +1,10 @@
-"""TrainConfig: the seed's defaults, option precedence, --config files, the up-front checks, and the flags,
-help and docs table generated from its fields."""
+"""TrainConfig: the seed's defaults, the named recipes, the precedence recipe < --config file < flags, --config
+files, the up-front checks, and the flags, help and docs table generated from its fields."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -11,20 +12,14 @@ from pathlib import Path
 import pytest
 
 from gpt2 import GPT2Error, GPTConfig
+from gpt2.cli import main
 from gpt2.config import CONFIGS
 from gpt2.train.cli import add_train_arguments, options_from_args
-from gpt2.train.config import (
-    FIELDS,
-    OPTION_NAMES,
-    TrainConfig,
-    build_config,
-    option_name,
-    option_type,
-    read_config_file,
-)
-from gpt2.train.options import GROUPS, markdown_tables, update_markdown
-from gpt2.train.options import main as options_main
-from gpt2.train.recipes import SIZE_DEFAULTS
+from gpt2.train.config import FIELDS, OPTION_NAMES, TrainConfig, option_name, option_type, read_config_file
+from gpt2.train.options import GROUPS
+from gpt2.train.recipes import MICRO_BATCH, RECIPES, build_config, resolve_micro_batch
+from tools.docs_options import main as docs_options_main
+from tools.docs_options import markdown_tables, update_markdown
 
 
 def parse(argv: list[str]) -> dict:
@@ -32,23 +27,100 @@ def parse(argv: list[str]) -> dict:
 
 
 def test_124m_defaults_are_the_seed_recipe():
-    cfg = build_config({}, "cuda")
-    assert cfg.model == GPTConfig.named("124M") and cfg.size == "124M"
+    cfg = resolve_micro_batch(build_config({}, "cuda"), "cuda", 1)
+    assert cfg.model == GPTConfig.named("124M") and cfg.size == cfg.recipe == "124M"
     assert (cfg.batch_tokens, cfg.micro_batch, cfg.seq_len) == (2**19, 64, 1024)
     assert (cfg.lr, cfg.min_lr_ratio, cfg.warmup_steps, cfg.steps) == (6e-4, 0.1, 715, 19073)
     assert (cfg.weight_decay, cfg.grad_clip, cfg.beta1, cfg.beta2) == (0.1, 1.0, 0.9, 0.95)
     assert cfg.grad_accum_steps(1) == 8 and cfg.grad_accum_steps(8) == 1  # 8 GPUs: no accumulation, as the seed
-    assert build_config({}, "cpu").micro_batch == 8  # a smaller micro-batch on CPU, same total batch
+    assert resolve_micro_batch(build_config({}, "cpu"), "cpu", 1).micro_batch == 8  # smaller on CPU, same batch
     assert build_config({"size": "1558M"}, "cuda").lr == 2e-4  # GPT-3 table: bigger models, smaller lr
+    assert TrainConfig() == dataclasses.replace(RECIPES["124M"](), recipe="124M")  # the field defaults are 124M's
 
 
 def test_tiny_defaults_fit_its_context_window():
-    cfg = build_config({"size": "tiny"}, "cpu")
+    cfg = resolve_micro_batch(build_config({"size": "tiny"}, "cpu"), "cpu", 1)
     assert cfg.seq_len == 128 and cfg.grad_accum_steps(1) == 2 and cfg.grad_accum_steps(2) == 1
     cfg.validate(2)
 
 
-def test_flags_override_config_file_which_overrides_size_defaults(tmp_path):
+# Hand-copied from the GPT-3 paper's table 2.1 (lr, batch) and docs/training.md (the CPU sizes and micro-batches):
+# layers, channels, context, lr, batch tokens, steps, warmup steps, eval every, micro-batch cap GPU / CPU
+RECIPE_VALUES = {
+    "124M": (12, 768, 1024, 6e-4, 524288, 19073, 715, 250, 64, 8),
+    "350M": (24, 1024, 1024, 3e-4, 524288, 19073, 715, 250, 32, 4),
+    "774M": (36, 1280, 1024, 2.5e-4, 524288, 19073, 715, 250, 16, 2),
+    "1558M": (48, 1600, 1024, 2e-4, 1048576, 19073, 715, 250, 8, 1),
+    "mini": (6, 384, 256, 1e-3, 16384, 2000, 100, 100, 16, 16),
+    "tiny": (2, 64, 128, 3e-3, 4096, 200, 20, 50, 16, 16),
+}
+DECIDED_LATER = {"micro_batch", "compile", "peak_flops", "hellaswag_every", "hellaswag_limit", "hellaswag_path"}
+DECIDED_LATER |= {"sample_every", "init_from", "resume"}  # None = "decided later" (their --help says how)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_each_named_recipe_is_a_complete_config(name):
+    size, muon = name.removesuffix("-muon"), name.endswith("-muon")
+    cfg = build_config({"recipe": name}, "cpu")
+    assert cfg.recipe == name and cfg.size == size and cfg.model == GPTConfig.named(size)
+    assert [n for n in OPTION_NAMES if getattr(cfg, n) is None and n not in DECIDED_LATER] == []
+    layers, channels, context, lr, batch, steps, warmup, every, gpu, cpu = RECIPE_VALUES[size]
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.block_size) == (layers, channels, context)
+    assert cfg.seq_len == context
+    assert (cfg.lr, cfg.batch_tokens, cfg.steps, cfg.warmup_steps, cfg.eval_every) == (lr, batch, steps, warmup, every)
+    assert MICRO_BATCH[size] == (gpu, cpu) and resolve_micro_batch(cfg, "cuda", 1).micro_batch == gpu
+    # the optimizer: the seed's AdamW + cosine to 10%, or Muon + warmup-stable-decay to 0 without weight decay
+    expected = ("muon", "wsd", 0.0, 0.0, 0.4) if muon else ("adamw", "cosine", 0.1, 0.1, 0.4)
+    assert (cfg.optimizer, cfg.schedule, cfg.min_lr_ratio, cfg.weight_decay, cfg.decay_frac) == expected
+    assert (cfg.muon_lr, cfg.muon_momentum, cfg.muon_weight_decay, cfg.muon_qkv) == (0.02, 0.95, 0.0, "split")
+    resolve_micro_batch(cfg, "cpu", 1).validate()
+    assert build_config({"size": size, "recipe": "muon" if muon else "gpt2"}, "cpu") == cfg  # the older spelling
+
+
+def test_precedence_is_recipe_then_config_file_then_flags(tmp_path):
+    file = tmp_path / "run.json"
+    file.write_text(json.dumps({"recipe": "tiny-muon", "lr": 1e-3, "steps": 50, "weight_decay": 0.05}))
+    cfg = build_config(parse(["--config", str(file), "--steps", "7", "--schedule", "cosine"]), "cpu")
+    assert cfg.recipe == "tiny-muon" and cfg.model == GPTConfig.named("tiny")
+    assert (cfg.steps, cfg.schedule) == (7, "cosine")  # flags beat the file and the recipe (200, wsd)
+    assert (cfg.lr, cfg.weight_decay) == (1e-3, 0.05)  # the file beats the recipe (3e-3, 0.0)
+    assert (cfg.batch_tokens, cfg.optimizer, cfg.min_lr_ratio) == (4096, "muon", 0.0)  # the recipe beats the defaults
+    cfg = build_config(parse(["--config", str(file), "--recipe", "mini", "--lr", "2e-3"]), "cpu")  # a flag's recipe
+    assert (cfg.recipe, cfg.optimizer, cfg.steps, cfg.lr, cfg.batch_tokens) == ("mini", "adamw", 50, 2e-3, 16384)
+
+
+def test_print_config_prints_the_resolved_config_and_trains_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--recipe", "tiny-muon", "--lr", "1e-3", "--device", "cpu", "--out", str(out), "--print-config"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [printed[k] for k in ("recipe", "optimizer", "lr", "steps")] == ["tiny-muon", "muon", 1e-3, 200]
+    assert printed["micro_batch"] == 16 and printed["model"] == GPTConfig.named("tiny").to_dict()
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"recipe": "fast"}, "--recipe fast: unknown recipe; known: 124M, 350M"),
+        ({"recipe": "tiny", "size": "mini"}, "--size mini and --recipe tiny name different models"),
+        ({"recipe": ["tiny"]}, "--recipe must be a string"),
+    ],
+)
+def test_bad_recipes(options, message):
+    with pytest.raises(GPT2Error, match=message):
+        build_config(options, "cpu")
+
+
+def test_auto_micro_batch_divides_the_batch():
+    cfg = build_config({"size": "124M", "batch_tokens": 2048}, "cpu")  # 2 sequences a step: the cap of 8 cannot fit
+    assert resolve_micro_batch(cfg, "cpu", 1).micro_batch == 2 and resolve_micro_batch(cfg, "cuda", 2).micro_batch == 1
+    assert resolve_micro_batch(dataclasses.replace(cfg, micro_batch=1), "cuda", 1).micro_batch == 1  # given: kept
+    custom = build_config({"model": {"n_layer": 3}, "batch_tokens": 3 * 1024}, "cuda")  # a custom shape: 124M's cap
+    assert custom.size is None and resolve_micro_batch(custom, "cuda", 1).micro_batch == 3
+
+
+def test_flags_override_config_file_which_overrides_the_recipe(tmp_path):
     file = tmp_path / "run.json"
     file.write_text(json.dumps({"size": "tiny", "lr": 1e-3, "steps": 50, "model": {"n_layer": 3}}))
     options = parse(["--config", str(file), "--steps", "7", "--no-compile"])
@@ -56,6 +128,7 @@ def test_flags_override_config_file_which_overrides_size_defaults(tmp_path):
     cfg = build_config(options, "cpu")
     assert cfg.model == GPTConfig(block_size=128, n_layer=3, n_head=2, n_embd=64)
     assert cfg.size is None and cfg.steps == 7 and cfg.lr == 1e-3
+    assert cfg.recipe == "tiny" and cfg.batch_tokens == 4096  # a changed shape keeps the rest of its recipe
     assert "resume" not in parse([]) and "lr" not in parse([])  # unset flags leave the decision to the defaults
 
 
@@ -118,9 +191,9 @@ def train_parser() -> argparse.ArgumentParser:
 
 def test_every_option_field_is_a_flag_with_help():
     actions = {a.dest: a for a in train_parser()._actions if a.dest != "help"}
-    # documented exceptions: `model` (set by --size / a --config model shape) and `size` (the CLI's own --size)
-    assert set(FIELDS) - set(OPTION_NAMES) == {"model", "size"}
-    assert set(actions) == {*OPTION_NAMES, "size", "config"}
+    # documented exceptions: `model`, `size` and `recipe`, set by the CLI's own --recipe / --size / --config
+    assert set(FIELDS) - set(OPTION_NAMES) == {"model", "size", "recipe"}
+    assert set(actions) == {*OPTION_NAMES, "recipe", "size", "config", "print_config"}
     for name in OPTION_NAMES:
         action, metadata = actions[name], FIELDS[name].metadata
         assert action.option_strings[0] == option_name(name) == "--" + name.replace("_", "-")
@@ -144,29 +217,23 @@ def test_bool_and_typed_flags_parse():
     assert type(options["lr"]) is float and type(options["steps"]) is int
 
 
-def test_size_defaults_are_typed_and_cover_the_registry():
-    assert set(SIZE_DEFAULTS) == set(CONFIGS)
-    # the 124M recipe is the TrainConfig default, so "default" in --help and the docs is right for --size 124M
-    gpu = SIZE_DEFAULTS["124M"].options("cuda")
-    assert all(FIELDS[name].default == value for name, value in gpu.items()), gpu
-    assert SIZE_DEFAULTS["tiny"].options("cpu") == dict(
-        lr=3e-3, batch_tokens=2**12, micro_batch=16, steps=200, warmup_steps=20, eval_every=50
-    )
-    assert SIZE_DEFAULTS["350M"].options("mps")["micro_batch"] == 4
+def test_micro_batch_caps_cover_the_registry():
+    assert set(MICRO_BATCH) == set(CONFIGS) and set(RECIPES) == {*CONFIGS, *(f"{size}-muon" for size in CONFIGS)}
 
 
 def test_docs_options_table_is_generated_from_train_config():
     docs = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
     tables = markdown_tables()
-    assert tables in docs, "docs/training.md is stale: run python -m gpt2.train.options --update docs/training.md"
+    assert tables in docs, "docs/training.md is stale: run python -m tools.docs_options --update docs/training.md"
     assert update_markdown(docs) == docs
     for name in OPTION_NAMES:
         assert f"| `{option_name(name)}`" in tables, name
-    assert "| `--lr` | 6e-4, per --size; 6e-5 with --init-from | peak learning rate |" in tables
+    assert "| `--lr` | 6e-4, per recipe | peak learning rate |" in tables
+    assert "| tiny | 2 x 64, context 128 | 200 | 4096 | 128 | 3e-3 | 20 | 50 | 16 GPU, 16 CPU |" in tables
 
 
 def test_options_script_prints_the_tables(capsys):
-    assert options_main(["--markdown"]) == 0
+    assert docs_options_main(["--markdown"]) == 0
     assert capsys.readouterr().out.strip() == markdown_tables()
 
 

@@ -21,7 +21,7 @@ from gpt2.store.checkpoint import load_checkpoint, read_meta
 from gpt2.store.checkpointer import Checkpointer, ModelState, OptimizerState
 from gpt2.store.rundir import read_metrics
 from gpt2.store.tensors import load_tensor_tree
-from gpt2.train.config import build_config
+from gpt2.train.recipes import build_config
 from gpt2.train.trainer import train
 from train_helpers import QUIET, REPO, prepared_dataset, subprocess_env, train_losses
 

@@ -19,20 +19,12 @@ from gpt2.data.sources import demo_documents
 from gpt2.store.checkpoint import load_checkpoint, read_meta
 from gpt2.store.rundir import latest_checkpoint, read_metrics
 from gpt2.train.trainer import train
-from train_helpers import (
-    QUIET,
-    TINY_RUN,
-    start_train,
-    synthetic_texts,
-    tiny_config,
-    train_losses,
-    wait_for,
-    wiki_texts,
-)
+from train_helpers import QUIET, TINY_RUN, start_train, tiny_config, train_losses, wait_for
 
-# Corpus A (pre-training): the demo's Shakespeare; corpus B (fine-tuning): a Wikipedia slice.
-SHAKESPEARE = 40_000  # tokens
-WIKI_ARTICLES = 300  # ~100k tokens
+# Two disjoint corpora that ship with the package (the demo's plays, offline): A (pre-training) Shakespeare's
+# comedies, B (fine-tuning) his tragedies, other characters and plots in the same style.
+COMEDIES, TRAGEDIES = slice(0, 8), slice(32, 38)  # gpt2.data.sources.demo_play_files(), sorted by category
+A_TOKENS, B_TOKENS = 40_000, 100_000
 # Both the fine-tune and the from-scratch run: the same 10 steps of 8 x 64 tokens at the same lr (tiny models take
 # a high one), val loss on 4096 held-out B tokens. (At 20 steps the margin is smaller: ~0.3 nats at lr 5e-3.)
 STEPS, LR, BATCH = 10, 5e-3, dict(batch_tokens=512, micro_batch=8, seq_len=64, warmup_steps=2)
@@ -41,17 +33,15 @@ STEPS, LR, BATCH = 10, 5e-3, dict(batch_tokens=512, micro_batch=8, seq_len=64, w
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("corpora")
-    shakespeare = base / "shakespeare"
-    prepare_documents(demo_documents(), shakespeare, shard_tokens=20_000, val_tokens=4_000, max_tokens=SHAKESPEARE)
-    wiki = wiki_texts(WIKI_ARTICLES)
-    other = base / ("wiki" if wiki is not None else "synthetic")
-    prepare_documents(wiki or synthetic_texts(600, seed=3), other, shard_tokens=50_000, val_tokens=8_000)
-    return {"A": shakespeare, "B": other}
+    plays = list(demo_documents())
+    prepare_documents(plays[COMEDIES], base / "comedies", shard_tokens=20_000, val_tokens=4_000, max_tokens=A_TOKENS)
+    prepare_documents(plays[TRAGEDIES], base / "tragedies", shard_tokens=50_000, val_tokens=8_000, max_tokens=B_TOKENS)
+    return {"A": base / "comedies", "B": base / "tragedies"}
 
 
 @pytest.fixture(scope="module")
 def pretrained(corpora, tmp_path_factory) -> Path:
-    """The module's one tiny model: 60 steps (30k tokens) on Shakespeare; a run directory."""
+    """The module's one tiny model: 60 steps (30k tokens) on the comedies; a run directory."""
     out = tmp_path_factory.mktemp("pretrain") / "run"
     train(tiny_config(corpora["A"], out, steps=60, lr=1e-2, **{**BATCH, "warmup_steps": 5}))
     return out
@@ -65,7 +55,7 @@ def test_fine_tuning_beats_training_from_scratch(corpora, pretrained, tmp_path):
     scratch = train(tiny_config(data, tmp_path / "scratch", lr=LR, **common))
     first_tuned, first_scratch = train_losses(tmp_path / "tuned")[0], train_losses(tmp_path / "scratch")[0]
     print(
-        f"\n{data.name}: {STEPS} steps x {BATCH['batch_tokens']} tokens; val loss fine-tuned from Shakespeare "
+        f"\n{data.name}: {STEPS} steps x {BATCH['batch_tokens']} tokens; val loss fine-tuned from the comedies "
         f"{tuned['val_loss']:.4f} vs from scratch {scratch['val_loss']:.4f} "
         f"(first train loss {first_tuned:.3f} vs {first_scratch:.3f})"
     )
@@ -176,16 +166,27 @@ def test_bad_sources_and_dropout_fail_before_run_dir_is_touched(
     assert "--dropout must be in [0, 1)" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
-def test_fine_tuning_recipe_applies_under_explicit_options(pretrained):
-    from gpt2.train.recipes import FINE_TUNE_DEFAULTS
+def test_fine_tuning_defaults_by_device_and_size_under_explicit_options(pretrained):
+    from gpt2.train.recipes import build_config, resolve_micro_batch
 
-    config = tiny_config(Path("unused"), Path("unused-run"), init_from=str(pretrained), lr=None, steps=None)
-    assert (config.lr, config.steps, config.warmup_steps) == (
-        FINE_TUNE_DEFAULTS.lr,
-        FINE_TUNE_DEFAULTS.steps,
-        2,  # explicit (tiny_config's warmup_steps=2) beats the recipe
-    )
-    assert config.size == "tiny" and config.micro_batch == 2 and config.model.vocab_size == 50304
+    unset = dict(lr=None, steps=None, batch_tokens=None, micro_batch=None)
+    config = tiny_config(Path("unused"), Path("unused-run"), init_from=str(pretrained), **unset)
+    # tiny on a CPU: 500 steps of 2,048 tokens at tiny's own lr 3e-3 (measured: docs/training.md, "Fine-tuning on a
+    # CPU"), 65,536 val tokens; tiny_config's explicit warmup_steps=2 and eval_every=0 beat the recipe's 20 and 50
+    tuned = (config.recipe, config.lr, config.steps, config.batch_tokens, config.eval_tokens, config.warmup_steps)
+    assert tuned == ("tiny", 3e-3, 500, 2048, 65536, 2) and config.eval_every == 0
+    assert config.size == "tiny" and config.model.vocab_size == 50304 and config.model.block_size == 32  # --seq-len 32
+    assert resolve_micro_batch(config, "cpu", 1).micro_batch == 16  # 2,048 / 32 = 64 sequences, capped at 16
+    # a Hugging Face GPT-2 124M on a GPU: the 124M recipe fine-tuned, 500 steps of 65,536 tokens at lr 6e-5
+    hf = GPTConfig(vocab_size=GPT2_VOCAB_SIZE)
+    gpu = resolve_micro_batch(build_config({"init_from": "gpt2"}, "cuda", hf), "cuda", 1)
+    expected = dict(recipe="124M", model=hf, lr=6e-5, steps=500, batch_tokens=65536, micro_batch=64, warmup_steps=20)
+    expected.update(eval_every=50, eval_tokens=10 * 2**19, save_every=100, hellaswag_every=0, min_lr_ratio=0.1)
+    assert {name: getattr(gpu, name) for name in expected} == expected  # as before the CPU defaults
+    # on a CPU: 2,048-token steps of 2 sequences at GPT-2's lr; the Muon variant keeps its own schedule
+    cpu = resolve_micro_batch(build_config({"init_from": "gpt2", "recipe": "muon"}, "cpu", hf), "cpu", 1)
+    tuned = (cpu.recipe, cpu.lr, cpu.batch_tokens, cpu.micro_batch, cpu.schedule, cpu.min_lr_ratio)
+    assert tuned == ("124M-muon", 6e-5, 2048, 2, "wsd", 0.0)
 
 
 def test_python_train_py_passes_init_from_through(corpora, pretrained, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from gpt2.store.checkpoint import read_meta
 from gpt2.store.rundir import latest_checkpoint, read_metrics
-from gpt2.train.config import build_config
+from gpt2.train.recipes import build_config
 from gpt2.train.trainer import train
 from train_helpers import REPO, prepared_dataset
 

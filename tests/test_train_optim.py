@@ -20,9 +20,9 @@ from gpt2.runtime.distributed import DistContext
 from gpt2.store.checkpoint import load_checkpoint
 from gpt2.store.rundir import read_metrics
 from gpt2.store.tensors import load_tensor_tree
-from gpt2.train.config import TrainConfig, build_config
+from gpt2.train.config import TrainConfig
 from gpt2.train.optim import BlockMuon, build_optimizers, muon_param_groups, newton_schulz, newton_schulz_flops
-from gpt2.train.recipes import RECIPES
+from gpt2.train.recipes import RECIPES, build_config
 from gpt2.train.schedule import learning_rate
 from gpt2.train.trainer import Trainer, train
 from train_helpers import (
@@ -147,14 +147,15 @@ def test_wsd_schedule():
 
 def test_recipes_and_precedence():
     muon = build_config({"size": "tiny", "recipe": "muon"}, "cpu")
+    assert muon == build_config({"recipe": "tiny-muon"}, "cpu") and muon.recipe == "tiny-muon"
     assert (muon.optimizer, muon.schedule, muon.muon_lr, muon.weight_decay) == ("muon", "wsd", 0.02, 0.0)
     assert muon.muon_qkv == "split"  # q, k, v orthogonalised separately (measured in docs/training.md)
-    assert muon.lr == 3e-3 and muon.warmup_steps == 20  # not set by the recipe: the per-size defaults
+    assert muon.lr == 3e-3 and muon.warmup_steps == 20  # not changed by Muon: tiny's
     explicit = build_config({"size": "tiny", "recipe": "muon", "muon_lr": 0.05, "schedule": "cosine"}, "cpu")
     assert explicit.muon_lr == 0.05 and explicit.schedule == "cosine"  # flags beat the recipe
     seed = build_config({"size": "tiny", "recipe": "gpt2"}, "cpu")
     assert seed == build_config({"size": "tiny"}, "cpu") and seed.optimizer == "adamw" and seed.schedule == "cosine"
-    assert RECIPES["gpt2"].options() == {}  # the seed's recipe is the TrainConfig defaults
+    assert seed.recipe == "tiny" and RECIPES["124M"]() == TrainConfig()  # the seed's recipe: the field defaults
 
 
 # ---------------------------------------------------------------- the trainer with Muon
@@ -181,7 +182,7 @@ def test_muon_trains_with_bf16_accumulation_eval_and_nan_guard(dataset, tmp_path
     assert train_rows[0]["muon_lr"] == pytest.approx(0.01) and train_rows[0]["lr"] == pytest.approx(1.5e-3)
     assert [r["step"] for r in rows if r["type"] == "eval"] == [4, 8] and summary["step"] == 8
     run = json.loads((out / "run.json").read_text())
-    assert run["config"]["recipe"] == "muon" and run["dtype"] == "bfloat16" and run["optimizer_flops_per_step"] > 0
+    assert run["config"]["recipe"] == "tiny-muon" and run["dtype"] == "bfloat16" and run["optimizer_flops_per_step"] > 0
     muon_state = load_tensor_tree(out / "step_000008", "muon")["state"]
     adamw_state = load_tensor_tree(out / "step_000008", "optimizer")["state"]
     assert set(muon_state) == {f"transformer.h.{i}.{n}" for i in range(2) for n in HIDDEN}
@@ -238,7 +239,7 @@ def test_unknown_optimizer_and_recipe(dataset, tmp_path):
     config = tmp_path / "c.json"
     config.write_text('{"recipe": "fast"}')
     result = run_train([*TINY_RUN, *QUIET, "--config", str(config), "--data", str(dataset), "--out", str(tmp_path)])
-    _one_error_line(result, "--recipe must be one of gpt2, muon")
+    _one_error_line(result, "--recipe fast: unknown recipe; known: 124M, 350M, 774M, 1558M, mini, tiny, 124M-muon")
     with pytest.raises(GPT2Error, match="--fsdp does not work with --optimizer muon: FSDP shards each matrix"):
         tiny_config(dataset, tmp_path, recipe="muon", fsdp=True).validate(world_size=2)
 

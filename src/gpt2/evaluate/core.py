@@ -36,6 +36,7 @@ from torch import nn
 from gpt2.errors import GPT2Error
 from gpt2.evaluate.hellaswag import default_cache_dir
 from gpt2.evaluate.scoring import EncodedRequest, score_requests
+from gpt2.evaluate.slots import GPT2_CORE
 from gpt2.runtime.device import model_device
 from gpt2.runtime.distributed import all_reduce_sum, rank_and_world_size
 from gpt2.runtime.parallel import unwrap_model
@@ -55,7 +56,6 @@ CORE_TASKS = (
     "boolq", "bigbench_language_identification",
 )  # fmt: skip
 # OpenAI's GPT-2 checkpoints as measured by nanochat (dev/estimate_gpt3_core.ipynb, all 22 tasks).
-GPT2_CORE = {"124M": 0.1139, "355M": 0.1849, "774M": 0.2146, "1558M": 0.2565}
 # The string field and then the options (a list; language modelling: a second string) of each task type's examples
 _FIELDS = {
     "multiple_choice": ("query", "choices"),
@@ -328,18 +328,6 @@ def evaluate_core(model: nn.Module, tasks: Sequence[CoreTask], progress: Any = N
     core = sum(r["centered"] for r in rows.values()) / len(rows)
     missing = [label for label in CORE_TASKS if label not in rows]
     return {"core": core, "tasks": rows, "missing": missing, "reference": GPT2_CORE}
-
-
-def core_slot(
-    model: nn.Module, bundle: str | Path | None = None, max_per_task: int = 500, **kwargs: Any
-) -> dict[str, float]:
-    """In-loop CORE (``--core-every N --core-max-per-task K``): ``{"core": score}`` for the metrics row.
-
-    Every rank must call it (the examples are sharded); ``kwargs``: device, dtype, batch_rows.
-    The bundle is read once and kept.
-    """
-    tasks = load_bundle(resolve_bundle(bundle), max_per_task)
-    return {"core": evaluate_core(model, tasks, **kwargs)["core"]}
 
 
 def resolve_bundle(bundle: str | Path | None) -> Path:

@@ -17,6 +17,8 @@ from typing import Any
 
 from gpt2.evaluate.harness_tasks import GPT2_124M_PUBLISHED
 
+GPT2_CORE = {"124M": 0.1139, "355M": 0.1849, "774M": 0.2146, "1558M": 0.2565}  # OpenAI's weights, nanochat's CORE
+
 GPT2_124M_VAL_LOSS = 3.2924  # OpenAI GPT-2 124M on FineWeb-Edu val, as reported by build-nanogpt / llm.c
 GPT2_124M_HELLASWAG_PER_TOKEN = 0.294  # acc_norm per completion token (build-nanogpt's hellaswag.py)
 CHANCE = (0.25, "chance (4 endings)")
@@ -78,6 +80,15 @@ def _hellaswag(model: Any, ctx: SlotContext) -> dict[str, Any]:
     return {f"hellaswag_{key}": value for key, value in result.items()}  # acc, acc_norm, acc_norm_token, n
 
 
+def _core(model: Any, ctx: SlotContext) -> dict[str, Any]:
+    from gpt2.evaluate import core
+
+    cfg = ctx.config
+    if "core" not in ctx.cache:  # read (or download) the bundle once per run
+        ctx.cache["core"] = core.load_bundle(core.resolve_bundle(cfg.core_bundle), cfg.core_max_per_task)
+    return {"core": core.evaluate_core(model, ctx.cache["core"], device=ctx.device, dtype=ctx.dtype)["core"]}
+
+
 def _lm_eval(metric: str) -> tuple[float, str]:
     return GPT2_124M_PUBLISHED[("hellaswag", metric)], "GPT-2 124M (lm-eval)"
 
@@ -106,6 +117,19 @@ SLOTS: list[Slot] = [
             ),
             Metric("hellaswag_acc", "HellaSwag acc", True, (_lm_eval("acc"), CHANCE), plot=False),
             Metric("hellaswag_n", "HellaSwag items", plot=False),
+        ),
+    ),
+    Slot(
+        "core",
+        lambda cfg: cfg.core_every,
+        _core,
+        (
+            Metric(
+                "core",
+                "CORE (--core-max-per-task examples a task)",
+                True,
+                tuple((v, f"GPT-2 {k}") for k, v in GPT2_CORE.items()),
+            ),
         ),
     ),
 ]

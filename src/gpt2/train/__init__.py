@@ -1,6 +1,7 @@
 """Training: ``gpt2 train`` / ``train.py`` on 1..N GPUs or CPU processes (torchrun), with exact resume.
 
-``gpt2.train.config``       TrainConfig, per-size defaults, --config files
+``gpt2.train.config``       TrainConfig (its field defaults: the 124M recipe), --config files
+``gpt2.train.recipes``      the named recipes, fine-tuning, and the one precedence recipe < --config < flags
 ``gpt2.train.schedule``     warmup + cosine learning rate
 ``gpt2.train.state``        the trainer's checkpoint component (step, clock, data position) and the resume checks
 ``gpt2.train.trainer``      the wiring and the loop
@@ -8,7 +9,7 @@
 ``gpt2.train.console``      metrics rows and console lines
 ``gpt2.train.signals``      SIGTERM / Ctrl-C: finish the step, save, exit
 ``gpt2.train.mfu``          peak FLOP/s table and MFU
-``gpt2.train.options``      the flags, help and docs table generated from the TrainConfig fields
+``gpt2.train.options``      the flags and their help, generated from the TrainConfig fields
 ``gpt2.train.cli``          the ``gpt2 train`` command
 
 Devices, autocast, the torchrun process group and DDP / FSDP2 wrapping live in ``gpt2.runtime``

@@ -2,13 +2,13 @@
 
 Each option is a ``TrainConfig`` field declared with :func:`option`: its type, default, one-line help and
 group live in the field (``metadata``), and :mod:`gpt2.train.options` turns them into the command-line
-flags, their ``--help`` and the options table of docs/training.md. Messages name an option by
-:func:`option_name`, so they read the same whether a value came from a flag or a ``--config`` file.
+flags and their ``--help`` (tools/docs_options.py into the options table of docs/training.md). Messages name
+an option by :func:`option_name`, so they read the same whether a value came from a flag or a ``--config`` file.
 
-The 124M defaults are the seed's (build-nanogpt) recipe: 2^19-token batches of T=1024, AdamW
+The field defaults are the 124M recipe of the seed (build-nanogpt): 2^19-token batches of T=1024, AdamW
 beta=(0.9, 0.95), weight decay 0.1, max lr 6e-4 with 715 warmup steps and cosine decay to 10%
-over 19,073 steps (~10B tokens), grad clip 1.0. Other sizes override a few of them
-(:data:`gpt2.train.recipes.SIZE_DEFAULTS`).
+over 19,073 steps (~10B tokens), grad clip 1.0. The other recipes, fine-tuning and the precedence
+recipe < ``--config`` file < flags are :mod:`gpt2.train.recipes`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 from gpt2.config import GPTConfig
 from gpt2.errors import GPT2Error
 from gpt2.store.files import read_json_object
-from gpt2.train.recipes import FINE_TUNE_DEFAULTS, RECIPES, SIZE_DEFAULTS
 from gpt2.train.schedule import SCHEDULES
 from gpt2.train.tracking import TRACKERS, parse_log_to
 
@@ -46,12 +45,13 @@ def option(default: Any, help: str, group: str, **extra: Any) -> Any:
 class TrainConfig:
     """Everything that defines a training run. Token counts are tokens, steps are optimizer steps.
 
-    ``model`` and ``size`` are not flags of their own: ``--size`` / a ``--config`` model shape set them.
-    ``None`` for an option means "decided later" (its ``default_text`` says how).
+    ``model``, ``size`` and ``recipe`` are not flags of their own: ``--recipe`` / ``--size`` / a ``--config``
+    model shape set them. ``None`` for an option means "decided later" (its ``default_text`` says how).
     """
 
     model: GPTConfig = field(default_factory=lambda: GPTConfig.named("124M"))
-    size: str | None = "124M"  # registry name the model came from (None for a custom config)
+    size: str | None = "124M"  # the registry size with the model's layers (None for a custom shape)
+    recipe: str = "124M"  # the named recipe the run started from (gpt2.train.recipes.RECIPES)
     data: str = option("edu_fineweb10B", "prepared dataset directory (gpt2 prepare)", "data", metavar="DIR")
     out: str = option("runs/gpt2", "run directory: checkpoints, metrics.jsonl, run.json", "data", metavar="RUN_DIR")
     init_from: str | None = option(
@@ -78,14 +78,7 @@ class TrainConfig:
         metavar="TEACHER",
         default_text="off",
     )
-    # optimisation (seed recipe)
-    recipe: str = option(
-        "gpt2",
-        "named recipe (gpt2.train.recipes.RECIPES): gpt2 = AdamW + cosine (the seed), muon = Muon + AdamW, "
-        "warmup-stable-decay; explicit options override it",
-        "optim",
-        choices=tuple(RECIPES),
-    )
+    # optimisation (the seed's 124M recipe)
     optimizer: str = option(
         "adamw",
         "adamw: AdamW on every parameter; muon: Muon on the hidden 2-D matrices, AdamW on the rest",
@@ -94,12 +87,13 @@ class TrainConfig:
     )
     steps: int = option(19073, "optimizer steps (at 124M: x 2^19 tokens = 10B, one epoch of sample-10BT)", "optim")
     batch_tokens: int = option(2**19, "tokens per optimizer step, over all micro-steps and ranks", "optim")
-    micro_batch: int = option(
-        64, "sequences per forward/backward on one rank", "optim", default_text="64 on GPU, 8 on CPU; per --size"
+    micro_batch: int | None = option(
+        None,
+        "sequences per forward/backward on one rank",
+        "optim",
+        default_text="auto: the most that divides the batch, up to a per-size cap (table below; smaller on CPU)",
     )
-    seq_len: int = option(
-        1024, "tokens per sequence (at most the model's block size)", "optim", default_text="min(block size, 1024)"
-    )
+    seq_len: int = option(1024, "tokens per sequence (at most the model's block size)", "optim")
     lr: float = option(6e-4, "peak learning rate", "optim")
     schedule: str = option(
         "cosine",
@@ -161,6 +155,11 @@ class TrainConfig:
     hellaswag_path: str | None = option(
         None, "HellaSwag JSONL file", "loop", metavar="FILE", default_text="the official set, downloaded once"
     )
+    core_every: int = option(0, "CORE (gpt2 eval core) every N steps", "loop")
+    core_max_per_task: int = option(100, "CORE examples per task in the loop (a fast estimate)", "loop")
+    core_bundle: str | None = option(
+        None, "CORE eval bundle directory", "loop", metavar="DIR", default_text="$GPT2_CORE_BUNDLE or downloaded once"
+    )
     sample_every: int | None = option(None, "generate samples every N steps", "loop", default_text="--eval-every")
     sample_prompt: str = option("Hello, I'm a language model,", "prompt of the in-loop samples", "loop")
     sample_tokens: int = option(32, "new tokens per in-loop sample", "loop")
@@ -186,11 +185,12 @@ class TrainConfig:
 
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-steps per optimizer step on each rank: batch_tokens / (micro_batch * seq_len * world_size)."""
-        per_micro = self.micro_batch * self.seq_len * world_size
+        micro = self.micro_batch or 1  # auto (None): the trainer picks a divisor (gpt2.train.recipes)
+        per_micro = micro * self.seq_len * world_size
         if self.batch_tokens % per_micro != 0:
             raise GPT2Error(
                 f"{option_name('batch_tokens')} {self.batch_tokens} is not divisible by micro-batch x seq-len x "
-                f"world size = {self.micro_batch} x {self.seq_len} x {world_size} = {per_micro}; pick "
+                f"world size = {micro} x {self.seq_len} x {world_size} = {per_micro}; pick "
                 f"{option_name('batch_tokens')} as a multiple of {per_micro} "
                 f"(e.g. {max(1, round(self.batch_tokens / per_micro)) * per_micro})"
             )
@@ -201,13 +201,13 @@ class TrainConfig:
         for name in OPTION_NAMES:
             check_option_value(name, getattr(self, name))
         positive = ("steps", "batch_tokens", "micro_batch", "seq_len", "lr", "peak_flops", "eval_tokens", "muon_lr")
-        positive += ("sample_tokens", "num_samples", "hellaswag_limit")
+        positive += ("sample_tokens", "num_samples", "hellaswag_limit", "core_max_per_task")
         for name in positive:
             value = getattr(self, name)
             if value is not None and value <= 0:  # None (peak_flops, hellaswag_limit) = decided later
                 raise GPT2Error(f"{option_name(name)} must be positive, got {value}")
         non_negative = ("warmup_steps", "eval_every", "save_every", "keep_last", "grad_clip", "weight_decay", "seed")
-        for name in (*non_negative, "hellaswag_every", "sample_every", "log_every", "muon_weight_decay"):
+        for name in (*non_negative, "core_every", "hellaswag_every", "sample_every", "log_every", "muon_weight_decay"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise GPT2Error(f"{option_name(name)} must be >= 0, got {value}")
@@ -257,9 +257,8 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 OPTION_NAMES = tuple(name for name, f in FIELDS.items() if "help" in f.metadata)  # the command-line options
-MODEL_FIELDS = {f.name for f in dataclasses.fields(GPTConfig)}
-SHAPE_FIELDS = MODEL_FIELDS - {"dropout"}  # dropout is a GPTConfig field but also an option of its own
-LAYER_FIELDS = ("n_layer", "n_head", "n_embd")
+# dropout is a GPTConfig field but also an option of its own
+SHAPE_FIELDS = {f.name for f in dataclasses.fields(GPTConfig)} - {"dropout"}
 _TYPES = typing.get_type_hints(TrainConfig)
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
@@ -300,7 +299,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """Options from a JSON ``--config`` file, each checked against its TrainConfig type.
 
     The file holds training options by their ``TrainConfig`` names (``"lr"``, ``"steps"``, ...), a
-    ``"size"``, and/or the model shape, either as GPTConfig fields at the top level (a model's
+    ``"recipe"`` or ``"size"``, and/or the model shape, either as GPTConfig fields at the top level (a model's
     ``config.json`` works as is) or under ``"model"``. Unknown keys are an error, so typos never
     silently fall back to a default.
     """
@@ -315,7 +314,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     for key in list(data):
         if key in SHAPE_FIELDS:
             model[key] = data.pop(key)
-    unknown = sorted(set(data) - set(OPTION_NAMES) - {"size"})
+    unknown = sorted(set(data) - set(OPTION_NAMES) - {"recipe", "size"})
     if unknown:
         raise GPT2Error(f"--config {path}: unknown option(s) {', '.join(unknown)}")
     try:
@@ -325,78 +324,3 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if model:
         data["model"] = model
     return data
-
-
-def build_config(options: dict[str, Any], device_type: str, init_model: GPTConfig | None = None) -> TrainConfig:
-    """Resolve a TrainConfig from explicit options (CLI flags and ``--config`` values, already merged).
-
-    Precedence: explicit option > recipe (:data:`gpt2.train.recipes.RECIPES`, ``--recipe``) > fine-tuning default
-    (:data:`gpt2.train.recipes.FINE_TUNE_DEFAULTS`, with ``init_from``) > per-size default
-    (:data:`gpt2.train.recipes.SIZE_DEFAULTS`) > TrainConfig default. ``device_type`` ("cuda", "mps", "cpu") picks
-    the micro-batch default (small on CPU, where big batches only cost memory). With ``init_from``,
-    ``init_model`` is the config of those weights (:func:`gpt2.train.init.resolve_config` reads it) and the
-    model takes its shape (:func:`fine_tune_shape`).
-    """
-    options = {k: v for k, v in options.items() if v is not None}
-    size = options.pop("size", None)
-    model_fields = options.pop("model", None)
-    unknown = sorted(set(options) - set(OPTION_NAMES))
-    if unknown:
-        raise GPT2Error(f"unknown training option(s): {', '.join(unknown)}")
-    options = {name: check_option_value(name, value) for name, value in options.items()}
-    dropout = options.get("dropout", (model_fields or {}).get("dropout", 0.0))
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise GPT2Error(f"{option_name('dropout')} must be in [0, 1), got {dropout!r}")
-    options["dropout"] = float(dropout)
-    defaults: dict[str, Any] = {}
-    if options.get("init_from"):
-        if init_model is None:
-            raise GPT2Error(f"{option_name('init_from')}: the config of the weights is needed to build the run")
-        model = fine_tune_shape(init_model, options["init_from"], size, model_fields, options.get("seq_len"))
-        size = size or model.registry_name()
-        defaults = FINE_TUNE_DEFAULTS.options()
-    elif model_fields is not None:
-        base = GPTConfig.named(size).to_dict() if size else {}
-        model = GPTConfig.from_dict({**base, **model_fields, "dropout": 0.0})
-        if size and model != GPTConfig.named(size):
-            size = None  # a modified shape no longer gets that size's defaults
-    else:
-        size = size or "124M"
-        model = GPTConfig.named(size)
-    model = dataclasses.replace(model, dropout=options["dropout"])
-    sized = SIZE_DEFAULTS.get(size or "")
-    recipe = RECIPES[options.get("recipe", FIELDS["recipe"].default)]
-    defaults = {**(sized.options(device_type) if sized is not None else {}), **defaults, **recipe.options()}
-    if "seq_len" not in options:
-        defaults["seq_len"] = min(model.block_size, 1024)
-    return TrainConfig(model=model, size=size, **{**defaults, **options})
-
-
-def fine_tune_shape(
-    source: GPTConfig, spec: str, size: str | None, model_fields: dict[str, Any] | None, seq_len: int | None
-) -> GPTConfig:
-    """The model config of a run fine-tuning weights of config ``source`` (from ``--init-from spec``).
-
-    The shape is the weights': an explicit ``--size`` (its layers) or ``--config`` shape that differs is an
-    error. Only the context may shrink, to a smaller ``block_size`` or ``--seq-len`` (the position embeddings
-    are cropped, as nanoGPT's ``crop_block_size``); the vocabulary stays the source's (see docs/training.md).
-    """
-    explicit = {k: getattr(GPTConfig.named(size), k) for k in LAYER_FIELDS} if size else {}
-    explicit.update({k: v for k, v in (model_fields or {}).items() if k in SHAPE_FIELDS})
-    block_size = explicit.pop("block_size", source.block_size)
-    conflicts = [
-        f"{k}={v} (the weights have {getattr(source, k)})" for k, v in explicit.items() if v != getattr(source, k)
-    ]
-    if conflicts:
-        what = f"--size {size}" if size else "the --config model shape"
-        raise GPT2Error(
-            f"{option_name('init_from')} {spec}: {what} asks for {', '.join(conflicts)}; the shape comes from the "
-            "weights, leave --size (and the --config model fields) out"
-        )
-    if block_size > source.block_size:
-        raise GPT2Error(
-            f"{option_name('init_from')} {spec}: block_size {block_size} is larger than the weights' context window "
-            f"({source.block_size} positions); it can only shrink"
-        )
-    # a shorter --seq-len crops too, so the saved model's context is what it was fine-tuned at
-    return dataclasses.replace(source, block_size=min(block_size, seq_len or block_size))

@@ -31,7 +31,8 @@ from gpt2.model import GPT
 from gpt2.store.checkpoint import find_checkpoint, model_from_state_dict, read_config, read_meta
 from gpt2.store.load import TORCH_FILE_SUFFIXES, load
 from gpt2.store.rundir import find_resume_checkpoint
-from gpt2.train.config import TrainConfig, build_config, option_name
+from gpt2.train.config import TrainConfig, option_name
+from gpt2.train.recipes import build_config
 
 
 @dataclass
@@ -150,7 +151,7 @@ def initial_model(
 
 
 def resolve_config(options: dict[str, Any], device_type: str) -> tuple[TrainConfig, InitSource | None]:
-    """:func:`gpt2.train.config.build_config` for options that may hold ``init_from``; returns the config and
+    """:func:`gpt2.train.recipes.build_config` for options that may hold ``init_from``; returns the config and
     the loaded source (None when there is none, or the run resumes: then the checkpoint gives the shape).
 
     Reads only: a bad source fails here, before the run directory is created.

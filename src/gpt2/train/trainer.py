@@ -38,6 +38,7 @@ from gpt2.train.hooks import InLoopEvaluation
 from gpt2.train.init import InitSource, initial_model
 from gpt2.train.mfu import device_peak_flops, model_flops_utilization
 from gpt2.train.optim import build_optimizers, check_resume_optimizer, muon_class, newton_schulz_flops
+from gpt2.train.recipes import resolve_micro_batch
 from gpt2.train.signals import MicroStepStop, StopRequest
 from gpt2.train.state import TrainState, check_resumable
 from gpt2.train.tracking import Tracking
@@ -49,7 +50,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, ctx: DistContext, model: GPT | None = None, init: InitSource | None = None):
         from gpt2.data import TokenShardLoader
 
-        self.cfg = cfg = config
+        self.cfg = cfg = resolve_micro_batch(config, ctx.device.type, ctx.world_size)  # --micro-batch auto
         self.ctx = ctx
         self.device = ctx.device
         cfg.validate(ctx.world_size)
