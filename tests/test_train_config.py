@@ -55,7 +55,14 @@ RECIPE_VALUES = {
     "tiny": (2, 64, 128, 3e-3, 4096, 200, 20, 50, 16, 16),
 }
 DECIDED_LATER = {"micro_batch", "compile", "peak_flops", "hellaswag_every", "hellaswag_limit", "hellaswag_path"}
-DECIDED_LATER |= {"sample_every", "init_from", "resume"}  # None = "decided later" (their --help says how)
+DECIDED_LATER |= {
+    "sample_every",
+    "init_from",
+    "resume",
+    "init_layers",
+    "distill_from",
+    "core_bundle",
+}  # None: off or later
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -34,9 +34,9 @@ import torch
 from torch import nn
 
 from gpt2.errors import GPT2Error
+from gpt2.evaluate.harness_tasks import GPT2_CORE
 from gpt2.evaluate.hellaswag import default_cache_dir
 from gpt2.evaluate.scoring import EncodedRequest, score_requests
-from gpt2.evaluate.slots import GPT2_CORE
 from gpt2.runtime.device import model_device
 from gpt2.runtime.distributed import all_reduce_sum, rank_and_world_size
 from gpt2.runtime.parallel import unwrap_model

@@ -36,6 +36,8 @@ GPT2_124M_PUBLISHED: dict[tuple[str, str], float] = {
     ("hellaswag", "acc"): 0.2892,
     ("hellaswag", "acc_norm"): 0.3114,
 }
+# CORE of OpenAI's GPT-2 checkpoints, as measured by nanochat (gpt2 eval core prints these beside ours)
+GPT2_CORE = {"124M": 0.1139, "355M": 0.1849, "774M": 0.2146, "1558M": 0.2565}
 
 
 def require_lm_eval() -> None:

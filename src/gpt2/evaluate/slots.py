@@ -15,9 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpt2.evaluate.harness_tasks import GPT2_124M_PUBLISHED
-
-GPT2_CORE = {"124M": 0.1139, "355M": 0.1849, "774M": 0.2146, "1558M": 0.2565}  # OpenAI's weights, nanochat's CORE
+from gpt2.evaluate.harness_tasks import GPT2_124M_PUBLISHED, GPT2_CORE
 
 GPT2_124M_VAL_LOSS = 3.2924  # OpenAI GPT-2 124M on FineWeb-Edu val, as reported by build-nanogpt / llm.c
 GPT2_124M_HELLASWAG_PER_TOKEN = 0.294  # acc_norm per completion token (build-nanogpt's hellaswag.py)
@@ -87,6 +85,10 @@ def _core(model: Any, ctx: SlotContext) -> dict[str, Any]:
     if "core" not in ctx.cache:  # read (or download) the bundle once per run
         ctx.cache["core"] = core.load_bundle(core.resolve_bundle(cfg.core_bundle), cfg.core_max_per_task)
     return {"core": core.evaluate_core(model, ctx.cache["core"], device=ctx.device, dtype=ctx.dtype)["core"]}
+
+
+def _gpt2_family(scores: dict[str, float]) -> tuple[tuple[float, str], ...]:
+    return tuple((value, f"GPT-2 {size}") for size, value in scores.items())
 
 
 def _lm_eval(metric: str) -> tuple[float, str]:
