@@ -6,24 +6,18 @@ those never import this module, so there is no cycle between them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from gpt2.errors import GPT2Error
-from gpt2.interop.hf import load_hf_model
+from gpt2.interop.hf import is_local_path, load_hf_model
 from gpt2.interop.nanogpt import load_nanogpt_checkpoint
 from gpt2.model import GPT
 from gpt2.store.checkpoint import CONFIG_FILE, is_checkpoint_dir, load_checkpoint
 from gpt2.store.rundir import latest_checkpoint
 
 TORCH_FILE_SUFFIXES = (".pt", ".pth", ".ckpt")  # nanoGPT / build-nanogpt checkpoints (read without unpickling code)
-
-
-def _looks_like_path(spec: str) -> bool:
-    """True for what can only be a (missing) local path, not a hub name such as ``gpt2`` or ``org/name``."""
-    return spec.startswith((".", "/")) or (os.sep in spec and spec.count("/") != 1)
 
 
 def load(spec: str | Path, device: torch.device | str = "cpu") -> GPT:
@@ -35,7 +29,8 @@ def load(spec: str | Path, device: torch.device | str = "cpu") -> GPT:
     * a training run directory: the checkpoint its ``latest`` file points to;
     * a local Hugging Face GPT-2 directory (a ``config.json`` of another format);
     * a nanoGPT / build-nanogpt ``.pt`` file (``.pth``, ``.ckpt``), read without unpickling code;
-    * otherwise a Hugging Face hub name such as ``gpt2`` (needs the network or the HF cache).
+    * otherwise a Hugging Face hub name such as ``gpt2`` (needs the network or the HF cache); a missing spec
+      that can only be a local path (``./x``, ``a/b/c``, ``runs/dmeo`` beside ``runs/``, ``x.pt``) fails at once.
 
     Anything else is a GPT2Error naming ``spec``.
     """
@@ -53,6 +48,6 @@ def load(spec: str | Path, device: torch.device | str = "cpu") -> GPT:
         if path.suffix in TORCH_FILE_SUFFIXES:
             return load_nanogpt_checkpoint(path).to(device).eval()
         raise GPT2Error(f"{path}: unsupported model file (expected a checkpoint directory or a .pt file)")
-    if _looks_like_path(str(spec)):
-        raise GPT2Error(f"model not found: {spec}")
+    if path.suffix in TORCH_FILE_SUFFIXES or is_local_path(str(spec)):  # not a hub name: no 28 s of hub retries
+        raise GPT2Error(f"model not found: {spec} (no such file or directory)")
     return load_hf_model(str(spec), device=device)
