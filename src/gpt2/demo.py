@@ -205,7 +205,11 @@ def run_demo(
     last_loss = metrics.last_value("train", "loss")
     if first_loss is not None:
         print(f"train loss: {first_loss:.3f} at step 1 -> {last_loss:.3f} at step {metrics.train[-1]['step']}")
-    print(f"val loss:   {val_row['val_loss']:.4f}" if val_row else "val loss:   (not evaluated)")
+    if val_row:
+        tokens = f" on {val_row['val_tokens']:,} val tokens" if "val_tokens" in val_row else ""
+        print(f"val loss:   {val_row['val_loss']:.4f}{tokens} (`gpt2 eval loss` scores the whole val split)")
+    else:
+        print("val loss:   (not evaluated)")
     if hs_row:
         acc, n = hs_row["hellaswag_acc_norm"], hs_row.get("hellaswag_n")
         print(f"HellaSwag:  acc_norm {acc:.3f} on {n} items (chance 0.25)")

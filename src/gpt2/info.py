@@ -80,7 +80,7 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"source:     {info['source']}")
     print("config:     " + ", ".join(f"{k}={v}" for k, v in info["config"].items()))
     print(f"parameters: {info['parameters']:,}")
-    for key in ("step", "tokens", "val_loss", "hellaswag_acc_norm"):
+    for key in ("step", "tokens", "val_loss", "val_tokens", "hellaswag_acc_norm"):
         if key in info["meta"]:
             print(f"{key + ':':<12}{info['meta'][key]}")
     return 0

@@ -116,7 +116,10 @@ def summary_rows(run: RunMetrics) -> list[tuple[str, str]]:
     val_row = run.last_eval_row("val_loss")
     if val_row is not None:
         _, vals = run.series("evals", "val_loss")
-        rows.append(("final val loss", f"{val_row['val_loss']:.4f} (step {val_row.get('step')}; best {min(vals):.4f})"))
+        over = f" over {val_row['val_tokens']:,} val tokens" if "val_tokens" in val_row else ""
+        rows.append(
+            ("final val loss", f"{val_row['val_loss']:.4f}{over} (step {val_row.get('step')}; best {min(vals):.4f})")
+        )
     hs = run.last_eval_row("hellaswag_acc_norm")
     if hs is not None:
         parts = [f"acc_norm {hs['hellaswag_acc_norm']:.4f} (lm-eval style; GPT-2 124M: {GPT2_124M_HELLASWAG_LM_EVAL})"]

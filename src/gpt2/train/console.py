@@ -37,7 +37,8 @@ def format_eval_line(row: dict[str, Any]) -> str:
     """The console line of one eval row: validation loss and/or HellaSwag accuracy."""
     parts = [f"eval step {row['step']}"]
     if "val_loss" in row:
-        parts.append(f"val loss {row['val_loss']:.4f}")
+        tokens = f" ({row['val_tokens']:,} tokens)" if "val_tokens" in row else ""  # eval rows before issue 23: none
+        parts.append(f"val loss {row['val_loss']:.4f}{tokens}")
     if "hellaswag_acc_norm" in row:
         parts.append(f"hellaswag acc_norm {row['hellaswag_acc_norm']:.4f} (n={row['hellaswag_n']})")
     return " | ".join(parts)

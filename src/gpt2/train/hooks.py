@@ -83,7 +83,7 @@ class InLoopEvaluation:
             device=str(self.device),
             dtype=self.amp_dtype,
         )
-        return {"val_loss": result["loss"]}
+        return {"val_loss": result["loss"], "val_tokens": result["tokens"]}
 
     def hellaswag(self, model: nn.Module) -> dict[str, Any]:
         from gpt2.evaluate.hellaswag import hellaswag_accuracy, load_hellaswag

@@ -31,7 +31,8 @@ from gpt2.store.tensor_tree import read_safetensors
 from gpt2.train.config import TrainConfig
 
 TRAINER_FILE = "trainer.json"
-SAVED_EVALS = ("val_loss", "hellaswag_acc_norm", "hellaswag_acc")  # last eval results copied into meta.json
+# The last eval results, copied into meta.json (val_tokens: how many tokens val_loss covers).
+SAVED_EVALS = ("val_loss", "val_tokens", "hellaswag_acc_norm", "hellaswag_acc")
 
 
 class Stateful(Protocol):
