@@ -35,6 +35,12 @@ EXAMPLE_PROMPTS = [
     "In a shocking finding, scientists discovered",
     "def fibonacci(n):",
 ]
+SHAKESPEARE_PROMPTS = [  # for a model trained on the demo corpus, which knows nothing but the plays
+    "ROMEO:",
+    "JULIET:\nO Romeo, Romeo!",
+    "KING HENRY V:\nOnce more unto the breach,",
+    "First Citizen:\n",
+]
 
 HOW_TO_GET_A_MODEL = """
 ### No model loaded
@@ -48,6 +54,23 @@ Ways to get one:
   `gpt2 import hf gpt2 --out models/gpt2`, then `gpt2 serve --model models/gpt2`.
 * **Train your own**: see `gpt2 train --help`.
 """
+
+
+def example_prompts(spec: str) -> list[str]:
+    """The page's example prompts, fit for the model: Shakespeare for a run trained on the demo corpus (its
+    run.json names the dataset, whose manifest names the source), else EXAMPLE_PROMPTS."""
+    from gpt2.store.files import read_json_object
+    from gpt2.store.rundir import RUN_FILE
+
+    for run_dir in (Path(spec), Path(spec).parent):  # a run directory, or one of its checkpoints
+        if (run_dir / RUN_FILE).is_file():
+            try:
+                data = read_json_object(run_dir / RUN_FILE).get("data")
+                source = read_json_object(Path(str(data)) / "manifest.json").get("source")
+            except GPT2Error:  # the dataset moved or is gone: the default prompts
+                break
+            return SHAKESPEARE_PROMPTS if str(source).startswith("demo") else EXAMPLE_PROMPTS
+    return EXAMPLE_PROMPTS
 
 
 def model_summary(spec: str, model: Any) -> dict[str, Any]:
@@ -78,6 +101,7 @@ def model_summary(spec: str, model: Any) -> dict[str, Any]:
         "step": meta.get("step"),
         "tokens": meta.get("tokens"),
         "val_loss": meta.get("val_loss"),
+        "val_tokens": meta.get("val_tokens"),  # how many val tokens that loss covers (the trainer's --eval-tokens)
         "hellaswag": meta.get("hellaswag_acc_norm", meta.get("hellaswag_acc")),
         "lm_eval": lm_eval,
     }
@@ -87,6 +111,7 @@ def _format_summary(info: dict[str, Any]) -> str:
     def fmt(value: Any, spec: str = "") -> str:
         return "unknown" if value is None else format(value, spec)
 
+    val_tokens = f" ({info['val_tokens']:,} tokens)" if info.get("val_tokens") else ""
     rows = [
         ("Model", f"`{info['source']}`"),
         ("Size", info["size"]),
@@ -94,7 +119,7 @@ def _format_summary(info: dict[str, Any]) -> str:
         ("Context window", f"{info['context']} tokens"),
         ("Training step", fmt(info["step"], ",")),
         ("Training tokens", fmt(info["tokens"], ",")),
-        ("Validation loss", fmt(info["val_loss"], ".4f")),
+        ("Validation loss", fmt(info["val_loss"], ".4f") + val_tokens),
         ("HellaSwag (acc_norm)", fmt(info["hellaswag"], ".4f")),
     ]
     for row in info.get("lm_eval", []):  # lm-eval results next to OpenAI GPT-2 124M's published number
@@ -193,12 +218,13 @@ def build_app(model_spec: str | None, engine: Any | None, problem: str = "") -> 
                 gr.Markdown(f"**Could not load `{model_spec}`:** {problem}", elem_id="load-error")
             gr.Markdown(HOW_TO_GET_A_MODEL, elem_id="how-to")
             return demo
+        examples = example_prompts(model_spec)
         with gr.Row():
             with gr.Column(scale=3):
                 prompt = gr.Textbox(
                     label="Prompt",
                     lines=4,
-                    placeholder="Hello, I'm a language model,",
+                    placeholder=examples[0],
                     info=f"up to {MAX_PROMPT_CHARS} characters; longer prompts than the context window keep their end",
                     elem_id="prompt",
                 )
@@ -207,7 +233,7 @@ def build_app(model_spec: str | None, engine: Any | None, problem: str = "") -> 
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
                 output = gr.Textbox(label="Output", lines=12, interactive=False, elem_id="output")
                 status = gr.Markdown(elem_id="status")
-                gr.Examples(EXAMPLE_PROMPTS, inputs=[prompt], label="Example prompts")
+                gr.Examples(examples, inputs=[prompt], label="Example prompts")
             with gr.Column(scale=2):
                 max_new_tokens = gr.Slider(
                     1, MAX_NEW_TOKENS, value=64, step=1, label="Max new tokens", elem_id="max-new-tokens"
