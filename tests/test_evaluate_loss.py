@@ -56,8 +56,8 @@ def test_evaluate_loss_is_deterministic_and_equals_direct_computation(data_dir):
 def test_max_tokens_rounds_down_to_whole_windows_spread_over_the_split(data_dir):
     model = tiny_model(seed=2)
     result = evaluate_loss(model, data_dir, max_tokens=200, batch_size=2, seq_len=32)
-    assert result["tokens"] == 192  # 6 windows of 32, of the split's 18: every third one, not the first six
-    expected = _direct_loss(model, _val_windows(data_dir, 32, [0, 3, 6, 9, 12, 15])[1])
+    assert result["tokens"] == 192  # 6 windows of 32 of the split's 18: the middle one of each 3, not the first 6
+    expected = _direct_loss(model, _val_windows(data_dir, 32, [1, 4, 7, 10, 13, 16])[1])
     assert result["loss"] == pytest.approx(expected, abs=1e-5)
     assert evaluate_loss(model, data_dir, max_tokens=10, batch_size=2, seq_len=32)["tokens"] == 32  # >= one window
 

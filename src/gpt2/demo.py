@@ -40,7 +40,9 @@ DEMO_MICRO_BATCH = 4
 DEMO_STEPS = 1000
 DEMO_RECIPE = "muon"
 DEMO_LR = 6e-3
-DEMO_EVAL_TOKENS = 16_384  # per validation pass: a stable estimate that costs a few seconds on a CPU
+# Per validation pass, spread over the 100K-token val split: within noise of the whole split (measured: 0.01 nats
+# off at steps 600-1000, sampling error 0.024; 16,384 tokens: 0.02 off, error 0.037), at ~10% of the training time.
+DEMO_EVAL_TOKENS = 32_768
 DEMO_HELLASWAG_LIMIT = 200  # items scored at the end (chance level is 0.25; a model this small stays near it)
 
 # glibc hands every large freed block (the 50K-vocabulary logits and their gradient, ~200 MB a step here) back to

@@ -58,16 +58,16 @@ def _window_batches(
     ``seq_len`` predicted tokens (``read(start, length)`` returns a slice of the stream).
 
     The stream holds (stream_tokens - 1) // seq_len windows; ``max_tokens`` keeps max_tokens // seq_len of them
-    (at least one), spread evenly over the whole stream, not the first ones: the start of a split is one
-    document (a play, an article), which can be easier or harder than the rest (the demo model's first 16,384
-    val tokens score 0.14 nats below its whole val split; 16,384 spread out, within 0.03). Rank r takes every
+    (at least one), spread evenly over the whole stream (the middle window of each of ``count`` equal stretches),
+    not the first ones: the start of a split is one document (a play, an article), which can be easier or
+    harder than the rest (docs/evaluation.md#validation-loss has the demo's numbers). Rank r takes every
     world_size-th window; a rank one window short repeats window 0 with every target ignored, so all ranks run
     the same forward passes (FSDP-sharded models need that) and the repeat adds nothing to the loss.
     """
     total = (stream_tokens - 1) // seq_len
     count = total if max_tokens is None else max(1, min(total, max_tokens // seq_len))
     rank, world_size = rank_and_world_size()
-    mine = [i * total // count for i in range(rank, count, world_size)]
+    mine = [(2 * i + 1) * total // (2 * count) for i in range(rank, count, world_size)]  # all of them: 0..total-1
     padded = mine + [-1] * (-(-count // world_size) - len(mine))
     for start in range(0, len(padded), batch_size):
         chosen = padded[start : start + batch_size]
