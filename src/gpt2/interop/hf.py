@@ -92,26 +92,25 @@ def is_local_path(spec: str) -> bool:
     """True for what can only mean a local path, never a hub name such as ``gpt2`` or ``owner/name``: it exists,
     starts with ``.``, ``/`` or ``~``, is no hub id (``a/b/c``, a backslash, a space) or sits in a local
     directory (``runs/dmeo`` beside ``runs/``). Such a spec fails at once instead of going to the hub."""
-    path = Path(spec).expanduser()
-    local = path.exists() or spec.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(spec)
-    return local or ("/" in spec and path.parent.is_dir())
+    path = Path(spec).expanduser()  # ".", "/" and "~" cannot start a hub id
+    return path.exists() or not _HUB_ID.fullmatch(spec) or ("/" in spec and path.parent.is_dir())
 
 
-def _hub_answers() -> bool:
-    """Whether the Hugging Face Hub answers, asked twice with a short timeout (huggingface_hub's own backoff
-    retries an unreachable hub for ~25 s before giving up)."""
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be asked, or None when it answers; asked twice with a short timeout
+    (huggingface_hub's own backoff retries an unreachable hub for ~25 s before giving up)."""
     from huggingface_hub import constants
     from huggingface_hub.utils import get_session
 
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
     for attempt in range(2):  # one short retry
-        if constants.HF_HUB_OFFLINE:
-            return False
         try:
             get_session().head(constants.ENDPOINT, timeout=5)
-            return True
+            return None
         except Exception:  # the HTTP client's own errors (httpx or requests, by huggingface_hub version)
             time.sleep(1 - attempt)
-    return False
+    return f"no answer from {constants.ENDPOINT}, asked twice"
 
 
 def _load_transformers():
@@ -207,8 +206,8 @@ def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
         try:
             config, hf_model = from_hub(cache_only=True)  # the HF cache, without the network
         except OSError:
-            if not _hub_answers():
-                raise OSError("no answer from the hub (one retry)") from None
+            if problem := _hub_unreachable():
+                raise OSError(f"not in the HF cache, and {problem}") from None
             config, hf_model = from_hub(cache_only=False)  # the real hub code path: downloads into the HF cache
     except (OSError, ValueError) as exc:
         raise GPT2Error(
