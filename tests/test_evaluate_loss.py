@@ -3,12 +3,13 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from evaluate_helpers import hf_tokenizer, tiny_model, uniform_model, write_jsonl
 from gpt2 import GPT2Error
-from gpt2.data import TokenShardLoader, prepare_documents
+from gpt2.data import prepare_documents
 from gpt2.evaluate.loss import evaluate_loss, evaluate_text_loss, text_file_tokens
 from gpt2.tokenizer import EOT_ID, get_tokenizer
 
@@ -28,25 +29,37 @@ def _direct_loss(model, batches):
     return sum(losses) / len(losses)
 
 
+def _val_windows(data_dir, seq_len, indices):
+    """Windows ``indices`` of ``seq_len`` predicted tokens of the val stream, as (x, y) pairs, read from the
+    shard files themselves (an independent reader: numpy over the uint16 tokens after the 256-int32 header)."""
+    stream = np.concatenate([np.fromfile(f, dtype=np.uint16, offset=1024) for f in sorted(data_dir.glob("*val*.bin"))])
+    stream = torch.from_numpy(stream.astype(np.int64))
+    return len(stream), [
+        (stream[None, i * seq_len : (i + 1) * seq_len], stream[None, i * seq_len + 1 : (i + 1) * seq_len + 1])
+        for i in indices
+    ]
+
+
 def test_evaluate_loss_is_deterministic_and_equals_direct_computation(data_dir):
     model = tiny_model(seed=2)
     first = evaluate_loss(model, data_dir, batch_size=2, seq_len=32)
     second = evaluate_loss(model, data_dir, batch_size=2, seq_len=32)
     assert first == second
-    loader = TokenShardLoader(data_dir, "val", batch_size=2, seq_len=32)
-    steps = loader.steps_per_epoch  # the whole split, each token once
-    assert first["tokens"] == steps * 64
-    assert first["loss"] == pytest.approx(_direct_loss(model, [loader.next_batch() for _ in range(steps)]), abs=1e-5)
+    n, _ = _val_windows(data_dir, 32, [])
+    windows = (n - 1) // 32  # the whole split, each token once, whatever the batch size
+    assert n == 600 and first["tokens"] == windows * 32 == 18 * 32
+    assert first["loss"] == pytest.approx(_direct_loss(model, _val_windows(data_dir, 32, range(windows))[1]), abs=1e-5)
     assert first["perplexity"] == pytest.approx(math.exp(first["loss"]))
+    assert evaluate_loss(model, data_dir, batch_size=5, seq_len=32)["loss"] == pytest.approx(first["loss"], abs=1e-6)
 
 
-def test_max_tokens_rounds_down_to_whole_steps(data_dir):
+def test_max_tokens_rounds_down_to_whole_windows_spread_over_the_split(data_dir):
     model = tiny_model(seed=2)
     result = evaluate_loss(model, data_dir, max_tokens=200, batch_size=2, seq_len=32)
-    assert result["tokens"] == 192  # 3 steps of 2 x 32
-    loader = TokenShardLoader(data_dir, "val", batch_size=2, seq_len=32)
-    assert result["loss"] == pytest.approx(_direct_loss(model, [loader.next_batch() for _ in range(3)]), abs=1e-5)
-    assert evaluate_loss(model, data_dir, max_tokens=10, batch_size=2, seq_len=32)["tokens"] == 64  # >= one step
+    assert result["tokens"] == 192  # 6 windows of 32 of the split's 18: the middle one of each 3, not the first 6
+    expected = _direct_loss(model, _val_windows(data_dir, 32, [1, 4, 7, 10, 13, 16])[1])
+    assert result["loss"] == pytest.approx(expected, abs=1e-5)
+    assert evaluate_loss(model, data_dir, max_tokens=10, batch_size=2, seq_len=32)["tokens"] == 32  # >= one window
 
 
 def test_uniform_model_has_loss_ln_vocab(data_dir):

@@ -32,7 +32,7 @@ def make_run(
                  tok_per_s=1000.0 + step, mfu=0.02, dt_ms=1000.0, time=float(step))
         )  # fmt: skip
         if step % 20 == 0:
-            rows.append(dict(type="eval", step=step, tokens=tokens, val_loss=loss + 0.1))
+            rows.append(dict(type="eval", step=step, tokens=tokens, val_loss=loss + 0.1, val_tokens=16384))
             rows += [] if not hellaswag else [
                 dict(type="eval", step=step, tokens=tokens, hellaswag_acc=0.25, hellaswag_n=40,
                      hellaswag_acc_norm=0.25 + step / 1000, hellaswag_acc_norm_token=0.24 + step / 1000)
@@ -71,6 +71,7 @@ def test_report_contains_the_run_numbers(tmp_path):
     assert f"| final train loss | {final_loss:.4f} (step 60) |" in text
     val = f"{final_loss + 0.1:.4f}"
     assert f"| final val loss | {val} (step 60; best {val}; GPT-2 124M (FineWeb-Edu val): 3.2924) |" in text
+    assert "| final val tokens per evaluation (--eval-tokens) | 16,384 (step 60) |" in text
     assert f"{TINY_PARAMS:,}" in text
     assert "61,440 (61.4K) in 60 steps" in text
     assert "| training wall time | 1m 00s |" in text

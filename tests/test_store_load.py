@@ -1,5 +1,8 @@
 """``gpt2.load``: each kind of source goes to its loader and gives the same weights; anything else is a clear error."""
 
+import re
+import time
+
 import pytest
 import torch
 
@@ -95,6 +98,12 @@ def test_unknown_sources_are_clear_errors(tmp_path):
         load(str(tmp_path / "nope"))
     with pytest.raises(GPT2Error, match="model not found: ./missing-dir"):
         load("./missing-dir")
+    for spec in ("runs/demo/rnu", "missing.pt", "my model", "run\\dir"):  # no hub id: fail before any hub code
+        with pytest.raises(GPT2Error, match=f"model not found: {re.escape(spec)} \\(no such file or directory\\)$"):
+            load(spec)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(GPT2Error, match="model not found: runs/dmeo"):  # owner/name shaped, but runs/ is local
+        load_in(tmp_path, "runs/dmeo")
     with pytest.raises(GPT2Error, match="neither a checkpoint, a run directory nor a Hugging Face model directory"):
         load(tmp_path)
     (tmp_path / "weights.bin").write_bytes(b"x")
@@ -103,3 +112,42 @@ def test_unknown_sources_are_clear_errors(tmp_path):
     # A bare name or org/name is a hub name: it goes to transformers, which cannot reach the hub here.
     with pytest.raises(GPT2Error, match="'no-such-org/no-such-gpt2' from the Hugging Face Hub"):
         load("no-such-org/no-such-gpt2")
+
+
+def load_in(directory, spec):
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        return load(spec)
+    finally:
+        os.chdir(cwd)
+
+
+def test_hub_name_comes_from_the_hf_cache_else_one_short_retry(tmp_path, monkeypatch, model, tokens):
+    """A hub name with the hub unreachable (a closed loopback port, never the real network): a model in the
+    HF cache loads without the network; an uncached one fails after one short retry, not ~25 s of backoff."""
+    import huggingface_hub.constants
+
+    from gpt2.interop.hf import export_hf
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    # The HF cache layout: models--owner--name/{refs/main, snapshots/<commit>/files}.
+    snapshot = tmp_path / "hub" / "models--someone--tiny-gpt2" / "snapshots" / ("0" * 40)
+    export_hf(model, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    cached = load("someone/tiny-gpt2")  # export keeps GPT-2's 50,257 real tokens of our padded 50,304
+    assert torch.allclose(logits(cached, tokens), logits(model, tokens)[..., :50257], atol=1e-5)
+
+    start = time.monotonic()
+    unreachable = (
+        r"'someone/other' from the Hugging Face Hub.*not in the HF cache, and no answer from http://127.0.0.1:9"
+    )
+    with pytest.raises(GPT2Error, match=unreachable):
+        load("someone/other")
+    assert time.monotonic() - start < 10  # one retry after 1 s (huggingface_hub alone retries for ~25 s)

@@ -15,3 +15,6 @@ def test_console_line():
 def test_eval_line():
     row = {"step": 5, "val_loss": 3.5, "hellaswag_acc_norm": 0.25, "hellaswag_n": 40}
     assert format_eval_line(row) == "eval step 5 | val_loss 3.5000 | hellaswag_acc_norm 0.2500 | hellaswag_n 40"
+    assert format_eval_line({"step": 5, "val_loss": 3.5, "val_tokens": 16384}) == (
+        "eval step 5 | val_loss 3.5000 | val_tokens 16384"  # how many tokens the figure covers (issue 23)
+    )

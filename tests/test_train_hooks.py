@@ -51,7 +51,9 @@ def test_a_hook_without_its_data_warns_once_and_training_goes_on(dataset, tmp_pa
     err = capsys.readouterr().err
     assert err.count("warning: in-loop hellaswag disabled: HellaSwag file not found") == 1
     evals = [row for row in read_metrics(tmp_path / "run") if row["type"] == "eval"]
-    assert [sorted(row) for row in evals] == [["step", "tokens", "type", "val_bpb", "val_loss"]] * 2
+    assert [sorted(row) for row in evals] == [["step", "tokens", "type", "val_bpb", "val_loss", "val_tokens"]] * 2
+    assert [row["val_tokens"] for row in evals] == [256, 256]  # --eval-tokens 256: 8 windows of 32
+    assert read_meta(latest_checkpoint(tmp_path / "run"))["val_tokens"] == 256
 
 
 def test_a_slot_registered_from_outside_reaches_every_output(dataset, tmp_path, monkeypatch, capsys):

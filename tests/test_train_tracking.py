@@ -30,6 +30,7 @@ LOOP = dict(eval_every=2, eval_tokens=256, sample_every=2, sample_tokens=4, num_
 LOOP_ARGS = ["--eval-every", "2", "--eval-tokens", "256", "--sample-every", "2", "--sample-tokens", "4"]
 LOOP_ARGS += ["--num-samples", "2", "--save-every", "2", "--keep-last", "0"]
 TRAIN_SCALARS = {"loss", "lr", "grad_norm", "tokens", "tok_per_s", "dt_ms", "time"}  # mfu is None on CPU: not logged
+EVAL_SCALARS = {"val_loss", "val_tokens"}  # HellaSwag is off in these runs
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +39,11 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def expected_scalars(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
-    """(step, value) per metric name, as metrics.jsonl has them: train rows' numbers and eval rows' val_loss."""
+    """(step, value) per metric name, as metrics.jsonl has them: train rows' numbers and eval rows' val_loss
+    (with val_tokens, how many tokens it covers)."""
     scalars: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
-        names = TRAIN_SCALARS if row["type"] == "train" else {"val_loss"} if row["type"] == "eval" else set()
+        names = TRAIN_SCALARS if row["type"] == "train" else EVAL_SCALARS if row["type"] == "eval" else set()
         for name in sorted(names):
             scalars.setdefault(name, []).append((row["step"], row[name]))
     return scalars
@@ -71,7 +73,7 @@ def test_tensorboard_gets_every_row_and_a_resume_replaces_the_dead_steps(dataset
     events.Reload()
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2  # one per session, same directory
     expected = expected_scalars(rows)
-    assert set(events.PluginTagToContent("scalars")) == set(expected) == TRAIN_SCALARS | {"val_loss"}
+    assert set(events.PluginTagToContent("scalars")) == set(expected) == TRAIN_SCALARS | EVAL_SCALARS
     for name, values in expected.items():
         logged = [(e.step, make_ndarray(e.tensor_proto).item()) for e in events.Tensors(name)]
         # the purged steps 3-4 of the first session are gone; the values are the resumed session's (dt_ms differs)
@@ -178,7 +180,7 @@ def test_wandb_offline_run_holds_every_row_and_resumes_the_same_run(dataset, tmp
     assert ids == [run_id, run_id] and read_run_info(out)["tracking"]["wandb"] == run_id
     rows = read_metrics(out)
     expected = expected_scalars(rows)
-    assert set(history) == set(expected) == TRAIN_SCALARS | {"val_loss"}
+    assert set(history) == set(expected) == TRAIN_SCALARS | EVAL_SCALARS
     for name, values in expected.items():
         assert [step for step, _ in history[name]] == [step for step, _ in values] == sorted({s for s, _ in values})
         assert [v for _, v in history[name]] == pytest.approx([v for _, v in values], rel=1e-12), name

@@ -41,7 +41,9 @@ DEMO_MICRO_BATCH = 4
 DEMO_STEPS = 1000
 DEMO_RECIPE = "muon"
 DEMO_LR = 6e-3
-DEMO_EVAL_TOKENS = 16_384  # per validation pass: a stable estimate that costs a few seconds on a CPU
+# Per validation pass, spread over the 100K-token val split: within noise of the whole split (measured: 0.01 nats
+# off at steps 600-1000, sampling error 0.024; 16,384 tokens: 0.02 off, error 0.037), at ~10% of the training time.
+DEMO_EVAL_TOKENS = 32_768
 DEMO_HELLASWAG_LIMIT = 200  # items scored at the end (chance level is 0.25; a model this small stays near it)
 
 # glibc hands every large freed block (the 50K-vocabulary logits and their gradient, ~200 MB a step here) back to
@@ -205,7 +207,11 @@ def run_demo(
     last_loss = metrics.last_value("train", "loss")
     if first_loss is not None:
         print(f"train loss: {first_loss:.3f} at step 1 -> {last_loss:.3f} at step {metrics.train[-1]['step']}")
-    print(f"val loss:   {val_row['val_loss']:.4f}" if val_row else "val loss:   (not evaluated)")
+    if val_row:
+        tokens = f" on {val_row['val_tokens']:,} val tokens" if "val_tokens" in val_row else ""
+        print(f"val loss:   {val_row['val_loss']:.4f}{tokens} (`gpt2 eval loss` scores the whole val split)")
+    else:
+        print("val loss:   (not evaluated)")
     if hs_row:
         acc, n = hs_row["hellaswag_acc_norm"], hs_row.get("hellaswag_n")
         print(f"HellaSwag:  acc_norm {acc:.3f} on {n} items (chance 0.25)")

@@ -4,7 +4,7 @@ The public API most users need::
 
     import gpt2
     model = gpt2.GPT(gpt2.GPTConfig.named("124M"))
-    model = gpt2.load("runs/demo")          # our checkpoint / run dir / HF dir / hub name
+    model = gpt2.load("runs/demo/run")      # our checkpoint / run dir / HF dir / hub name
     tok = gpt2.get_tokenizer()
 
 The names are resolved lazily (on first use), so ``import gpt2``, ``import gpt2.errors`` and

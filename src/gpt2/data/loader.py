@@ -56,7 +56,7 @@ class TokenShardLoader:
 
     ``next_batch()`` returns ``(x, y)``: int64 CPU tensors of shape (B, T) with ``y[:, t] = x[:, t+1]``
     (the token after ``x``'s last one for the final column). A fresh loader (e.g. for validation)
-    always yields the same sequence of batches. Each shard is verified the first time a batch reads from
+    always yields the same sequence of batches. Each shard is verified the first time anything reads from
     it (:func:`gpt2.data.shards.verify_shard`: manifest SHA-256 and token ids < 50257).
     """
 
@@ -87,7 +87,7 @@ class TokenShardLoader:
             raise GPT2Error(f"{self.data_dir} has no {split!r} shards" + _missing_split_hint(manifest, split))
         self.shard_files = [entry["file"] for entry in entries]
         self._sha256 = [entry["sha256"] for entry in entries]
-        self._verified: set[int] = set()  # shards checked by verify_shard (on first read, see _read)
+        self._verified: set[int] = set()  # shards checked by verify_shard (on first read, see read)
         self._shards = []
         for entry in entries:
             tokens = open_shard(self.data_dir / entry["file"])
@@ -122,7 +122,7 @@ class TokenShardLoader:
         lengths = [len(self._shards[i]) for i in self._order]
         self._starts = np.concatenate([[0], np.cumsum(lengths)]).tolist()  # stream offset of each shard
 
-    def _read(self, start: int, length: int) -> np.ndarray:
+    def read(self, start: int, length: int) -> np.ndarray:
         """Tokens ``[start, start+length)`` of this epoch's stream as int64 (may span several shards)."""
         out = np.empty(length, dtype=np.int64)
         i = bisect.bisect_right(self._starts, start) - 1
@@ -152,7 +152,7 @@ class TokenShardLoader:
             self._set_epoch(self.epoch + 1)
             self.position = 0
         window = self.batch_size * self.seq_len
-        buf = torch.from_numpy(self._read(self.position + self.rank * window, window + 1))
+        buf = torch.from_numpy(self.read(self.position + self.rank * window, window + 1))
         self.position += self.tokens_per_step
         x = buf[:-1].view(self.batch_size, self.seq_len)
         y = buf[1:].view(self.batch_size, self.seq_len)

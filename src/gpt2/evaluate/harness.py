@@ -2,9 +2,9 @@
 
 Importing this module registers the backend under the name ``gpt2-scratch``, so after it::
 
-    lm_eval.simple_evaluate(model="gpt2-scratch", model_args="pretrained=runs/demo", tasks=["hellaswag"])
+    lm_eval.simple_evaluate(model="gpt2-scratch", model_args="pretrained=runs/demo/run", tasks=["hellaswag"])
 
-and ``python -m gpt2.evaluate.harness --model gpt2-scratch --model_args pretrained=runs/demo --tasks ...``
+and ``python -m gpt2.evaluate.harness --model gpt2-scratch --model_args pretrained=runs/demo/run --tasks ...``
 is lm-eval's own command line with the backend registered (plain ``lm_eval --model gpt2-scratch`` does
 not import this package, so it does not know the name). ``gpt2 eval lm-eval`` wraps it (see
 :mod:`gpt2.evaluate.harness_tasks`).

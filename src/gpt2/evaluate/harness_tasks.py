@@ -159,6 +159,18 @@ def summarize_lm_eval(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_core(path: str | Path) -> dict[str, Any] | None:
+    """A saved ``core.json`` (``gpt2 eval core --model RUN_OR_CHECKPOINT``): the file, or a run/checkpoint
+    directory holding it; None when there is none."""
+    path = RunDir(path).core if Path(path).is_dir() else Path(path)
+    if not path.is_file():
+        return None
+    result = read_json_object(path, "CORE results")
+    if type(result.get("core")) not in (int, float) or not isinstance(result.get("tasks"), dict):
+        raise GPT2Error(f"corrupt CORE results {path}: no 'core' number or 'tasks' object")
+    return result
+
+
 # ----------------------------------------------------------------------------- running
 
 

@@ -1,9 +1,9 @@
 """Validation loss and perplexity over a fixed, deterministic set of tokens.
 
-``evaluate_loss`` reads a prepared dataset (``gpt2 prepare``) through ``TokenShardLoader``: a fresh
-val loader always yields the same windows, and under torch.distributed rank r reads windows
-disjoint from every other rank's, so the ranks together cover exactly the tokens one process would.
-``evaluate_text_loss`` does the same for a raw ``.txt`` / ``.jsonl`` file tokenized on the fly.
+``evaluate_loss`` reads a split of a prepared dataset (``gpt2 prepare``), ``evaluate_text_loss`` a raw
+``.txt`` / ``.jsonl`` file tokenized on the fly; both score the same windows of the token stream whatever
+the batch size and the number of ranks (under torch.distributed each rank scores its own share), so the
+ranks together give exactly what one process would.
 
 The loss is the mean cross-entropy (nats per token) over every predicted token; perplexity = exp(loss).
 Bits per byte, the tokenizer-independent form (nanochat's ``evaluate_bpb``), divides the summed nats by
@@ -14,7 +14,7 @@ is left out of that sum (they mark document boundaries, not text).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,32 @@ def _summed_loss(
     return sums.tolist()
 
 
+def _window_batches(
+    read: Callable[[int, int], np.ndarray], stream_tokens: int, seq_len: int, max_tokens: int | None, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's (x, y) batches of the windows to score in a stream of ``stream_tokens`` tokens, each window
+    ``seq_len`` predicted tokens (``read(start, length)`` returns a slice of the stream).
+
+    The stream holds (stream_tokens - 1) // seq_len windows; ``max_tokens`` keeps max_tokens // seq_len of them
+    (at least one), spread evenly over the whole stream (the middle window of each of ``count`` equal stretches),
+    not the first ones: the start of a split is one document (a play, an article), which can be easier or
+    harder than the rest (docs/evaluation.md#validation-loss has the demo's numbers). Rank r takes every
+    world_size-th window; a rank one window short repeats window 0 with every target ignored, so all ranks run
+    the same forward passes (FSDP-sharded models need that) and the repeat adds nothing to the loss.
+    """
+    total = (stream_tokens - 1) // seq_len
+    count = total if max_tokens is None else max(1, min(total, max_tokens // seq_len))
+    rank, world_size = rank_and_world_size()
+    mine = [(2 * i + 1) * total // (2 * count) for i in range(rank, count, world_size)]  # all of them: 0..total-1
+    padded = mine + [-1] * (-(-count // world_size) - len(mine))
+    for start in range(0, len(padded), batch_size):
+        chosen = padded[start : start + batch_size]
+        windows = torch.stack([torch.as_tensor(read(max(w, 0) * seq_len, seq_len + 1)) for w in chosen])
+        x, y = windows[:, :-1], windows[:, 1:].clone()
+        y[torch.tensor(chosen) < 0] = IGNORE_INDEX
+        yield x, y
+
+
 def _result(total: float, count: float, byte_nats: float, n_bytes: float) -> dict[str, float | int | None]:
     loss = total / count
     if not math.isfinite(loss):
@@ -84,10 +110,10 @@ def evaluate_loss(
 ) -> dict[str, float | int]:
     """``{"loss", "perplexity", "bpb", "bytes_per_token", "tokens"}`` of ``model`` on ``data_dir``'s ``split`` shards.
 
-    Reads ``max_tokens`` tokens (default: the whole split once) in batches of ``batch_size`` sequences
-    of ``seq_len`` tokens (default: the model's context window). The token count is rounded down to
-    whole steps of ``batch_size * seq_len * world_size`` (at least one step), so the same arguments
-    always evaluate the same tokens; ``tokens`` in the result is the number actually scored.
+    Scores ``max_tokens`` tokens (default: the whole split once; fewer are spread over the whole split, see
+    ``_window_batches``) in batches of ``batch_size`` windows of ``seq_len`` tokens (default: the model's
+    context window). The count is rounded down to whole windows (at least one), so the same arguments always
+    evaluate the same tokens; ``tokens`` in the result is the number actually scored.
     ``device`` is where the model is (default: where its weights are); ``dtype`` an autocast dtype.
     """
     from gpt2.data import TokenShardLoader
@@ -100,15 +126,9 @@ def evaluate_loss(
         raise GPT2Error(f"seq_len {seq_len} exceeds the model's context window ({net.config.block_size})")
     if max_tokens is not None and max_tokens <= 0:
         raise GPT2Error(f"--tokens must be positive, got {max_tokens}")
-    rank, world_size = rank_and_world_size()
-    loader = TokenShardLoader(
-        data_dir, split=split, batch_size=batch_size, seq_len=seq_len, rank=rank, world_size=world_size
-    )
-    steps = loader.steps_per_epoch  # never wrap around: each token is scored at most once
-    if max_tokens is not None:
-        steps = max(1, min(steps, max_tokens // loader.tokens_per_step))
-    sums = _summed_loss(net, (loader.next_batch() for _ in range(steps)), device, dtype)
-    return _result(*all_reduce_sum(sums, device))
+    split_stream = TokenShardLoader(data_dir, split=split, batch_size=1, seq_len=seq_len)  # reads and verifies
+    batches = _window_batches(split_stream.read, split_stream.tokens_per_epoch, seq_len, max_tokens, batch_size)
+    return _result(*all_reduce_sum(_summed_loss(net, batches, device, dtype), device))
 
 
 def text_file_tokens(path: str | Path, text_field: str = "text") -> np.ndarray:
@@ -138,36 +158,18 @@ def evaluate_text_loss(
     dtype: torch.dtype | None = None,
     text_field: str = "text",
 ) -> dict[str, float | int]:
-    """Like :func:`evaluate_loss` for a raw text or JSONL file, tokenized on the fly.
-
-    The token stream is cut into consecutive windows of ``seq_len`` predicted tokens (a shorter
-    file gives one shorter window; a final partial window is left out); ``max_tokens`` keeps the
-    first ``max_tokens // seq_len`` windows (at least one). Ranks take every world_size-th window.
-    """
+    """Like :func:`evaluate_loss` for a raw text or JSONL file, tokenized on the fly (a file shorter than
+    ``seq_len`` gives one shorter window; a final partial window is left out)."""
     check_model_vocab(model)
     net = unwrap_model(model)
     device = model_device(net, device)
-    tokens = torch.from_numpy(text_file_tokens(path, text_field))
+    if max_tokens is not None and max_tokens <= 0:
+        raise GPT2Error(f"--tokens must be positive, got {max_tokens}")
+    tokens = text_file_tokens(path, text_field)
     if len(tokens) < 2:
         raise GPT2Error(f"{path}: too short to evaluate (needs at least one token of text)")
     seq_len = min(seq_len or net.config.block_size, net.config.block_size, len(tokens) - 1)
-    n_windows = (len(tokens) - 1) // seq_len
-    if max_tokens is not None:
-        if max_tokens <= 0:
-            raise GPT2Error(f"--tokens must be positive, got {max_tokens}")
-        n_windows = max(1, min(n_windows, max_tokens // seq_len))
-    rank, world_size = rank_and_world_size()
-    mine = list(range(rank, n_windows, world_size))
-    # A rank one window short repeats window 0 with every target ignored: all ranks then run the
-    # same forward passes (FSDP-sharded models need that) and the repeat adds nothing to the loss.
-    padded = mine + [-1] * (-(-n_windows // world_size) - len(mine))
-
-    def batches() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(padded), batch_size):
-            chosen = padded[start : start + batch_size]
-            windows = torch.stack([tokens[max(w, 0) * seq_len : (max(w, 0) + 1) * seq_len + 1] for w in chosen])
-            x, y = windows[:, :-1], windows[:, 1:].clone()
-            y[torch.tensor(chosen) < 0] = IGNORE_INDEX
-            yield x, y
-
-    return _result(*all_reduce_sum(_summed_loss(net, batches(), device, dtype), device))
+    if max_tokens is not None and max_tokens <= 0:
+        raise GPT2Error(f"--tokens must be positive, got {max_tokens}")
+    batches = _window_batches(lambda start, n: tokens[start : start + n], len(tokens), seq_len, max_tokens, batch_size)
+    return _result(*all_reduce_sum(_summed_loss(net, batches, device, dtype), device))

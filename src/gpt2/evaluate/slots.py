@@ -65,7 +65,7 @@ def val_loss(model: Any, ctx: SlotContext) -> dict[str, Any]:
         device=str(ctx.device),
         dtype=ctx.dtype,
     )
-    return {"val_loss": result["loss"], "val_bpb": result["bpb"]}
+    return {"val_loss": result["loss"], "val_bpb": result["bpb"], "val_tokens": result["tokens"]}
 
 
 def _hellaswag(model: Any, ctx: SlotContext) -> dict[str, Any]:
@@ -103,6 +103,7 @@ SLOTS: list[Slot] = [
         (
             Metric("val_loss", "val loss", False, ((GPT2_124M_VAL_LOSS, "GPT-2 124M (FineWeb-Edu val)"),)),
             Metric("val_bpb", "val bits per byte", False),
+            Metric("val_tokens", "val tokens per evaluation (--eval-tokens)", plot=False),
         ),
     ),
     Slot(

@@ -15,7 +15,9 @@ so it needs no ``transformers`` at all.
 
 from __future__ import annotations
 
+import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +89,33 @@ def model_from_hf_state(config: GPTConfig, state: dict[str, torch.Tensor], sourc
     return model_from_state_dict(config, transpose_conv1d(state), source)
 
 
-def _is_local(src: str) -> bool:
-    path = Path(src).expanduser()
-    return path.exists() or src.startswith((".", "/", "~")) or src.count("/") > 1
+# A hub id is ``name`` or ``owner/name`` of letters, digits, ``-``, ``_`` and ``.`` (huggingface_hub's rule).
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def is_local_path(spec: str) -> bool:
+    """True for what can only mean a local path, never a hub name such as ``gpt2`` or ``owner/name``: it exists,
+    starts with ``.``, ``/`` or ``~``, is no hub id (``a/b/c``, a backslash, a space) or sits in a local
+    directory (``runs/dmeo`` beside ``runs/``). Such a spec fails at once instead of going to the hub."""
+    path = Path(spec).expanduser()  # ".", "/" and "~" cannot start a hub id
+    return path.exists() or not _HUB_ID.fullmatch(spec) or ("/" in spec and path.parent.is_dir())
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be asked, or None when it answers; asked twice with a short timeout
+    (huggingface_hub's own backoff retries an unreachable hub for ~25 s before giving up)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    for attempt in range(2):  # one short retry
+        try:
+            get_session().head(constants.ENDPOINT, timeout=5)
+            return None
+        except Exception:  # the HTTP client's own errors (httpx or requests, by huggingface_hub version)
+            time.sleep(1 - attempt)
+    return f"no answer from {constants.ENDPOINT}, asked twice"
 
 
 def _load_transformers():
@@ -162,7 +188,7 @@ def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
     ``transformers`` (the download and its cache). Weights are converted exactly (fp32, vocab kept at
     the checkpoint's 50257). Returns the model in eval mode on ``device``.
     """
-    if _is_local(src):
+    if is_local_path(src):
         path = Path(src).expanduser()
         if not path.exists():
             raise GPT2Error(f"Hugging Face model directory not found: {src}")
@@ -174,10 +200,20 @@ def load_hf_model(src: str, device: torch.device | str = "cpu") -> GPT:
         config = config_from_hf(hf_config, src)  # fail fast, before reading any weights
         return model_from_hf_state(config, read_hf_weights(path, config), src).to(device).eval()
     transformers = _load_transformers()
+
+    def from_hub(cache_only: bool) -> tuple[GPTConfig, Any]:  # the config first: fail before the weights
+        config = transformers.AutoConfig.from_pretrained(src, local_files_only=cache_only).to_dict()
+        return config_from_hf(config, src), transformers.GPT2LMHeadModel.from_pretrained(
+            src, dtype=torch.float32, local_files_only=cache_only
+        )
+
     try:
-        # The real hub code path: downloads (or reuses the HF cache) when the hub is reachable.
-        config = config_from_hf(transformers.AutoConfig.from_pretrained(src).to_dict(), src)  # before the weights
-        hf_model = transformers.GPT2LMHeadModel.from_pretrained(src, dtype=torch.float32)
+        try:
+            config, hf_model = from_hub(cache_only=True)  # the HF cache, without the network
+        except OSError:
+            if problem := _hub_unreachable():
+                raise OSError(f"not in the HF cache, and {problem}") from None
+            config, hf_model = from_hub(cache_only=False)  # the real hub code path: downloads into the HF cache
     except (OSError, ValueError) as exc:
         raise GPT2Error(
             f"cannot load {src!r} from the Hugging Face Hub: the hub is unreachable or the model does not exist "

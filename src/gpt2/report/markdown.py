@@ -195,6 +195,23 @@ def _lm_eval_section(run_dir: Path) -> list[str]:
     return lines
 
 
+def _core_section(run_dir: Path) -> list[str]:
+    """The run's CORE results (``gpt2 eval core --model RUN_DIR``), if any, per task and beside GPT-2's."""
+    from gpt2.evaluate.harness_tasks import GPT2_CORE, read_core
+
+    result = read_core(run_dir)
+    if result is None:
+        return []
+    lines = ["", "## CORE", "", "| task | accuracy | centered | examples |", "|---|---|---|---|"]
+    for task, row in result["tasks"].items():
+        lines.append(f"| {_cell(task)} | {row['accuracy']:.4f} | {row['centered']:.4f} | {row['n']} |")
+    family = ", ".join(f"{size} {value}" for size, value in GPT2_CORE.items())
+    lines += ["", f"**CORE {result['core']:.4f}** (mean centered accuracy); GPT-2 (OpenAI's weights): {family}."]
+    if result.get("missing"):
+        lines.append(f"Missing from the bundle, so not comparable with a full CORE: {', '.join(result['missing'])}.")
+    return lines
+
+
 def render_report(run: RunMetrics, plot_link: str | None = None) -> str:
     """The Markdown text of the report; ``plot_link`` is the image path relative to the Markdown file."""
     lines = [f"# Training report: {run.name}", ""]
@@ -207,7 +224,7 @@ def render_report(run: RunMetrics, plot_link: str | None = None) -> str:
         "GPT-2 124M references are OpenAI's weights; its val loss is only comparable for runs trained and evaluated "
         "on FineWeb-Edu.",
     ]
-    lines += _lm_eval_section(run.run_dir)
+    lines += _lm_eval_section(run.run_dir) + _core_section(run.run_dir)
     step, samples = latest_samples(run)
     if samples:
         lines += ["", f"## Samples at step {step}", ""]

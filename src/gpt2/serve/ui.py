@@ -29,6 +29,12 @@ EXAMPLE_PROMPTS = [
     "In a shocking finding, scientists discovered",
     "def fibonacci(n):",
 ]
+SHAKESPEARE_PROMPTS = [  # for a model trained on the demo corpus, which knows nothing but the plays
+    "ROMEO:",
+    "JULIET:\nO Romeo, Romeo!",
+    "KING HENRY V:\nOnce more unto the breach,",
+    "First Citizen:\n",
+]
 
 HOW_TO_GET_A_MODEL = """
 ### No model loaded
@@ -44,10 +50,27 @@ Ways to get one:
 """
 
 
+def example_prompts(spec: str) -> list[str]:
+    """The page's example prompts, fit for the model: Shakespeare for a run trained on the demo corpus (its
+    run.json names the dataset, whose manifest names the source), else EXAMPLE_PROMPTS."""
+    from gpt2.store.files import read_json_object
+    from gpt2.store.rundir import RUN_FILE
+
+    for run_dir in (Path(spec), Path(spec).parent):  # a run directory, or one of its checkpoints
+        if (run_dir / RUN_FILE).is_file():
+            try:
+                data = read_json_object(run_dir / RUN_FILE).get("data")
+                source = read_json_object(Path(str(data)) / "manifest.json").get("source")
+            except GPT2Error:  # the dataset moved or is gone: the default prompts
+                break
+            return SHAKESPEARE_PROMPTS if str(source).startswith("demo") else EXAMPLE_PROMPTS
+    return EXAMPLE_PROMPTS
+
+
 def model_summary(spec: str, model: Any) -> dict[str, Any]:
     """What the info panel shows: source, size name, parameters, context and the checkpoint's metadata."""
     from gpt2.config import CONFIGS
-    from gpt2.evaluate.harness_tasks import summarize_lm_eval
+    from gpt2.evaluate.harness_tasks import read_core, summarize_lm_eval
     from gpt2.store.checkpoint import find_checkpoint, read_meta
 
     config = model.config
@@ -57,12 +80,14 @@ def model_summary(spec: str, model: Any) -> dict[str, Any]:
         size = next((n for n, c in CONFIGS.items() if (c.n_layer, c.n_head, c.n_embd, c.block_size) == shape), None)
     meta: dict[str, Any] = {}
     lm_eval: list[dict[str, Any]] = []
+    core = None
     path = Path(spec)
     if path.is_dir():
         ckpt = find_checkpoint(path)
         if ckpt is not None:
             meta = read_meta(ckpt)
         lm_eval = summarize_lm_eval(path)  # saved by `gpt2 eval lm-eval --model SPEC` (run or checkpoint dir)
+        core = read_core(path)  # saved by `gpt2 eval core --model SPEC`
     return {
         "source": spec,
         "size": size or f"custom ({config.n_layer} layers, {config.n_embd} channels)",
@@ -73,10 +98,12 @@ def model_summary(spec: str, model: Any) -> dict[str, Any]:
         # the losses and in-loop evaluation metrics saved with the checkpoint (gpt2.evaluate.slots)
         "metrics": {k: v for k, v in meta.items() if k not in ("step", "tokens") and type(v) in (int, float)},
         "lm_eval": lm_eval,
+        "core": core,
     }
 
 
 def _format_summary(info: dict[str, Any]) -> str:
+    from gpt2.evaluate.harness_tasks import GPT2_CORE
     from gpt2.evaluate.slots import metric
 
     def fmt(value: Any, spec: str = "") -> str:
@@ -94,6 +121,9 @@ def _format_summary(info: dict[str, Any]) -> str:
     for row in info.get("lm_eval", []):  # lm-eval results next to OpenAI GPT-2 124M's published number
         reference = "" if row["gpt2_124m"] is None else f" (GPT-2 124M: {row['gpt2_124m']:.4f})"
         rows.append((f"lm-eval {row['task']} {row['metric']}", f"{row['value']:.4f}{reference}"))
+    if info.get("core"):  # CORE next to OpenAI GPT-2 124M's (nanochat's measurement)
+        core, n = info["core"], len(info["core"]["tasks"])
+        rows.append((f"CORE ({n} tasks, gpt2 eval core)", f"{core['core']:.4f} (GPT-2 124M: {GPT2_CORE['124M']})"))
     return "| Property | Value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
@@ -168,12 +198,13 @@ def build_app(model_spec: str | None, engine: Any | None, problem: str = "") -> 
                 gr.Markdown(f"**Could not load `{model_spec}`:** {problem}", elem_id="load-error")
             gr.Markdown(HOW_TO_GET_A_MODEL, elem_id="how-to")
             return demo
+        examples = example_prompts(model_spec)
         with gr.Row():
             with gr.Column(scale=3):
                 prompt = gr.Textbox(
                     label="Prompt",
                     lines=4,
-                    placeholder="Hello, I'm a language model,",
+                    placeholder=examples[0],
                     info=f"up to {SERVED.prompt_chars} characters; a prompt over the context window keeps its end",
                     elem_id="prompt",
                 )
@@ -182,7 +213,7 @@ def build_app(model_spec: str | None, engine: Any | None, problem: str = "") -> 
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
                 output = gr.Textbox(label="Output", lines=12, interactive=False, elem_id="output")
                 status = gr.Markdown(elem_id="status")
-                gr.Examples(EXAMPLE_PROMPTS, inputs=[prompt], label="Example prompts")
+                gr.Examples(examples, inputs=[prompt], label="Example prompts")
             with gr.Column(scale=2):
                 max_new_tokens = gr.Slider(
                     1, SERVED.max_new_tokens, value=64, step=1, label="Max new tokens", elem_id="max-new-tokens"

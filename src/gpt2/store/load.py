@@ -6,23 +6,17 @@ those never import this module, so there is no cycle between them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from gpt2.errors import GPT2Error
-from gpt2.interop.hf import load_hf_model
+from gpt2.interop.hf import is_local_path, load_hf_model
 from gpt2.interop.nanogpt import load_nanogpt_checkpoint
 from gpt2.model import GPT
 from gpt2.store.checkpoint import CONFIG_FILE, find_checkpoint, load_checkpoint
 
 TORCH_FILE_SUFFIXES = (".pt", ".pth", ".ckpt")  # nanoGPT / build-nanogpt checkpoints (read without unpickling code)
-
-
-def _looks_like_path(spec: str) -> bool:
-    """True for what can only be a (missing) local path, not a hub name such as ``gpt2`` or ``org/name``."""
-    return spec.startswith((".", "/")) or (os.sep in spec and spec.count("/") != 1)
 
 
 def locate(spec: str | Path) -> tuple[str, Path]:
@@ -48,8 +42,8 @@ def locate(spec: str | Path) -> tuple[str, Path]:
         if path.suffix in TORCH_FILE_SUFFIXES:
             return "pt", path
         raise GPT2Error(f"{path}: unsupported model file (expected a checkpoint directory or a .pt file)")
-    if _looks_like_path(str(spec)):
-        raise GPT2Error(f"model not found: {spec}")
+    if path.suffix in TORCH_FILE_SUFFIXES or is_local_path(str(spec)):  # not a hub name: no 28 s of hub retries
+        raise GPT2Error(f"model not found: {spec} (no such file or directory)")
     return "hub", path
 
 
