@@ -13,9 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from gpt2.demo import train_argv
 
 from gpt2.cli import main
+from tools.demo import train_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "<!-- runnable -->"
