@@ -224,7 +224,7 @@ def test_model_summary_reads_checkpoint_meta(checkpoint):
     info = model_summary(checkpoint, gpt2.load(checkpoint))
     assert info["size"] == "tiny" and info["context"] == 128
     assert (info["step"], info["tokens"]) == (1234, 5_000_000)
-    assert info["metrics"] == {"val_loss": 4.321, "hellaswag_acc_norm": 0.2891}
+    assert info["metrics"] == {"val_loss": 4.321, "val_tokens": 16384, "hellaswag_acc_norm": 0.2891}
     assert info["parameters"] == GPT(GPTConfig.named("tiny")).num_parameters()
     assert info["lm_eval"] == []  # no `gpt2 eval lm-eval` results saved yet
 
@@ -258,6 +258,7 @@ def test_model_panel_shows_saved_lm_eval_results(checkpoint, tmp_path):
     panel = _format_summary(model_summary(str(ckpt), gpt2.load(ckpt)))
     assert "| lm-eval hellaswag acc_norm | 0.2567 (GPT-2 124M: 0.3114) |" in panel
     assert "| val loss | 4.3210 |" in panel and "| HellaSwag acc_norm (lm-eval style) | 0.2891 |" in panel
+    assert "| val tokens per evaluation (--eval-tokens) | 16,384 |" in panel  # how many tokens that loss covers
 
 
 def _markdown_text(demo) -> str:
@@ -328,3 +329,25 @@ def test_root_app_py_is_the_serve_command(monkeypatch, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "serve" in out and "--model" in out and "--host" in out and "--port" in out
+
+
+def test_model_panel_and_report_show_saved_core_results(checkpoint, tmp_path):
+    """core.json (`gpt2 eval core --model CKPT`) appears in the app's model panel and in `gpt2 report`."""
+    import json
+    import shutil
+
+    import gpt2
+    from gpt2.report import write_report
+    from gpt2.serve.ui import _format_summary
+
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint, run / "step_000002")
+    (run / "latest").write_text("step_000002")
+    (run / "metrics.jsonl").write_text(json.dumps({"type": "train", "step": 1, "loss": 9.0, "tokens": 64}) + "\n")
+    tasks = {"copa": {"accuracy": 0.6, "centered": 0.2, "n": 100}, "piqa": {"accuracy": 0.55, "centered": 0.1, "n": 50}}
+    (run / "core.json").write_text(json.dumps({"core": 0.15, "tasks": tasks, "missing": ["arc_easy"]}))
+    panel = _format_summary(model_summary(str(run), gpt2.load(run)))
+    assert "| CORE (2 tasks, gpt2 eval core) | 0.1500 (GPT-2 124M: 0.1139) |" in panel
+    report = write_report(run, plot=False).read_text()
+    assert "| copa | 0.6000 | 0.2000 | 100 |" in report and "**CORE 0.1500**" in report
+    assert "Missing from the bundle, so not comparable with a full CORE: arc_easy." in report

@@ -71,7 +71,7 @@ def test_report_contains_the_run_numbers(tmp_path):
     assert f"| final train loss | {final_loss:.4f} (step 60) |" in text
     val = f"{final_loss + 0.1:.4f}"
     assert f"| final val loss | {val} (step 60; best {val}; GPT-2 124M (FineWeb-Edu val): 3.2924) |" in text
-    assert "| final val tokens per evaluation (--eval-tokens) | 16,384 (step 60) |" in text
+    assert "| final val tokens per evaluation (--eval-tokens) | 16384 (step 60) |" in text
     assert f"{TINY_PARAMS:,}" in text
     assert "61,440 (61.4K) in 60 steps" in text
     assert "| training wall time | 1m 00s |" in text

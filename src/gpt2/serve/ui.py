@@ -54,12 +54,12 @@ def example_prompts(spec: str) -> list[str]:
     """The page's example prompts, fit for the model: Shakespeare for a run trained on the demo corpus (its
     run.json names the dataset, whose manifest names the source), else EXAMPLE_PROMPTS."""
     from gpt2.store.files import read_json_object
-    from gpt2.store.rundir import RUN_FILE
+    from gpt2.store.rundir import RunDir
 
-    for run_dir in (Path(spec), Path(spec).parent):  # a run directory, or one of its checkpoints
-        if (run_dir / RUN_FILE).is_file():
+    for run_dir in (RunDir(spec), RunDir(Path(spec).parent)):  # a run directory, or one of its checkpoints
+        if run_dir.run_info.is_file():
             try:
-                data = read_json_object(run_dir / RUN_FILE).get("data")
+                data = read_json_object(run_dir.run_info).get("data")
                 source = read_json_object(Path(str(data)) / "manifest.json").get("source")
             except GPT2Error:  # the dataset moved or is gone: the default prompts
                 break
