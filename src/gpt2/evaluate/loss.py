@@ -81,7 +81,7 @@ def evaluate_loss(
     seq_len: int | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-) -> dict[str, float | int]:
+) -> dict[str, float | int | None]:
     """``{"loss", "perplexity", "bpb", "bytes_per_token", "tokens"}`` of ``model`` on ``data_dir``'s ``split`` shards.
 
     Reads ``max_tokens`` tokens (default: the whole split once) in batches of ``batch_size`` sequences
@@ -137,7 +137,7 @@ def evaluate_text_loss(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     text_field: str = "text",
-) -> dict[str, float | int]:
+) -> dict[str, float | int | None]:
     """Like :func:`evaluate_loss` for a raw text or JSONL file, tokenized on the fly.
 
     The token stream is cut into consecutive windows of ``seq_len`` predicted tokens (a shorter
