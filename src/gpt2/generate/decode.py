@@ -111,7 +111,8 @@ class Request:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # decoding state, set by Batch.join
     generator: torch.Generator | None = None
-    tokens: torch.Tensor = field(init=False, repr=False)  # (n, prompt + max_new_tokens): the prompt, then what was generated
+    # (n, prompt + max_new_tokens): the prompt, then what was generated
+    tokens: torch.Tensor = field(init=False, repr=False)
     filled: int = 0  # tokens filled in `tokens`
     start: int = 0  # first token of the context window (moves when the request slides)
     need: int = 0  # cache positions the request can fill: min(window, prompt + max_new_tokens)

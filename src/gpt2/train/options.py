@@ -112,12 +112,12 @@ def markdown_tables() -> str:
     columns = [option_name(n) for n in SIZE_DEPENDENT_OPTIONS]
     lines += ["**Per-size defaults** (`gpt2.train.recipes.SIZE_DEFAULTS`; empty = the default above)", ""]
     lines += ["| `--size` | " + " | ".join(f"`{c}`" for c in columns) + " |", "| --- " * (len(columns) + 1) + "|"]
-    for size, recipe in SIZE_DEFAULTS.items():
+    for size, defaults in SIZE_DEFAULTS.items():
         cells = []
         for name in SIZE_DEPENDENT_OPTIONS:
-            value = getattr(recipe, name)
+            value = getattr(defaults, name)
             if name == "micro_batch":
-                value = f"{value} GPU, {recipe.micro_batch_cpu} CPU"
+                value = f"{value} GPU, {defaults.micro_batch_cpu} CPU"
             cells.append("" if value is None else _format(value))
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
     lines += [
