@@ -34,6 +34,7 @@ test: $(STAMP) browser
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests tools *.py
 	$(VENV)/bin/ruff format --check src tests tools *.py
+	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache

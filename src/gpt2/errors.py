@@ -8,3 +8,5 @@ class GPT2Error(Exception):
     (``gpt2 --debug ...`` shows it). Messages should name the offending file,
     line or option and say what to do about it.
     """
+
+    option: str  # set by gpt2.generate.sampling.option_error: the option a bad value came in

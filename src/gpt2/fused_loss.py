@@ -59,7 +59,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 sum_exp = exp.sum(dim=1, dtype=torch.float32)
                 lse = row_max.squeeze(1).float() + sum_exp.log()
                 loss_sum += torch.where(ok, lse - target_logit, 0.0).sum()
-                if not need_grad:
+                if grad_x is None:  # no gradient wanted
                     continue
                 # d(mean loss)/d(logits) = (softmax - onehot(target)) / n_valid on valid rows, 0 on ignored ones
                 row_scale = ok.float() * scale
@@ -72,7 +72,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                     grad_w.addmm_(grad_logits.t().float(), x_c.float())
         if need_grad and grad_w is None:  # no rows at all
             grad_w = torch.zeros_like(weight, dtype=torch.float32)
-        if grad_w is not None:
+        if grad_x is not None and grad_w is not None:
             grad_x, grad_w = grad_x.to(x.dtype), grad_w.to(weight.dtype)
         ctx.save_for_backward(grad_x, grad_w)
         return loss_sum * scale

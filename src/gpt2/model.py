@@ -66,7 +66,7 @@ class CausalSelfAttention(nn.Module):
         # q, k, v projections for all heads in one matmul (GPT-2's c_attn layout, so HF weights load directly)
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
-        self.c_proj.RESIDUAL_SCALE_INIT = True  # see GPT._init_weights
+        self.c_proj.RESIDUAL_SCALE_INIT = True  # type: ignore[assignment]  # a marker read by GPT._init_weights
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout  # on the attention weights, inside SDPA
@@ -106,7 +106,7 @@ class MLP(nn.Module):
         # GPT-2 was trained with the tanh approximation of GELU; using the exact erf form would change its logits.
         self.gelu = nn.GELU(approximate="tanh")
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
-        self.c_proj.RESIDUAL_SCALE_INIT = True
+        self.c_proj.RESIDUAL_SCALE_INIT = True  # type: ignore[assignment]  # as above
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,6 +132,16 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class Trunk(nn.ModuleDict):
+    """The modules under ``transformer.`` (the names GPT-2 checkpoints use); the annotations type their access."""
+
+    wte: nn.Embedding
+    wpe: nn.Embedding
+    drop: nn.Dropout
+    h: nn.ModuleList
+    ln_f: nn.LayerNorm
+
+
 class GPT(nn.Module):
     """GPT-2: token + learned position embeddings, n_layer blocks, final LayerNorm, tied output head.
 
@@ -144,7 +154,7 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
+        self.transformer = Trunk(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),

@@ -85,7 +85,7 @@ def discover_shards(data_dir: Path) -> dict[str, Any] | None:
 
     The split is taken from the file name (``..._train_...`` / ``..._val_...``); files are sorted by name.
     """
-    shards = []
+    shards: list[dict[str, Any]] = []
     for path in sorted(p for p in data_dir.iterdir() if p.suffix in SHARD_SUFFIXES and not p.name.startswith(".")):
         match = _SPLIT_IN_NAME.search(path.stem)
         if match:

@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import IO
 
 from gpt2.errors import GPT2Error
 
@@ -58,7 +57,7 @@ def _decode(raw: bytes, path: Path, line: int) -> str:
         raise GPT2Error(f"{path}:{line}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
 
 
-def _jsonl_documents(path: Path, stream: IO[bytes], text_field: str) -> Iterator[str]:
+def _jsonl_documents(path: Path, stream: Iterable[bytes], text_field: str) -> Iterator[str]:
     for number, raw in enumerate(stream, start=1):
         if not raw.strip():
             continue

@@ -235,10 +235,10 @@ def run_eval(args: argparse.Namespace) -> int:
             items = load_hellaswag(args.data, limit=args.limit)
             t0 = time.perf_counter()  # time the scoring, not a possible download
             batch = args.batch_size or DEFAULT_BATCH_SIZE
-            result = hellaswag_accuracy(model, items, batch_size=batch, device=ctx.device, dtype=dtype)
+            result = dict(hellaswag_accuracy(model, items, batch_size=batch, device=ctx.device, dtype=dtype))
             result["data"] = args.data or "hellaswag_val.jsonl (official, cached)"
         elif args.task == "core":
-            result = _run_core(args, model, tasks, ctx, dtype)
+            result = dict(_run_core(args, model, tasks, ctx, dtype))
             result.update(bundle=str(bundle), bundle_sha256=core.bundle_sha256(bundle), max_per_task=args.max_per_task)
         else:
             from gpt2.evaluate.loss import evaluate_loss, evaluate_text_loss
@@ -247,10 +247,10 @@ def run_eval(args: argparse.Namespace) -> int:
                 max_tokens=args.tokens, batch_size=args.batch_size, seq_len=args.seq_len, device=ctx.device, dtype=dtype
             )
             if args.text:
-                result = evaluate_text_loss(model, args.text, text_field=args.text_field, **common)
+                result = dict(evaluate_text_loss(model, args.text, text_field=args.text_field, **common))
                 result["data"] = args.text
             else:
-                result = evaluate_loss(model, args.data, split=args.split, **common)
+                result = dict(evaluate_loss(model, args.data, split=args.split, **common))
                 result["data"] = f"{args.data} ({args.split})"
         wall = time.perf_counter() - t0
         result.update(model=str(args.model), device=str(ctx.device), world_size=ctx.world_size, wall_s=wall)

@@ -281,6 +281,7 @@ def predict(
     for reqs in per_example:
         results = [next(scores) if r.continuation else None for r in reqs]
         if task.task_type == "language_modeling":
+            assert results[0] is not None  # its one request has a continuation
             answers.append(int(results[0].is_greedy))
         else:  # nanochat's argmin: list.index(min(...)), whose NaN behaviour we keep
             means = [-s.logprob / s.num_tokens if s else math.nan for s in results]
@@ -315,7 +316,7 @@ def evaluate_core(model: nn.Module, tasks: Sequence[CoreTask], progress: Any = N
     the CORE tasks the bundle lacks, so a partial score is never mistaken for the real one.
     ``progress(label, row)`` is called after each task (the CLI prints it on rank 0).
     """
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for task in tasks:
         t0 = time.perf_counter()
         accuracy = evaluate_task(model, task, **kwargs)

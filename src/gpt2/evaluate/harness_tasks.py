@@ -128,7 +128,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 def save_results(path: Path, model: str, evaluation: dict[str, Any], settings: dict[str, Any]) -> None:
     """Merge this evaluation's tasks into ``path`` (a task evaluated again replaces its old entry)."""
     stored = read_json_object(path, "lm-eval results") if path.is_file() else {}
-    tasks = stored.get("tasks") if isinstance(stored.get("tasks"), dict) else {}
+    tasks = stored.get("tasks")
+    if not isinstance(tasks, dict):
+        tasks = {}
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for task, metrics in evaluation.get("results", {}).items():
         tasks[task] = {

@@ -107,7 +107,7 @@ def evaluate_loss(
     seq_len: int | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-) -> dict[str, float | int]:
+) -> dict[str, float | int | None]:
     """``{"loss", "perplexity", "bpb", "bytes_per_token", "tokens"}`` of ``model`` on ``data_dir``'s ``split`` shards.
 
     Scores ``max_tokens`` tokens (default: the whole split once; fewer are spread over the whole split, see
@@ -157,7 +157,7 @@ def evaluate_text_loss(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     text_field: str = "text",
-) -> dict[str, float | int]:
+) -> dict[str, float | int | None]:
     """Like :func:`evaluate_loss` for a raw text or JSONL file, tokenized on the fly (a file shorter than
     ``seq_len`` gives one shorter window; a final partial window is left out)."""
     check_model_vocab(model)

@@ -111,7 +111,8 @@ class Request:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # decoding state, set by Batch.join
     generator: torch.Generator | None = None
-    tokens: torch.Tensor | None = None  # (n, prompt + max_new_tokens): the prompt, then what was generated
+    # (n, prompt + max_new_tokens): the prompt, then what was generated
+    tokens: torch.Tensor = field(init=False, repr=False)
     filled: int = 0  # tokens filled in `tokens`
     start: int = 0  # first token of the context window (moves when the request slides)
     need: int = 0  # cache positions the request can fill: min(window, prompt + max_new_tokens)
@@ -151,6 +152,7 @@ class Batch:
 
     def _rows(self, rows: slice) -> KVCache:
         """The cache of some rows: views, so the model's writes (and lengths) land in the batch's cache."""
+        assert self.cache is not None  # only called with use_cache, after a join
         return KVCache(self.cache.k[:, rows], self.cache.v[:, rows], self.cache.lengths[rows])
 
     @torch.inference_mode()
@@ -189,6 +191,7 @@ class Batch:
         """Pick every request's next tokens, let the ended ones leave, slide, run the forward pass."""
         live = []
         for request, rows in self._spans():
+            assert self.logits is not None  # every joined request has its rows' logits
             try:
                 if self._pick(request, self.logits[rows]):
                     self._slide(request, rows)
@@ -253,20 +256,21 @@ class Batch:
         if not live:
             self.cache = self.logits = None
         elif self.cache is not None:
-            index, length, cache = torch.tensor(index, device=self.device), max(r.need for r in live), self.cache
-            k, v = cache.k[:, :, :, :length].index_select(1, index), cache.v[:, :, :, :length].index_select(1, index)
-            self.cache = KVCache(k, v, cache.lengths.index_select(0, index))
+            kept, length, cache = torch.tensor(index, device=self.device), max(r.need for r in live), self.cache
+            k, v = cache.k[:, :, :, :length].index_select(1, kept), cache.v[:, :, :, :length].index_select(1, kept)
+            self.cache = KVCache(k, v, cache.lengths.index_select(0, kept))
 
     def _forward(self) -> None:
         """Every row's next-token logits: one forward pass over all rows. If it fails, each request alone, so
         a request whose rows make it fail ends with its error and the others go on."""
-        lengths = None if self.cache is None else self.cache.lengths.clone()
+        cache = self.cache
+        lengths = None if cache is None else cache.lengths.clone()
         try:
             self.logits = self._logits(self.requests, slice(0, self.rows))
             return
         except Exception:
-            if lengths is not None:  # the failed pass may have advanced them
-                self.cache.lengths.copy_(lengths)
+            if cache is not None and lengths is not None:  # the failed pass may have advanced them
+                cache.lengths.copy_(lengths)
         live, parts = [], []
         for request, rows in self._spans():
             try:
@@ -298,7 +302,8 @@ def decode_steps(
     end a sample (default ``<|endoftext|>``; ``()``: none). ``use_cache=False`` recomputes each window every
     step (build-nanogpt's way; for tests and the benchmark). The sampling generator is the request's own, so the
     global torch RNG is left untouched."""
-    batch, events = Batch(model, device, use_cache), []
+    batch = Batch(model, device, use_cache)
+    events: list[Step | Finished] = []
     ids = fit_prompt(prompt_ids, batch.config.block_size, options.max_new_tokens, on_notice)
     batch.join(Request(ids, options, events.append, stop_ids=stop_ids))
     while True:

@@ -125,8 +125,9 @@ def logits_processors(options: SamplingOptions) -> list[Callable[[torch.Tensor, 
     """What changes the logits before temperature and sampling, in order: ``(logits, context) -> logits``,
     like Hugging Face's ``LogitsProcessorList``. The slot for frequency/presence penalties, min_p, logit_bias."""
     processors = []
-    if options.repetition_penalty not in (None, 1.0):
-        processors.append(lambda logits, context: apply_repetition_penalty(logits, context, options.repetition_penalty))
+    penalty = options.repetition_penalty
+    if penalty is not None and penalty != 1.0:
+        processors.append(lambda logits, context: apply_repetition_penalty(logits, context, penalty))
     return processors
 
 

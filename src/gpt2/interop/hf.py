@@ -54,7 +54,7 @@ def config_from_hf(hf: dict[str, Any], source: str) -> GPTConfig:
     """Our GPTConfig for an HF GPT-2 config dict; a GPT2Error for settings our model does not implement."""
     if hf.get("model_type") != "gpt2":
         raise GPT2Error(f"{source}: model_type is {hf.get('model_type')!r}, only GPT-2 ('gpt2') models can be imported")
-    n_embd = hf.get("n_embd")
+    n_embd: Any = hf.get("n_embd")  # unvalidated JSON: GPTConfig checks it
     unsupported = {
         "activation_function": (hf.get("activation_function", "gelu_new"), SUPPORTED_ACTIVATIONS),
         "scale_attn_weights": (hf.get("scale_attn_weights", True), (True,)),

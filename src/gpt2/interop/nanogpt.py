@@ -20,6 +20,7 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ def read_pt(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise GPT2Error(f"checkpoint file not found: {path}")
-    stand_ins = []
+    stand_ins: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = []  # safe_globals' own type
     for name in _pickle_globals(path):
         if not CONFIG_GLOBAL.match(name):
             raise GPT2Error(

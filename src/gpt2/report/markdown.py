@@ -66,7 +66,9 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 def _source_text(source: dict[str, Any]) -> str:
     """One line on where a fine-tuned run's weights came from (run.json's ``init_from``)."""
-    meta = source.get("meta") if isinstance(source.get("meta"), dict) else {}
+    meta = source.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
     facts = [f"step {meta['step']}"] if isinstance(meta.get("step"), int) else []
     if isinstance(meta.get("val_loss"), (int, float)):
         facts.append(f"val loss {meta['val_loss']:.4f}")

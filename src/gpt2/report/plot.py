@@ -117,7 +117,12 @@ def write_plot(run_dirs: list[str | Path] | str | Path, out: str | Path, log_x: 
     colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(runs))]
     layout = panel_layout(runs)
     # One shared tokens axis: an evaluation logged only at the end still lines up with the loss curve.
-    fig, axes = plt.subplot_mosaic(layout, figsize=(13, 2 + 3.25 * len(layout)), sharex=True, constrained_layout=True)
+    fig, axes = plt.subplot_mosaic(
+        layout,  # type: ignore[arg-type]  # a list[list[str]] is a mosaic; the stub's HashableList is invariant
+        figsize=(13, 2 + 3.25 * len(layout)),
+        sharex=True,
+        constrained_layout=True,
+    )
     _plot_loss(axes["loss"], runs, colors)
     _plot_series(axes["lr"], runs, colors, "train", "lr", "learning rate", linewidth=1.2)
     axes["lr"].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))

@@ -34,8 +34,8 @@ def wrap_model(model: GPT, ctx: DistContext, fsdp: bool, compile_model: bool) ->
         for block in model.transformer.h:
             fully_shard(block)
         fully_shard(model)
-        return torch.compile(model) if compile_model else model
-    runner = torch.compile(model) if compile_model else model
+        return torch.compile(model) if compile_model else model  # type: ignore[return-value]  # a Module in, a Module out
+    runner: nn.Module = torch.compile(model) if compile_model else model  # type: ignore[assignment]  # as above
     if ctx.distributed:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         runner = DistributedDataParallel(runner, device_ids=device_ids)
@@ -47,15 +47,15 @@ def gradient_sync(runner: nn.Module, model: nn.Module, enabled: bool) -> Iterato
     """Skip the gradient all-reduce on accumulation micro-steps; only the last one synchronises."""
     if enabled:
         yield
-    elif hasattr(runner, "no_sync"):  # DDP
+    elif isinstance(runner, DistributedDataParallel):
         with runner.no_sync():
             yield
-    elif hasattr(model, "set_requires_gradient_sync"):  # FSDP2
-        model.set_requires_gradient_sync(False)
+    elif hasattr(model, "set_requires_gradient_sync"):  # FSDP2 (fully_shard) adds it to the model's class
+        model.set_requires_gradient_sync(False)  # type: ignore[operator]  # mypy sees Module.__getattr__
         try:
             yield
         finally:
-            model.set_requires_gradient_sync(True)
+            model.set_requires_gradient_sync(True)  # type: ignore[operator]
     else:
         yield
 

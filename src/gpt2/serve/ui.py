@@ -198,6 +198,7 @@ def build_app(model_spec: str | None, engine: Any | None, problem: str = "") -> 
                 gr.Markdown(f"**Could not load `{model_spec}`:** {problem}", elem_id="load-error")
             gr.Markdown(HOW_TO_GET_A_MODEL, elem_id="how-to")
             return demo
+        assert model_spec is not None  # an engine is loaded from a spec
         examples = example_prompts(model_spec)
         with gr.Row():
             with gr.Column(scale=3):
@@ -230,7 +231,7 @@ def build_app(model_spec: str | None, engine: Any | None, problem: str = "") -> 
         generate_fn = _make_generate_fn(engine)
         # preprocess=False: the raw values reach page_options, so a NaN or a string where a number belongs
         # gets our one-line message (Gradio's own conversion would fail first with an empty {"error": null}).
-        io = dict(inputs=inputs, outputs=[output, status], preprocess=False)
+        io: dict[str, Any] = dict(inputs=inputs, outputs=[output, status], preprocess=False)
         event = run.click(generate_fn, **io, api_name="generate")
         prompt.submit(generate_fn, **io, api_visibility="private")
         stop.click(None, cancels=[event], api_visibility="private")

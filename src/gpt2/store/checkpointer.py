@@ -116,7 +116,7 @@ class ModelState:
     gathered to rank 0 on save and broadcast from it on load.
     """
 
-    def __init__(self, model: nn.Module, fsdp: bool, meta: Callable[[], dict[str, Any]]):
+    def __init__(self, model: GPT, fsdp: bool, meta: Callable[[], dict[str, Any]]):
         self.model, self.fsdp, self.meta = model, fsdp, meta
         self.from_main_only = fsdp
 
@@ -211,7 +211,7 @@ def capture_rng_state(device: torch.device) -> dict[str, Any]:
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state: dict[str, Any] = {
         "python": [version, list(mt_state), gauss],
-        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],
+        "numpy": [np_name, torch.from_numpy(np.asarray(np_keys, dtype=np.int64)), np_pos, np_has_gauss, np_gauss],
         "torch": torch.get_rng_state(),
     }
     if device.type == "cuda":

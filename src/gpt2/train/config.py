@@ -200,6 +200,7 @@ class TrainConfig:
         """Raise GPT2Error naming the option when the configuration cannot work."""
         for name in OPTION_NAMES:
             check_option_value(name, getattr(self, name))
+        positive: tuple[str, ...]
         positive = ("steps", "batch_tokens", "micro_batch", "seq_len", "lr", "peak_flops", "eval_tokens", "muon_lr")
         positive += ("sample_tokens", "num_samples", "hellaswag_limit", "core_max_per_task")
         for name in positive:
@@ -287,7 +288,7 @@ def check_option_value(name: str, value: Any) -> Any:
         value = float(value)
     if type(value) is not kind:  # not isinstance: True is an int, and an int must not pass for a bool
         raise GPT2Error(f"{option_name(name)} must be {_TYPE_WORDS[kind]}, got {value!r}")
-    if kind is float and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):  # type(value) is kind here
         raise GPT2Error(f"{option_name(name)} must be a finite number, got {value}")
     choices = FIELDS[name].metadata.get("choices")
     if choices is not None and value not in choices:

@@ -94,8 +94,10 @@ class TensorBoardTracker:
         self.writer = SummaryWriter(str(RunDir(run_dir).tensorboard), purge_step=step + 1, flush_secs=30)
         config = json.dumps(info, indent=2, default=str)
         self.writer.add_text("config", "```\n" + config + "\n```", global_step=step)
+        file_writer = self.writer.file_writer
+        assert file_writer is not None  # SummaryWriter opens it in __init__
         for summary in hparams(flat_config(info["config"]), {"loss": 0.0, "val_loss": 0.0}):
-            self.writer.file_writer.add_summary(summary, step)
+            file_writer.add_summary(summary, step)
 
     def write(self, row: dict[str, Any]) -> None:
         step = row["step"]

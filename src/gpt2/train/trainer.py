@@ -21,7 +21,7 @@ from gpt2.model import GPT
 from gpt2.runtime.device import autocast, resolve_amp_dtype
 from gpt2.runtime.distributed import DistContext, all_reduce_mean, any_rank, barrier
 from gpt2.runtime.parallel import gradient_sync, wrap_model
-from gpt2.store.checkpointer import Checkpointer, ModelState, RNGState
+from gpt2.store.checkpointer import Checkpointer, ModelState, RNGState, Stateful
 from gpt2.store.rundir import (
     MetricsLog,
     check_run_dir,
@@ -101,7 +101,7 @@ class Trainer:
         self.state = TrainState(cfg, self.loader, self.scaler, ctx.world_size)
         self.state.init_from = init_record  # a resumed run restores its own
         # Everything a checkpoint holds, each saved under its name; a new stateful piece is one more entry here.
-        components = {
+        components: dict[str, Stateful] = {
             "model": ModelState(self.model, cfg.fsdp, self.state.meta),
             **self.optimizers.components(self.model, cfg.fsdp),  # "optimizer" (AdamW), with Muon also "muon"
             "rng": RNGState(ctx),
