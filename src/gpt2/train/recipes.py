@@ -60,7 +60,7 @@ BASE_RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "mini": mini,
     "tiny": tiny,
 }
-RECIPES = {
+RECIPES: dict[str, Callable[[], TrainConfig]] = {
     **BASE_RECIPES,
     **{f"{name}-muon": partial(lambda make: muon(make()), make) for name, make in BASE_RECIPES.items()},
 }
