@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from gpt2.data.manifest import MANIFEST_NAME, new_manifest, read_manifest, write_manifest
-from gpt2.data.shards import MAX_SHARD_TOKENS, read_bin_header, write_shard
+from gpt2.data.manifest import open_dataset, write_manifest
+from gpt2.data.shards import MAX_SHARD_TOKENS, write_shard
 from gpt2.errors import GPT2Error
 
 
@@ -67,7 +67,7 @@ class ShardWriter:
         self.shard_tokens, self.val_tokens, self.prefix, self.max_tokens = shard_tokens, val_tokens, prefix, max_tokens
         self.options = dict(options or {})
         self.options.update(shard_tokens=shard_tokens, val_tokens=val_tokens, prefix=prefix, max_tokens=max_tokens)
-        self.manifest = self._open(source)
+        self.manifest = open_dataset(self.out_dir, source, self.options)
         progress = self.manifest["progress"]
         self.split: str = progress.get("split", "val" if val_tokens > 0 else "train")
         self.documents: int = progress.get("documents", 0)
@@ -82,32 +82,6 @@ class ShardWriter:
         self.requested_val_tokens = val_tokens
         # Whether the val split's size is settled; until then nothing is written (see the module docstring).
         self._val_settled = self.split == "train" or self._written["val"] > 0
-
-    # -- opening / resuming ------------------------------------------------------------------------
-    def _open(self, source: str) -> dict[str, Any]:
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise GPT2Error(f"--out {self.out_dir} exists and is not a directory")
-        if not (self.out_dir / MANIFEST_NAME).is_file():
-            visible = [p for p in self.out_dir.iterdir() if not p.name.startswith(".")] if self.out_dir.is_dir() else []
-            if visible:
-                raise GPT2Error(
-                    f"--out {self.out_dir} is not empty and has no {MANIFEST_NAME}; refusing to write into it "
-                    "(choose a new directory)"
-                )
-            # Nothing is created until the first shard is written: a run that fails early leaves no trace.
-            return new_manifest(source, self.options)
-        manifest = read_manifest(self.out_dir, require_complete=False)
-        for stale in self.out_dir.glob(".*.tmp"):  # temp files of a run that was killed mid-write
-            stale.unlink(missing_ok=True)
-        if manifest.get("options") != self.options or manifest.get("source") != source:
-            raise GPT2Error(
-                f"--out {self.out_dir} already holds a dataset prepared from {manifest.get('source')!r} with other "
-                "options; choose a new directory or delete it (nothing was changed)"
-            )
-        for shard in manifest["shards"]:  # a resumed run builds on these: make sure they are intact
-            if read_bin_header(self.out_dir / shard["file"]) != shard["tokens"]:
-                raise GPT2Error(f"{self.out_dir / shard['file']}: token count disagrees with {MANIFEST_NAME}")
-        return manifest
 
     @property
     def complete(self) -> bool:
