@@ -64,6 +64,7 @@ def test_prepare_hf_presets_name_their_dataset(tmp_path, capsys, offline_hub):
 BLOCKING_PREPARE = """
 import sys, time
 from gpt2.data import sources
+from gpt2.cli import main
 read = sources._dataset_texts
 def blocking(*args):
     for number, text in enumerate(read(*args)):
