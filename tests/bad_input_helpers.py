@@ -176,6 +176,54 @@ def corrupt_dataset(world: World, token: int, update_sha: bool, split: str = "tr
         (data / "manifest.json").write_text(json.dumps(manifest))
 
 
+def hub_offline(world: World) -> None:
+    """The Hub in offline mode, as `make test` runs every test (HF_HUB_OFFLINE=1); set for the rest of the session
+    because huggingface_hub and datasets read the flag once, at import."""
+    import datasets
+    import huggingface_hub
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+
+
+def hub_dataset(world: World) -> None:
+    """CASE/ds: a dataset in the Hub's layout (data/train-00000-of-00001.parquet, columns text and id)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    hub_offline(world)
+    (world.case_dir / "ds" / "data").mkdir(parents=True)
+    table = pa.table({"text": ["the river and the city"] * 20, "id": list(range(20))})
+    pq.write_table(table, world.case_dir / "ds" / "data" / "train-00000-of-00001.parquet")
+
+
+def published_shards(token: int | None = None, shift: bool = False, magic: int | None = None):
+    """A setup writing CASE/hub: shards in the layout of kjj0/finewebedu10B-gpt2 (val 0, train 1 and 2), whose
+    train shard 1 gets ``token`` at offset 100, every id but EOT shifted by one (another tokenizer), or ``magic``."""
+
+    def setup(world: World) -> None:
+        from gpt2.data.encode import encode_document
+        from gpt2.data.shards import encode_header, write_shard
+        from train_helpers import synthetic_texts
+
+        hub = world.case_dir / "hub"
+        hub.mkdir()
+        stream = np.concatenate([encode_document(text) for text in synthetic_texts(30)])
+        for i, part in enumerate(np.array_split(stream, 3)):
+            if i == 1 and token is not None:
+                part[100] = token
+            if i == 1 and shift:
+                part[part != 50256] = (part[part != 50256] + 1) % 50256
+            path = hub / f"finewebedu_{'val' if i == 0 else 'train'}_{i:06d}.bin"
+            write_shard(path, part)
+            if i == 1 and magic is not None:
+                header = np.frombuffer(encode_header(len(part)), dtype="<i4").copy()
+                header[0] = magic
+                path.write_bytes(header.tobytes() + path.read_bytes()[HEADER_BYTES:])
+
+    return setup
+
+
 MOUNTS: list[Path] = []  # unmounted at the end of each test
 
 

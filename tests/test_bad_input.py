@@ -38,6 +38,8 @@ from bad_input_helpers import (
     hf_dir,
     home_dir,
     hostile_hf_dir,
+    hub_dataset,
+    hub_offline,
     huge_latest,
     latest_is,
     latest_links_out,
@@ -45,6 +47,7 @@ from bad_input_helpers import (
     nanogpt_pt,
     no_temporaries,
     other_vocabulary_model,
+    published_shards,
     read_only_out,
     same_state_as_before_the_dropped_step,
     save_nan_model,
@@ -553,6 +556,93 @@ CASES = [
         r"^error: model not found: runs/dmeo \(no such file or directory\)$",
         setup=lambda w: (w.case_dir / "runs" / "demo").mkdir(parents=True),
         within=5.0,
+    ),
+    # 27. Hugging Face sources, ready-made shards and mixtures (issue 27): nothing is written but checked shards
+    Case(
+        "27-prepare-hf-hub-unreachable",
+        ["prepare", "hf", "openwebtext", "--out", "{case}/d"],
+        1,
+        r"^error: cannot open dataset 'Skylion007/openwebtext' \(split 'train'\): the Hugging Face Hub is "
+        r"unreachable \(HF_HUB_OFFLINE is set\); use a local copy \(docs/data.md\)$",
+        setup=hub_offline,
+        after=lambda w, _: not (w.case_dir / "d").exists() or pytest.fail("created --out"),
+    ),
+    Case(
+        "27-prepare-hf-wrong-field",
+        ["prepare", "hf", "{case}/ds", "--out", "{case}/d", "--text-field", "content"],
+        1,
+        r"^error: dataset '.*/ds' \(split 'train'\) has no column 'content' \(columns: text, id\); set --text-field$",
+        setup=hub_dataset,
+        after=lambda w, _: not (w.case_dir / "d").exists() or pytest.fail("created --out"),
+    ),
+    Case(
+        "27-prepare-hf-wrong-split",
+        ["prepare", "hf", "{case}/ds", "--out", "{case}/d", "--split", "validation"],
+        1,
+        r"^error: cannot open dataset '.*/ds' \(split 'validation'\): Bad split: validation\. Available splits: "
+        r"\['train'\]$",
+        setup=hub_dataset,
+    ),
+    Case(
+        "27-prepare-hf-two-names",
+        ["prepare", "hf", "{case}/ds", "tinystories", "--out", "{case}/d"],
+        1,
+        r"^error: the hf source takes one dataset NAME \(e.g. `gpt2 prepare hf roneneldan/TinyStories`\)$",
+    ),
+    Case(
+        "27-pretokenized-hub-unreachable",
+        ["prepare", "fineweb-edu", "--pretokenized", "--out", "{case}/d"],
+        1,
+        r"^error: cannot list kjj0/finewebedu10B-gpt2: the Hugging Face Hub is unreachable \(HF_HUB_OFFLINE is set\)",
+        setup=hub_offline,
+        after=lambda w, _: not (w.case_dir / "d").exists() or pytest.fail("created --out"),
+    ),
+    *(
+        Case(
+            f"27-pretokenized-{name}",
+            ["prepare", "fineweb-edu", "--pretokenized", "--data-files", "{case}/hub", "--out", "{case}/d", "--quiet"],
+            1,
+            rf"^error: .*/d/\.download/finewebedu_train_000001\.bin: {message}",
+            setup=setup,
+            unchanged=["{case}/hub"],
+            after=lambda w, _: (  # the val shard before it is kept, the bad one is not
+                sorted(p.name for p in (w.case_dir / "d").glob("[!.]*"))
+                == ["finewebedu_val_000000.bin", "manifest.json"]
+                or pytest.fail(str(list((w.case_dir / "d").iterdir())))
+            ),
+        )
+        for name, setup, message in (
+            ("wrong-header", published_shards(magic=7), r"bad magic number 7 \(expected 20240520\)"),
+            ("token-out-of-range", published_shards(token=50257), r"token id 50257 at offset 100 is outside"),
+            ("other-tokenizer", published_shards(shift=True), r"the document at token \d+ does not re-tokenize"),
+        )
+    ),
+    Case(
+        "27-pretokenized-with-val-tokens",
+        ["prepare", "fineweb-edu", "--pretokenized", "--val-tokens", "5M", "--out", "{case}/d"],
+        1,
+        r"^error: --pretokenized takes the published shards as they are; drop --val-tokens$",
+    ),
+    Case(
+        "27-train-mix-weight",
+        [*TRAIN, "--out", "{case}/run", "--mix", "{data}:1.5"],
+        1,
+        r"^error: --mix '.*:1\.5' is not DIR:WEIGHT with a weight in \(0, 1\), e\.g\. data/mine:0\.1$",
+        after=lambda w, _: not (w.case_dir / "run").exists() or pytest.fail("created the run directory"),
+    ),
+    Case(
+        "27-train-mix-sum",
+        [*TRAIN, "--out", "{case}/run", "--mix", "{data}:0.6,{data}:0.5"],
+        1,
+        r"^error: --mix weights add up to 1\.1; they must stay below 1 to leave --data a share$",
+        after=lambda w, _: not (w.case_dir / "run").exists() or pytest.fail("created the run directory"),
+    ),
+    Case(
+        "27-train-mix-missing-dataset",
+        [*TRAIN, "--out", "{case}/run", "--mix", "{case}/nothing:0.1"],
+        1,
+        r"^error: dataset directory not found: .*/nothing \(create it with `gpt2 prepare",
+        after=lambda w, _: not (w.case_dir / "run").exists() or pytest.fail("created the run directory"),
     ),
 ]
 

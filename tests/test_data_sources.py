@@ -76,17 +76,59 @@ def test_missing_file_is_reported_before_reading_anything(tmp_path):
         file_documents([tmp_path / "a.jsonl", tmp_path / "later_missing.txt"])  # raised at the call
 
 
-def test_fineweb_edu_through_local_stand_in(tmp_path):
+def hub_layout(root, splits):
+    """A dataset directory as on the Hub: data/{split}-0000i-of-0000n.parquet, a text and an id column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (root / "data").mkdir(parents=True)
+    for split, files in splits.items():
+        for i, texts in enumerate(files):
+            table = pa.table({"text": texts, "id": list(range(len(texts)))})
+            pq.write_table(table, root / "data" / f"{split}-{i:05d}-of-{len(files):05d}.parquet")
+    return root
+
+
+def test_hf_dataset_in_the_hubs_layout(tmp_path, offline_hub):
+    train = [[f"train {i}" for i in range(5)], [f"train {i}" for i in range(5, 9)]]
+    root = hub_layout(tmp_path / "ds", {"train": train, "validation": [["val 0", "val 1"]]})
+    expected = [text for part in train for text in part]
+    assert list(sources.hf_documents(str(root))) == expected  # streamed, files in order
+    assert list(sources.hf_documents(str(root), streaming=False)) == expected  # downloaded (here: cached) first
+    assert list(sources.hf_documents(str(root), split="validation")) == ["val 0", "val 1"]
+
+
+def test_hf_packaged_builders_read_local_files(tmp_path, offline_hub):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     # Same schema as the Hub's FineWeb-Edu parquet files (text + metadata columns).
     pq.write_table(pa.table({"text": ["edu one", "edu two"], "score": [3.1, 4.2]}), tmp_path / "000.parquet")
-    write_jsonl(tmp_path / "001.jsonl", [{"text": "edu three", "score": 2.9}])
-    assert list(sources.fineweb_edu_documents(data_files=[tmp_path / "000.parquet"])) == ["edu one", "edu two"]
-    assert list(sources.fineweb_edu_documents(data_files=[tmp_path / "001.jsonl"])) == ["edu three"]
+    write_jsonl(tmp_path / "001.jsonl", [{"content": "edu three", "score": 2.9}])
+    files = [tmp_path / "000.parquet", tmp_path / "001.jsonl"]
+    assert [sources.local_builder(files[:1]), sources.local_builder(files[1:])] == ["parquet", "json"]
     with pytest.raises(GPT2Error, match="all .parquet or all .jsonl"):
-        list(sources.fineweb_edu_documents(data_files=[tmp_path / "000.parquet", tmp_path / "001.jsonl"]))
+        sources.local_builder(files)
+    assert list(sources.hf_documents("parquet", data_files=[str(files[0])])) == ["edu one", "edu two"]
+    assert list(sources.hf_documents("json", data_files=[str(files[1])], text_field="content")) == ["edu three"]
+
+
+def test_hf_errors_are_one_line_before_anything_is_read(tmp_path, offline_hub):
+    root = hub_layout(tmp_path / "ds", {"train": [["a", "b"]]})
+    cases = [
+        (dict(name="roneneldan/TinyStories"), "cannot open dataset 'roneneldan/TinyStories' (split 'train'): the "
+         "Hugging Face Hub is unreachable (HF_HUB_OFFLINE is set); use a local copy (docs/data.md)"),
+        (dict(name=str(root), split="test"), f"cannot open dataset '{root}' (split 'test'): Bad split: test. "
+         "Available splits: ['train']"),
+        (dict(name=str(root), config="x"), f"cannot open dataset '{root}' (config 'x', split 'train'): "
+         "BuilderConfig 'x' not found. Available: ['default']"),
+        (dict(name=str(root), text_field="body"), f"dataset '{root}' (split 'train') has no column 'body' "
+         "(columns: text, id); set --text-field"),
+    ]  # fmt: skip
+    for kwargs, message in cases:
+        with pytest.raises(GPT2Error) as error:
+            sources.hf_documents(**kwargs)  # raised at the call: nothing iterated, nothing written
+        assert str(error.value) == message
 
 
 def test_demo_corpus_is_the_38_plays_as_plain_text():

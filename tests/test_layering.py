@@ -244,7 +244,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {"gpt2.report.plot": ("wr
 
 
 SHARD_IO = ["gpt2.data", "gpt2.data.shards", "gpt2.data.manifest", "gpt2.data.writer", "gpt2.data.encode"]
-SHARD_IO += ["gpt2.data.sources", "gpt2.data.prepare"]
+SHARD_IO += ["gpt2.data.sources", "gpt2.data.prepare", "gpt2.data.pretokenized"]
 
 
 def heavy_modules_after_import(modules: list[str], bare_root: bool) -> list[str]:
@@ -269,7 +269,8 @@ def heavy_modules_after_import(modules: list[str], bare_root: bool) -> list[str]
 
 def test_shard_io_imports_without_torch():
     assert heavy_modules_after_import(SHARD_IO, bare_root=True) == []
-    assert heavy_modules_after_import(["gpt2.data.loader"], bare_root=True) == ["torch"]  # the one that needs it
+    for needs_torch in ("gpt2.data.loader", "gpt2.data.mixture"):  # the ones that hand out tensors
+        assert heavy_modules_after_import([needs_torch], bare_root=True) == ["torch"]
 
 
 # The package root imports the model eagerly until the lazy root of the architecture issue is merged; the

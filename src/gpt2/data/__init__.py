@@ -5,9 +5,9 @@ prepare_documents(["some text", "another document"], "data/tiny", shard_tokens=1
 loader = TokenShardLoader("data/tiny", "train", batch_size=2, seq_len=4)
 x, y = loader.next_batch()   # int64 (B, T); y is x shifted by one token
 
-Shard IO (shards, manifest, writer, encode, sources, prepare) needs numpy but not torch; only the loader,
-which hands out tensors, imports torch. Names resolve on first use (lazy): ``gpt2 prepare --help`` loads
-neither numpy nor torch.
+Shard IO (shards, manifest, writer, encode, sources, prepare, pretokenized) needs numpy but not torch; only the
+loaders (loader, mixture), which hand out tensors, import torch. Names resolve on first use (lazy):
+``gpt2 prepare --help`` loads neither numpy nor torch.
 """
 
 from gpt2._lazy import lazy_exports
@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
     {
         "gpt2.data.loader": ("TokenShardLoader",),
         "gpt2.data.manifest": ("read_manifest", "split_shards", "write_manifest"),
+        "gpt2.data.mixture": ("MixtureLoader",),
         "gpt2.data.prepare": ("prepare_documents",),
         "gpt2.data.shards": ("open_shard", "read_bin_header", "write_shard"),
         "gpt2.data.writer": ("ShardWriter",),

@@ -146,14 +146,19 @@ class TokenShardLoader:
             )
             self._verified.add(index)
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next (x, y) pair of int64 tensors of shape (B, T) for this rank."""
+    def skip_batch(self) -> int:
+        """Step past the next batch without reading it (starting the next epoch if it does not fit); returns
+        the stream offset where the step starts."""
         if self.position + self.tokens_per_step + 1 > self.tokens_per_epoch:
             self._set_epoch(self.epoch + 1)
             self.position = 0
-        window = self.batch_size * self.seq_len
-        buf = torch.from_numpy(self.read(self.position + self.rank * window, window + 1))
         self.position += self.tokens_per_step
+        return self.position - self.tokens_per_step
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next (x, y) pair of int64 tensors of shape (B, T) for this rank."""
+        window = self.batch_size * self.seq_len
+        buf = torch.from_numpy(self.read(self.skip_batch() + self.rank * window, window + 1))
         x = buf[:-1].view(self.batch_size, self.seq_len)
         y = buf[1:].view(self.batch_size, self.seq_len)
         return x, y

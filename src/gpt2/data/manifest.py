@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gpt2.data.shards import SHARD_SUFFIXES, file_sha256, shard_num_tokens
+from gpt2.data.shards import SHARD_SUFFIXES, file_sha256, read_bin_header, shard_num_tokens
 from gpt2.errors import GPT2Error
 from gpt2.store.files import read_json, write_json_atomic
 from gpt2.tokenizer import TOKENIZER_HASH
@@ -55,6 +55,37 @@ def new_manifest(source: str, options: dict[str, Any] | None = None) -> dict[str
 def write_manifest(data_dir: str | Path, manifest: dict[str, Any]) -> None:
     """Atomically (temp + fsync + rename) write ``manifest`` to ``data_dir/manifest.json``."""
     write_json_atomic(Path(data_dir) / MANIFEST_NAME, manifest)
+
+
+def open_dataset(out_dir: Path, source: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The manifest to continue writing ``out_dir`` with: a new one (nothing is created yet), or that of an
+    interrupted or finished run of the same ``source`` and ``options``, whose shards' headers are checked.
+
+    Refuses (GPT2Error) a non-empty directory without a manifest and a dataset of another source or options;
+    removes the temp files of a run killed mid-write.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GPT2Error(f"--out {out_dir} exists and is not a directory")
+    if not (out_dir / MANIFEST_NAME).is_file():
+        visible = [p for p in out_dir.iterdir() if not p.name.startswith(".")] if out_dir.is_dir() else []
+        if visible:
+            raise GPT2Error(
+                f"--out {out_dir} is not empty and has no {MANIFEST_NAME}; refusing to write into it "
+                "(choose a new directory)"
+            )
+        return new_manifest(source, options)
+    manifest = read_manifest(out_dir, require_complete=False)
+    for stale in out_dir.glob(".*.tmp"):  # temp files of a run that was killed mid-write
+        stale.unlink(missing_ok=True)
+    if manifest.get("options") != options or manifest.get("source") != source:
+        raise GPT2Error(
+            f"--out {out_dir} already holds a dataset prepared from {manifest.get('source')!r} with other "
+            "options; choose a new directory or delete it (nothing was changed)"
+        )
+    for shard in manifest["shards"]:  # a resumed run builds on these: make sure they are intact
+        if read_bin_header(out_dir / shard["file"]) != shard["tokens"]:
+            raise GPT2Error(f"{out_dir / shard['file']}: token count disagrees with {MANIFEST_NAME}")
+    return manifest
 
 
 def _validate(manifest: Any, path: Path) -> dict[str, Any]:

@@ -90,5 +90,6 @@ def prepare_documents(
             if writer.done:
                 break
         return writer.finish()
-    finally:
+    finally:  # also on an error or Ctrl-C: the shard being written is completed, so a re-run resumes after it
         bar.close()
+        writer.close()

@@ -44,8 +44,8 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> str:
         raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}")
     if tokens.size and (tokens.min() < 0 or tokens.max() > np.iinfo(np.uint16).max):
         raise GPT2Error(f"token ids out of uint16 range while writing {path}")
-    data = tokens.astype(TOKEN_DTYPE, copy=False)
-    header, body = encode_header(len(data)), data.tobytes()
+    data = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
+    header, body = encode_header(len(data)), memoryview(data).cast("B")  # no copy of the tokens
     atomic_write_bytes(path, (header, body))
     digest = hashlib.sha256(header)
     digest.update(body)

@@ -1,4 +1,4 @@
-"""Where documents come from: FineWeb-Edu (HF datasets, streaming), local files, the demo corpus.
+"""Where documents come from: any Hugging Face dataset (streaming), local files, the demo corpus.
 
 Each source is an iterator of document texts in a fixed order; bad input raises GPT2Error naming
 the file (and line) before or while it is read.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
@@ -16,7 +17,6 @@ from pathlib import Path
 from gpt2.errors import GPT2Error
 
 FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".txt")
-FINEWEB_EDU_REPO = "HuggingFaceFW/fineweb-edu"
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
 
 
@@ -125,34 +125,76 @@ def _file_documents(files: list[Path], text_field: str, txt_split: bool) -> Iter
             yield from _txt_documents(path, txt_split)
 
 
-def fineweb_edu_documents(
-    subset: str = "sample-10BT", data_files: Sequence[str | Path] | None = None, text_field: str = "text"
-) -> Iterator[str]:
-    """FineWeb-Edu documents, streamed with HF ``datasets`` (no full download); the dataset is opened
-    at the call, so an unreachable Hub fails before anything is written.
+# Named Hugging Face datasets (`gpt2 prepare hf NAME`; fineweb-edu is also a source of its own):
+# NAME -> (Hub dataset, config, split, text field)
+HF_PRESETS = {
+    "fineweb-edu": ("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", "text"),
+    "fineweb": ("HuggingFaceFW/fineweb", "sample-10BT", "train", "text"),
+    "openwebtext": ("Skylion007/openwebtext", None, "train", "text"),
+    "tinystories": ("roneneldan/TinyStories", None, "train", "text"),
+}
 
-    With ``data_files`` (local ``.parquet`` / ``.jsonl`` copies of FineWeb-Edu files) the same streaming
-    loader reads those instead of the Hub — for offline machines and tests.
+
+PRETOKENIZED_REPO = "kjj0/finewebedu10B-gpt2"  # FineWeb-Edu sample-10BT as GPT-2 token shards (gpt2.data.pretokenized)
+
+
+def local_builder(files: Sequence[Path]) -> str:
+    """The ``datasets`` builder that reads local ``files``: ``parquet``, or ``json`` for .jsonl / .jsonl.gz."""
+    kinds = {file_kind(path) for path in files}
+    if kinds == {".parquet"}:
+        return "parquet"
+    if kinds <= {".jsonl", ".jsonl.gz"}:
+        return "json"
+    raise GPT2Error("--data-files must be all .parquet or all .jsonl/.jsonl.gz files")
+
+
+def hf_documents(
+    name: str,
+    config: str | None = None,
+    split: str = "train",
+    text_field: str = "text",
+    streaming: bool = True,
+    data_files: Sequence[str] | None = None,
+) -> Iterator[str]:
+    """The texts of a Hugging Face dataset: ``datasets.load_dataset(name, config, split=split, streaming=...)``.
+
+    ``name`` is a Hub dataset (``roneneldan/TinyStories``), a local directory in the Hub's layout (parquet /
+    JSON files, ``data/train-*.parquet``, ...), or a packaged builder (``parquet``, ``json``) reading
+    ``data_files``. Streaming reads rows as they download (no full copy first). The dataset and its text
+    column are opened and checked at the call, so an unreachable Hub, a wrong name, config, split or field
+    fails (GPT2Error, one line) before anything is written.
     """
     try:
-        from datasets import load_dataset
+        import datasets
     except ImportError:
-        raise GPT2Error("the fineweb-edu source needs `datasets` (pip install 'gpt2-from-scratch[data]')") from None
-    if data_files:
-        files = [str(path) for path in resolve_files(data_files)]
-        kinds = {file_kind(Path(path)) for path in files}
-        if not kinds <= {".parquet", ".jsonl", ".jsonl.gz"} or len(kinds) > 1 and ".parquet" in kinds:
-            raise GPT2Error("--data-files must be all .parquet or all .jsonl/.jsonl.gz files")
-        builder = "parquet" if kinds == {".parquet"} else "json"
-        dataset = load_dataset(builder, data_files=files, split="train", streaming=True)
-    else:
-        try:
-            dataset = load_dataset(FINEWEB_EDU_REPO, name=subset, split="train", streaming=True)
-        except Exception as exc:  # no network, unknown subset, hub errors: report, don't trace
-            raise GPT2Error(
-                f"cannot open {FINEWEB_EDU_REPO} (subset {subset!r}) on the Hugging Face Hub: {exc}"
-            ) from None
-    return _dataset_texts(dataset, text_field, ", ".join(files) if data_files else FINEWEB_EDU_REPO)
+        raise GPT2Error("Hugging Face datasets need `datasets` (pip install 'gpt2-from-scratch[data]')") from None
+    what = f"dataset {name!r}" + (f" (config {config!r}, split {split!r})" if config else f" (split {split!r})")
+    try:
+        dataset = datasets.load_dataset(name, config, split=split, streaming=streaming, data_files=data_files)
+    except ConnectionError as exc:  # offline mode, no network, the Hub down (OfflineModeIsEnabled is one too)
+        raise hub_unreachable(f"cannot open {what}", exc) from None
+    except FileNotFoundError as exc:
+        raise GPT2Error(f"cannot open {what}: not found on the Hub or as a local directory ({one_line(exc)})") from None
+    except Exception as exc:  # an unknown config or split, a gated or malformed dataset: report, don't trace
+        raise GPT2Error(f"cannot open {what}: {one_line(exc)}") from None
+    columns = dataset.column_names  # None when a streamed dataset does not declare its features
+    if columns is not None:
+        if text_field not in columns:
+            raise GPT2Error(f"{what} has no column {text_field!r} (columns: {', '.join(columns)}); set --text-field")
+        dataset = dataset.select_columns([text_field])  # don't decode the other columns
+    return _dataset_texts(dataset, text_field, name)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (``datasets`` / ``huggingface_hub`` messages may span several)."""
+    return " ".join(str(exc).split())
+
+
+def hub_unreachable(action: str, exc: BaseException) -> GPT2Error:
+    """The one error for a Hub that cannot be reached: offline mode (``HF_HUB_OFFLINE``) or no network."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "on", "true", "yes")
+    why = "HF_HUB_OFFLINE is set" if offline else one_line(exc)
+    return GPT2Error(f"{action}: the Hugging Face Hub is unreachable ({why}); use a local copy (docs/data.md)")
 
 
 def _dataset_texts(dataset: Iterable[dict], text_field: str, name: str) -> Iterator[str]:

@@ -14,19 +14,22 @@ tokens of memory (2 bytes each) before the first shard, and a run interrupted be
 After every shard the manifest is rewritten with ``complete: false`` and a *cursor* — the source
 index of the document holding the first unwritten token and that token's offset inside the
 document — so an interrupted prepare restarts right there (``resume_point``) without redoing
-finished shards. Every file is written temp + fsync + rename.
+finished shards. Every file is written temp + fsync + rename, on a writer thread (hashing and fsync
+release the GIL), so encoding never waits for a shard to reach the disk; :meth:`ShardWriter.close` waits
+for the shard in flight.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gpt2.data.manifest import MANIFEST_NAME, new_manifest, read_manifest, write_manifest
-from gpt2.data.shards import MAX_SHARD_TOKENS, read_bin_header, write_shard
+from gpt2.data.manifest import open_dataset, write_manifest
+from gpt2.data.shards import MAX_SHARD_TOKENS, write_shard
 from gpt2.errors import GPT2Error
 
 
@@ -67,7 +70,7 @@ class ShardWriter:
         self.shard_tokens, self.val_tokens, self.prefix, self.max_tokens = shard_tokens, val_tokens, prefix, max_tokens
         self.options = dict(options or {})
         self.options.update(shard_tokens=shard_tokens, val_tokens=val_tokens, prefix=prefix, max_tokens=max_tokens)
-        self.manifest = self._open(source)
+        self.manifest = open_dataset(self.out_dir, source, self.options)
         progress = self.manifest["progress"]
         self.split: str = progress.get("split", "val" if val_tokens > 0 else "train")
         self.documents: int = progress.get("documents", 0)
@@ -82,32 +85,11 @@ class ShardWriter:
         self.requested_val_tokens = val_tokens
         # Whether the val split's size is settled; until then nothing is written (see the module docstring).
         self._val_settled = self.split == "train" or self._written["val"] > 0
-
-    # -- opening / resuming ------------------------------------------------------------------------
-    def _open(self, source: str) -> dict[str, Any]:
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise GPT2Error(f"--out {self.out_dir} exists and is not a directory")
-        if not (self.out_dir / MANIFEST_NAME).is_file():
-            visible = [p for p in self.out_dir.iterdir() if not p.name.startswith(".")] if self.out_dir.is_dir() else []
-            if visible:
-                raise GPT2Error(
-                    f"--out {self.out_dir} is not empty and has no {MANIFEST_NAME}; refusing to write into it "
-                    "(choose a new directory)"
-                )
-            # Nothing is created until the first shard is written: a run that fails early leaves no trace.
-            return new_manifest(source, self.options)
-        manifest = read_manifest(self.out_dir, require_complete=False)
-        for stale in self.out_dir.glob(".*.tmp"):  # temp files of a run that was killed mid-write
-            stale.unlink(missing_ok=True)
-        if manifest.get("options") != self.options or manifest.get("source") != source:
-            raise GPT2Error(
-                f"--out {self.out_dir} already holds a dataset prepared from {manifest.get('source')!r} with other "
-                "options; choose a new directory or delete it (nothing was changed)"
-            )
-        for shard in manifest["shards"]:  # a resumed run builds on these: make sure they are intact
-            if read_bin_header(self.out_dir / shard["file"]) != shard["tokens"]:
-                raise GPT2Error(f"{self.out_dir / shard['file']}: token count disagrees with {MANIFEST_NAME}")
-        return manifest
+        self._shards = len(self.manifest["shards"])  # shards handed to the writer thread (the next one's index)
+        # Shards are written (and hashed) on a thread of their own while encoding goes on: the main thread only
+        # cuts the token stream. One shard is in flight at most (bounded memory, in order).
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
+        self._pending: Future | None = None
 
     @property
     def complete(self) -> bool:
@@ -177,7 +159,7 @@ class ShardWriter:
             self.split = "train"
 
     def _flush(self, count: int, next_document: int) -> None:
-        """Write the first ``count`` buffered tokens as the next shard of the current split."""
+        """Hand the first ``count`` buffered tokens to the writer thread as the next shard of the current split."""
         if count == 0:
             return
         parts, taken = [], 0
@@ -190,32 +172,45 @@ class ShardWriter:
             else:
                 self._pieces[0] = (index, offset + take, tokens[take:])
             taken += take
-        name = f"{self.prefix}_{self.split}_{len(self.manifest['shards']):06d}.bin"
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        sha256 = write_shard(self.out_dir / name, np.concatenate(parts))
+        shard = {"file": f"{self.prefix}_{self.split}_{self._shards:06d}.bin", "split": self.split, "tokens": count}
+        self._shards += 1
         self._buffered -= count
         self._written[self.split] += count
-        self.manifest["shards"].append({"file": name, "split": self.split, "tokens": count, "sha256": sha256})
         if self.split == "val" and self._written["val"] >= self.val_tokens:
             self.split = "train"
-        self._save_progress(next_document)
-
-    def _save_progress(self, next_document: int) -> None:
         if self._pieces:  # the first unwritten token is inside a buffered piece
             next_document, next_token = self._pieces[0][0], self._pieces[0][1]
         else:
             next_token = 0
         self._cursor = (next_document, next_token)
-        self.manifest["progress"] = {
+        progress = {
             "next_document": next_document,
             "next_token": next_token,
             "split": self.split,
             # documents whose first token is already in a shard; the buffered ones are counted again on resume
             "documents": self.documents - sum(1 for _, offset, _ in self._pieces if offset == 0),
         }
-        self.manifest["total_tokens"] = self._written["val"] + self._written["train"]
-        self.manifest["documents"] = self.manifest["progress"]["documents"]
+        self.wait()  # one shard in flight at most; a failed write is raised here
+        self._pending = self._io.submit(self._write, parts, shard, progress)
+
+    def _write(self, parts: list[np.ndarray], shard: dict[str, Any], progress: dict[str, Any]) -> None:
+        """On the writer thread: the shard file (hashed as it is written), then the manifest that lists it."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        shard["sha256"] = write_shard(self.out_dir / shard["file"], np.concatenate(parts))
+        self.manifest["shards"].append(shard)
+        total = sum(s["tokens"] for s in self.manifest["shards"])
+        self.manifest.update(progress=progress, total_tokens=total, documents=progress["documents"])
         write_manifest(self.out_dir, self.manifest)
+
+    def close(self) -> None:
+        """Let the shard in flight reach the disk (an error of it is raised by :meth:`wait`) and stop the thread."""
+        self._io.shutdown(wait=True)
+
+    def wait(self) -> None:
+        """Until the shard being written (if any) and its manifest are on disk; raises the write's error."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def finish(self) -> dict[str, Any]:
         """Write the remaining tokens and mark the dataset complete; returns the manifest."""
@@ -228,6 +223,7 @@ class ShardWriter:
             while self._buffered >= (limit := self._shard_limit()):
                 self._flush(limit, next_document=self._cursor[0])
         self._flush(self._buffered, next_document=self._cursor[0])
+        self.wait()
         self.manifest.update(documents=self.documents, total_tokens=self.total_tokens, complete=True, progress={})
         write_manifest(self.out_dir, self.manifest)
         return self.manifest

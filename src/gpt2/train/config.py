@@ -53,6 +53,14 @@ class TrainConfig:
     size: str | None = "124M"  # the registry size with the model's layers (None for a custom shape)
     recipe: str = "124M"  # the named recipe the run started from (gpt2.train.recipes.RECIPES)
     data: str = option("edu_fineweb10B", "prepared dataset directory (gpt2 prepare)", "data", metavar="DIR")
+    mix: str = option(
+        "",
+        "train on a mixture: other prepared datasets and their share of the training sequences, e.g. "
+        "data/mine:0.1 (--data gets the rest; val loss stays on --data)",
+        "data",
+        metavar="DIR:W,...",
+        default_text="none",
+    )
     out: str = option("runs/gpt2", "run directory: checkpoints, metrics.jsonl, run.json", "data", metavar="RUN_DIR")
     init_from: str | None = option(
         None,

@@ -49,6 +49,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, ctx: DistContext, model: GPT | None = None, init: InitSource | None = None):
         from gpt2.data import TokenShardLoader
+        from gpt2.data.mixture import MixtureLoader, parse_mix
 
         self.cfg = cfg = resolve_micro_batch(config, ctx.device.type, ctx.world_size)  # --micro-batch auto
         self.ctx = ctx
@@ -64,9 +65,12 @@ class Trainer:
             remove_stale_temporaries(self.run_dir)
         barrier(ctx)
         # --- read-only checks next: a bad invocation must not touch an existing run
-        self.loader = TokenShardLoader(
-            cfg.data, "train", cfg.micro_batch, cfg.seq_len, ctx.rank, ctx.world_size, cfg.seed, cfg.shuffle
-        )
+        self.mix = parse_mix(cfg.data, cfg.mix) if cfg.mix else None
+        loader_args = (cfg.micro_batch, cfg.seq_len, ctx.rank, ctx.world_size, cfg.seed, cfg.shuffle)
+        if self.mix:
+            self.loader = MixtureLoader(self.mix, *loader_args)
+        else:
+            self.loader = TokenShardLoader(cfg.data, "train", *loader_args)
         self.resume_from = find_resume_checkpoint(self.run_dir, cfg.resume)
         if self.resume_from is not None:
             # refuses another model config or optimizer, and a dataset/seed the data position does not belong to
@@ -135,6 +139,7 @@ class Trainer:
             "dtype": str(self.amp_dtype or torch.float32).removeprefix("torch."),
             "compile": self.compile,
             "data": str(self.cfg.data),
+            "mix": [{"data": d, "weight": float(w)} for d, w in self.mix] if self.mix else None,
             "flops_per_token": self.flops_per_token,  # model (+ teacher forward) FLOPs: what MFU counts
             "optimizer_flops_per_step": newton_schulz_flops(self.model, self.cfg),
             "peak_flops": self.peak_flops,
