@@ -223,6 +223,7 @@ class Trainer:
                     dt = time.perf_counter() - t0
                     pacer.step_done(dt)
                     state.step += 1
+                    state.tokens += cfg.batch_tokens
                     bad_in_row = 0 if finite else bad_in_row + 1
                     state.last_loss = loss.item() if finite else state.last_loss
                     self._log_train_row(loss, grad_norm, finite, dt)
