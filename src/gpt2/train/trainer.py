@@ -27,6 +27,7 @@ from gpt2.store.rundir import (
     check_run_dir,
     find_resume_checkpoint,
     latest_checkpoint,
+    lock_run_dir,
     remove_stale_temporaries,
     truncate_metrics,
     write_run_info,
@@ -58,6 +59,9 @@ class Trainer:
         self.run_dir = Path(cfg.out)
         self.console = RunConsole(ctx.is_main, cfg.steps, cfg.log_every)
         self.log, self.warn = self.console.log, self.console.warn
+        # One gpt2 train per RUN_DIR (rank 0 holds the lock): taken before anything there is read or cleaned, or for a
+        # new RUN_DIR once it is created below (a bad invocation creates nothing).
+        self.lock = lock_run_dir(self.run_dir) if ctx.is_main and self.run_dir.is_dir() else None
         if ctx.is_main:  # a crash's leftovers (a step_N caught mid-replace is put back first)
             remove_stale_temporaries(self.run_dir)
         barrier(ctx)
@@ -87,6 +91,7 @@ class Trainer:
         self.num_parameters = self.model.num_parameters()
         if ctx.is_main:  # room for fp32 weights + two AdamW moments per kept checkpoint
             check_run_dir(self.run_dir, 4 * 3 * self.num_parameters, cfg.keep_last)
+            self.lock = self.lock or lock_run_dir(self.run_dir)
         self.runner = wrap_model(self.model, ctx, cfg.fsdp, self.compile)
         self.optimizers = build_optimizers(self.model, cfg, self.device)  # AdamW, or Muon + AdamW
         self.optimizer = self.optimizers.adamw
@@ -240,6 +245,8 @@ class Trainer:
         finally:
             bar.close()
             self.console.close()
+            if self.lock is not None:
+                self.lock.close()
         self.log(
             f"{'stopped by signal' if stopped else 'finished'} at step {state.step}; checkpoints in {self.run_dir}"
         )
