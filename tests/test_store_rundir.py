@@ -17,11 +17,11 @@ from gpt2 import GPT2Error
 from gpt2.store.rundir import (
     MetricsLog,
     RunDir,
+    RunLock,
     check_run_dir,
     find_resume_checkpoint,
     latest_checkpoint,
     list_checkpoints,
-    lock_run_dir,
     prune_checkpoints,
     read_metrics,
     read_run_info,
@@ -206,7 +206,7 @@ def test_metrics_rows_of_the_wrong_types_are_errors(tmp_path, row, message):
 # A process that holds the lock of RUN_DIR (argv[2]) until killed; only gpt2.store.rundir is imported (fast, no torch).
 HOLDER = (
     "import sys, time, types; pkg = types.ModuleType('gpt2'); pkg.__path__ = [sys.argv[1]]; sys.modules['gpt2'] = pkg; "
-    "from gpt2.store.rundir import lock_run_dir; lock = lock_run_dir(sys.argv[2]); print('locked', flush=True); "
+    "from gpt2.store.rundir import RunLock; lock = RunLock(sys.argv[2]); lock.claim(); print('locked', flush=True); "
     "time.sleep(120)"
 )
 
@@ -220,17 +220,18 @@ def test_one_train_per_run_dir_and_a_dead_holders_lock_is_taken_over(tmp_path):
     try:
         assert holder.stdout.readline() == "locked\n"
         with pytest.raises(GPT2Error, match=rf"^--out {tmp_path} is in use by gpt2 train \({re.escape(by)}\); wait"):
-            lock_run_dir(tmp_path)
+            RunLock(tmp_path)
     finally:
         holder.kill()
         holder.wait()
-    assert (tmp_path / "train.lock").read_text() == by + "\n"  # a stale note of a dead process
-    lock = lock_run_dir(tmp_path)
+    lock = RunLock(tmp_path)  # taken over; taking it writes nothing: the dead holder's note is still there
+    assert (tmp_path / "train.lock").read_text() == by + "\n"
+    lock.claim()
     assert (tmp_path / "train.lock").read_text() == f"pid {os.getpid()} on {socket.gethostname()}\n"
-    with pytest.raises(GPT2Error, match="is in use by gpt2 train"):  # another open of the same process: refused too
-        lock_run_dir(tmp_path)
+    with pytest.raises(GPT2Error, match="is in use by gpt2 train"):  # another open in the same process: refused too
+        RunLock(tmp_path)
     lock.close()
-    lock_run_dir(tmp_path).close()  # released by closing
+    RunLock(tmp_path).close()  # released by closing
 
 
 def test_the_lock_file_is_never_followed_as_a_link(tmp_path):
@@ -238,7 +239,7 @@ def test_the_lock_file_is_never_followed_as_a_link(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "train.lock").symlink_to(tmp_path / "secret")
     with pytest.raises(GPT2Error, match=r"--out .*/run: cannot open its lock file train.lock \(too many levels of sym"):
-        lock_run_dir(tmp_path / "run")
+        RunLock(tmp_path / "run")
     assert (tmp_path / "secret").read_text() == "keep"
 
 

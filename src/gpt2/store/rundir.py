@@ -29,7 +29,7 @@ import socket
 import stat
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from gpt2.errors import GPT2Error
 from gpt2.store.files import (
@@ -78,36 +78,45 @@ class RunDir:
 # ---------------------------------------------------------------- the lock of a training run
 
 
-def lock_run_dir(run_dir: Path) -> IO[bytes]:
-    """Lock ``run_dir`` for this process (one ``gpt2 train`` per run directory); close the result to release it.
+class RunLock:
+    """One ``gpt2 train`` per run directory: an exclusive ``flock`` on RUN_DIR/train.lock until :meth:`close`.
 
-    An exclusive ``flock`` on RUN_DIR/train.lock: the kernel drops it when the process ends, however it ends, so
-    the lock of a dead process is no lock and is taken over. The file is never followed as a link, and of the
-    holder's note (``pid N on HOST``) only what matches that pattern is shown.
+    The kernel drops the lock when the process ends, however it ends, so the lock of a dead process is no lock
+    and is taken over. Taking it writes nothing (a refused invocation leaves the run as it was); :meth:`claim`,
+    once the run starts, writes the holder's note ``pid N on HOST`` that a refused run shows (only what matches
+    that pattern). The file is never followed as a link.
     """
-    path = RunDir(run_dir).lock
-    try:
-        lock = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666), "r+b")
-    except OSError as exc:
-        raise GPT2Error(f"--out {run_dir}: cannot open its lock file {path.name} ({write_error(exc, path)})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(lock.fileno()).st_mode):
-            raise GPT2Error(f"--out {run_dir}: its lock file {path.name} is not a regular file; remove it")
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = LOCK_HOLDER.match(lock.read(100))
-        lock.close()
-        by = f"pid {holder[1].decode()} on {holder[2].decode()}" if holder else "another process"
-        raise GPT2Error(
-            f"--out {run_dir} is in use by gpt2 train ({by}); wait for it or choose another --out"
-        ) from None
-    except BaseException:
-        lock.close()
-        raise
-    lock.truncate()
-    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-    lock.flush()
-    return lock
+
+    def __init__(self, run_dir: Path):
+        path = RunDir(run_dir).lock
+        try:
+            self.file = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666), "r+b")
+        except OSError as exc:
+            reason = write_error(exc, path)
+            raise GPT2Error(f"--out {run_dir}: cannot open its lock file {path.name} ({reason})") from None
+        try:
+            if not stat.S_ISREG(os.fstat(self.file.fileno()).st_mode):
+                raise GPT2Error(f"--out {run_dir}: its lock file {path.name} is not a regular file; remove it")
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = LOCK_HOLDER.match(self.file.read(100))
+            self.file.close()
+            by = f"pid {holder[1].decode()} on {holder[2].decode()}" if holder else "another process"
+            message = f"--out {run_dir} is in use by gpt2 train ({by}); wait for it or choose another --out"
+            raise GPT2Error(message) from None
+        except BaseException:
+            self.file.close()
+            raise
+
+    def claim(self) -> None:
+        """Write this process's note into the lock file (the run has started)."""
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
 
 
 # ---------------------------------------------------------------- checkpoints and the latest pointer

@@ -24,10 +24,10 @@ from gpt2.runtime.parallel import gradient_sync, wrap_model
 from gpt2.store.checkpointer import Checkpointer, ModelState, RNGState
 from gpt2.store.rundir import (
     MetricsLog,
+    RunLock,
     check_run_dir,
     find_resume_checkpoint,
     latest_checkpoint,
-    lock_run_dir,
     remove_stale_temporaries,
     truncate_metrics,
     write_run_info,
@@ -61,7 +61,7 @@ class Trainer:
         self.log, self.warn = self.console.log, self.console.warn
         # One gpt2 train per RUN_DIR (rank 0 holds the lock): taken before anything there is read or cleaned, or for a
         # new RUN_DIR once it is created below (a bad invocation creates nothing).
-        self.lock = lock_run_dir(self.run_dir) if ctx.is_main and self.run_dir.is_dir() else None
+        self.lock = RunLock(self.run_dir) if ctx.is_main and self.run_dir.is_dir() else None
         if ctx.is_main:  # a crash's leftovers (a step_N caught mid-replace is put back first)
             remove_stale_temporaries(self.run_dir)
         barrier(ctx)
@@ -91,7 +91,7 @@ class Trainer:
         self.num_parameters = self.model.num_parameters()
         if ctx.is_main:  # room for fp32 weights + two AdamW moments per kept checkpoint
             check_run_dir(self.run_dir, 4 * 3 * self.num_parameters, cfg.keep_last)
-            self.lock = self.lock or lock_run_dir(self.run_dir)
+            self.lock = self.lock or RunLock(self.run_dir)
         self.runner = wrap_model(self.model, ctx, cfg.fsdp, self.compile)
         self.optimizers = build_optimizers(self.model, cfg, self.device)  # AdamW, or Muon + AdamW
         self.optimizer = self.optimizers.adamw
@@ -197,6 +197,7 @@ class Trainer:
         if self.resume_from is not None:
             self._restore()
         if ctx.is_main:
+            self.lock.claim()  # rank 0 holds the run's lock; from here on it writes the run
             truncate_metrics(self.run_dir, state.step)
             info = write_run_info(self.run_dir, self.run_info(), state.step if self.resume_from is not None else None)
             self.console.open(MetricsLog(self.run_dir), self.tracking.start(self.run_dir, info, state.step))
