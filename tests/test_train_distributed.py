@@ -158,7 +158,7 @@ def test_killed_ranks_restart_and_resume_and_workers_die_with_their_agent(datase
     torchrun finishes the run on the loss curve of an uninterrupted one. $GPT2_TEST_KILLS sets how many ranks are
     killed (2 here; 10 in the closing measurement of issue 28)."""
     kills = int(os.environ.get("GPT2_TEST_KILLS", "2"))
-    steps = kills + 4
+    steps = kills + 6  # each group saves 1-2 steps before it is killed: the last one has steps left to train on
     options = dict(size="tiny", seq_len=32, micro_batch=2, batch_tokens=128, lr=3e-3, warmup_steps=2, min_lr_ratio=1.0)
     options.update(eval_every=0, hellaswag_every=0, sample_every=0, device="cpu", seed=7, steps=steps)
     train(build_config({**options, "data": str(dataset), "out": str(tmp_path / "reference")}, "cpu"))
@@ -180,9 +180,11 @@ def test_killed_ranks_restart_and_resume_and_workers_die_with_their_agent(datase
         for victim in [*(i % 2 for i in range(kills)), "agent"]:
             step = saved_step(out)
             assert wait_for(lambda step=step: group_saved_after(step), [agent], timeout=180), log.read_text()[-3000:]
+            at_kill = saved_step(out)
             os.kill(agent.pid if victim == "agent" else workers(agent.pid)[victim], signal.SIGKILL)
         agent.wait(timeout=30)
         assert wait_for(lambda: not any(alive(pid) for pid in seen), [], timeout=10), "workers outlived their agent"
+        assert saved_step(out) <= at_kill + 1 < steps, "workers trained on after their agent died"
     finally:
         for pid in [agent.pid, *seen]:
             if alive(pid):
