@@ -63,6 +63,7 @@ def setup_distributed(device_spec: str) -> DistContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_spec, local_rank)
+    die_with_torchrun_agent()
     if world_size > 1:
         if device.type == "mps":
             raise GPT2Error("multi-process training is not supported on MPS; use --device cpu or a CUDA machine")
@@ -79,8 +80,6 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 def join_process_group(device: torch.device) -> None:
     """Start this torchrun worker's process group (nccl on CUDA, gloo on CPU) unless one is running."""
-    if dist.is_initialized():
-        return
     text = os.environ.get(TIMEOUT_ENV) or str(DEFAULT_TIMEOUT_SECONDS)
     try:
         seconds = float(text)
@@ -88,11 +87,10 @@ def join_process_group(device: torch.device) -> None:
         seconds = math.nan
     if not 0 < seconds < math.inf:
         raise GPT2Error(f"${TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    if dist.is_initialized():
+        return
     timeout = timedelta(seconds=seconds)
-    if "TORCHELASTIC_RUN_ID" in os.environ and sys.platform == "linux":
-        # torchrun starts workers in sessions of their own: without this a `kill -9` of the agent leaves them
-        # training and writing. Checkpoints are written atomically, so being killed at any moment is safe.
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    die_with_torchrun_agent()
     options: dict[str, Any] = {"timeout": timeout}
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
         # torchrun keeps one store for all restarts of the workers and (torch 2.13) no longer separates their keys:
@@ -106,6 +104,16 @@ def join_process_group(device: torch.device) -> None:
         dist.init_process_group(backend="nccl", device_id=device, **options)
     else:
         dist.init_process_group(backend="gloo", **options)
+
+
+def die_with_torchrun_agent() -> None:
+    """Under torchrun on Linux: have the kernel SIGKILL this worker when its agent dies.
+
+    torchrun starts workers in sessions of their own, so a ``kill -9`` of the agent left them training and writing.
+    Checkpoints are written atomically, so being killed at any moment is safe.
+    """
+    if "TORCHELASTIC_RUN_ID" in os.environ and sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def teardown_distributed() -> None:
