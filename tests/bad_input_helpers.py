@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -25,7 +27,8 @@ from safetensors.torch import load_file, save_file
 
 from gpt2.cli import main
 from gpt2.data.shards import HEADER_BYTES, file_sha256
-from train_helpers import QUIET, TINY_RUN
+from gpt2.store.rundir import read_metrics
+from train_helpers import QUIET, TINY_RUN, subprocess_env
 
 GPT2 = [sys.executable, "-m", "gpt2"]
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -225,6 +228,7 @@ def published_shards(token: int | None = None, shift: bool = False, magic: int |
 
 
 MOUNTS: list[Path] = []  # unmounted at the end of each test
+PROCESSES: list[subprocess.Popen] = []  # started by a setup, killed at the end of each test
 
 
 def mount_tmpfs(path: Path, size: str, read_only: bool = False) -> None:
@@ -411,3 +415,70 @@ def core_bundle(edit: Callable[[Path], object] | None = None) -> Callable[[World
             edit(bundle)
 
     return setup
+
+
+# ---------------------------------------------------------------- issue 28: locks, absurd JSON, sparse files, paths
+
+
+def nested_json(path: Path, before: str = "") -> None:
+    """``path``: ``before``, then a JSON array nested 100,000 deep (Python's parser recurses once per level)."""
+    path.write_text(before + "[" * 100_000 + "]" * 100_000 + "\n")
+
+
+def sparse_checkpoint(n_layer: int, n_embd: int) -> Callable[[World], None]:
+    """Setup of CASE/sparse: a checkpoint of ``n_layer`` x ``n_embd`` whose model.safetensors is a true header and
+    then holes (``truncate``): a few KB on disk, gigabytes of fp32 weights by its size and offsets."""
+
+    def setup(world: World) -> None:
+        from gpt2.store.checkpoint import read_config
+        from gpt2.store.tensors import expected_shapes
+
+        ckpt = world.case_dir / "sparse"
+        shutil.copytree(world.ckpt, ckpt)
+        edit_json(ckpt / "config.json", n_layer=n_layer, n_embd=n_embd, n_head=n_embd // 64)
+        header: dict = {"__metadata__": {"format": "gpt2-from-scratch"}}
+        end = 0
+        for name, shape in expected_shapes(read_config(ckpt)).items():
+            header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [end, end + 4 * math.prod(shape)]}
+            end += 4 * math.prod(shape)
+        raw = json.dumps(header).encode()
+        raw += b" " * (-len(raw) % 8)
+        with open(ckpt / "model.safetensors", "wb") as f:
+            f.write(struct.pack("<Q", len(raw)) + raw)
+            f.truncate(8 + len(raw) + end)
+
+    return setup
+
+
+def manifest_shard_outside(world: World) -> None:
+    """CASE/data: a copy of the dataset whose manifest names its first shard by a path out of the directory."""
+    data = world.case_dir / "data"
+    shutil.copytree(world.data, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    shutil.move(data / manifest["shards"][0]["file"], world.case_dir / "outside.bin")
+    manifest["shards"][0]["file"] = "../outside.bin"
+    (data / "manifest.json").write_text(json.dumps(manifest))
+
+
+def busy_run(world: World) -> None:
+    """CASE/run (a copy of the fixture run) that another ``gpt2 train`` is training (stopped by first_goes_on)."""
+    copy_run(world)
+    argv = [world.fill(a) for a in [*TRAIN, "--out", "{case}/run", "--steps", "100000", "--save-every", "0"]]
+    with (world.case_dir / "first.txt").open("w") as log:
+        env = {**subprocess_env(), "PYTHONPATH": str(SRC)}
+        PROCESSES.append(subprocess.Popen([*GPT2, *argv], stdout=log, stderr=subprocess.STDOUT, env=env))
+    metrics, deadline = world.case_dir / "run" / "metrics.jsonl", time.time() + 120
+    while len(read_metrics(world.case_dir / "run")) < 4:  # resumed after the fixture's 2 steps, and training
+        assert PROCESSES[-1].poll() is None and time.time() < deadline, (world.case_dir / "first.txt").read_text()
+        time.sleep(0.1)
+    assert metrics.is_file()
+
+
+def first_goes_on(world: World, err: str) -> None:
+    """The refused run named the first one's pid; that one trained on, and stops cleanly with one history."""
+    first = PROCESSES[-1]
+    assert f"(pid {first.pid} on " in err, err
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=60) == 0, (world.case_dir / "first.txt").read_text()
+    steps = [row["step"] for row in read_metrics(world.case_dir / "run")]
+    assert steps == list(range(1, len(steps) + 1)), steps

@@ -21,11 +21,13 @@ import torch
 from bad_input_helpers import (
     GPT2,
     MOUNTS,
+    PROCESSES,
     SRC,
     TRAIN,
     Case,
     Opaque,
     World,
+    busy_run,
     config_file_case,
     copy_run,
     core_bundle,
@@ -33,6 +35,7 @@ from bad_input_helpers import (
     edit_json,
     edit_weights,
     fill_disk_after_first_save,
+    first_goes_on,
     follows_umask,
     full_out,
     hf_dir,
@@ -44,7 +47,9 @@ from bad_input_helpers import (
     latest_is,
     latest_links_out,
     leftovers,
+    manifest_shard_outside,
     nanogpt_pt,
+    nested_json,
     no_temporaries,
     other_vocabulary_model,
     published_shards,
@@ -54,6 +59,7 @@ from bad_input_helpers import (
     set_weight,
     sigterm_after_slow_step_warning,
     small_disk,
+    sparse_checkpoint,
     step_links_out,
     train_option_case,
     tree_hashes,
@@ -339,6 +345,70 @@ CASES = [
         1,
         r"^error: .*/run/latest points to step_000002, a link out of the run directory; not following it$",
         setup=step_links_out,
+    ),
+    # issue 28.10: one gpt2 train per run directory
+    Case(
+        "28.10-second-train-on-a-busy-run",
+        [*TRAIN, "--out", "{case}/run", "--steps", "5"],
+        1,
+        r"^error: --out .*/run is in use by gpt2 train \(pid \d+ on [\w.-]+\); wait for it or choose another --out$",
+        setup=busy_run,
+        after=first_goes_on,
+    ),
+    # issue 28.16: one line, not a traceback, for JSON nested 100,000 deep, wrongly typed metrics, a sparse checkpoint
+    Case(
+        "28.16-nested-json-prepare",
+        ["prepare", "files", "{case}/docs.jsonl", "--out", "{case}/d", "--quiet"],
+        1,
+        r"^error: .*/docs.jsonl:2: malformed JSON \(nested too deeply\)$",
+        setup=lambda w: nested_json(w.case_dir / "docs.jsonl", before='{"text": "the river and the city."}\n'),
+    ),
+    Case(
+        "28.16-nested-json-hellaswag",
+        ["eval", "hellaswag", "--model", "{ckpt}", "--data", "{case}/hellaswag.jsonl", "--device", "cpu"],
+        1,
+        r"^error: .*/hellaswag.jsonl:1: malformed JSON \(nested too deeply\)$",
+        setup=lambda w: nested_json(w.case_dir / "hellaswag.jsonl"),
+    ),
+    Case(
+        "28.16-nested-run-json-report",
+        ["report", "{case}/run"],
+        1,
+        r"^error: corrupt run info .*/run/run.json: not valid JSON \(nested too deeply\)$",
+        setup=lambda w: (copy_run(w), nested_json(w.case_dir / "run" / "run.json")),
+    ),
+    Case(
+        "28.16-metrics-row-wrong-type-report",
+        ["report", "{case}/run"],
+        1,
+        r'^error: .*/run/metrics.jsonl:3: "loss" must be a number or null, got str$',
+        setup=lambda w: (
+            copy_run(w),
+            (w.case_dir / "run" / "metrics.jsonl").open("a").write('{"type": "train", "step": 3, "loss": "low"}\n'),
+        ),
+    ),
+    *(
+        Case(
+            f"28.16-sparse-checkpoint-{argv[0]}",
+            argv,
+            1,
+            r"^error: .*/sparse/model.safetensors: only 0.\d MB of its \d+\.\d GB are on disk \(a sparse file, not "
+            r"saved weights\); refusing to load it$",
+            setup=sparse_checkpoint(*shape),
+        )
+        for argv, shape in (
+            (["info", "{case}/sparse"], (32, 3200)),  # 4.1B parameters by its header, 16 KB on disk
+            (["sample", "--model", "{case}/sparse", "--max-new-tokens", "2"], (8, 1024)),  # 0.6 GB if allocated
+        )
+    ),
+    # issue 28.17: a manifest's shard names stay inside the dataset directory
+    Case(
+        "28.17-manifest-shard-outside-the-dataset",
+        [*TRAIN[:-1], "{case}/data", "--out", "{case}/run", "--steps", "2"],
+        1,
+        r"^error: .*/data/manifest.json: shard entry 0: 'file' must name a file in the dataset directory, not a path$",
+        setup=manifest_shard_outside,
+        after=lambda w, _: not (w.case_dir / "run").exists() or pytest.fail("created the run directory"),
     ),
     # 10. an output over its source
     *(
@@ -697,6 +767,8 @@ def test_bad_input(case: Case, world: World, capsys, monkeypatch, one_torch_thre
     try:
         check_case(case, world, capsys)
     finally:
+        while PROCESSES:
+            PROCESSES.pop().kill()
         while MOUNTS:
             subprocess.run(["umount", str(MOUNTS.pop())], check=False)
 

@@ -83,3 +83,13 @@ def test_verify_detects_changed_shard(tmp_path):
     shard.write_bytes(bytes(data))
     with pytest.raises(GPT2Error, match=f"{shard.name}: SHA-256 differs"):
         verify_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../outside.bin", "/etc/passwd", "sub/shard.bin", "..", "", "a\\b.bin", 7])
+def test_shard_names_stay_inside_the_dataset_directory(tmp_path, name):
+    """Issue 28.17: a manifest names its shards, never a path out of (or into a subdirectory of) the dataset."""
+    bad = new_manifest("x")
+    bad["shards"] = [{"file": name, "split": "train", "tokens": 1, "sha256": None}]
+    write_manifest(tmp_path, bad)
+    with pytest.raises(GPT2Error, match="shard entry 0: 'file' must name a file in the dataset directory, not a path"):
+        read_manifest(tmp_path, require_complete=False)

@@ -54,7 +54,7 @@ def test_bad_inputs_name_file_and_line(tmp_path):
     with pytest.raises(GPT2Error, match=r"nofield.jsonl:3: no string field 'text'"):
         list(file_documents([tmp_path / "nofield.jsonl"]))
     (tmp_path / "badjson.jsonl").write_text('{"text": "ok"}\n{"text": \n')
-    with pytest.raises(GPT2Error, match=r"badjson.jsonl:2: invalid JSON"):
+    with pytest.raises(GPT2Error, match=r"badjson.jsonl:2: malformed JSON"):
         list(file_documents([tmp_path / "badjson.jsonl"]))
     (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
     with pytest.raises(GPT2Error, match=r"latin1.jsonl:2: invalid UTF-8"):

@@ -289,6 +289,20 @@ def test_bad_input_is_one_clear_error(setup, capsys, tmp_path, extra, message):
     assert message in err[-1] and "Traceback" not in "\n".join(err)
 
 
+@pytest.mark.parametrize(
+    "content, reason", [("{oops\n", "JSON parse error: Missing a name for object member"), ("", "a data file is empty")]
+)
+def test_a_malformed_or_empty_dataset_is_one_clear_error(setup, capsys, tmp_path, content, reason):
+    """Issue 28.16: datasets' DatasetGenerationError / StopIteration were tracebacks."""
+    (tmp_path / "local_mc.yaml").write_text(TASK_YAML["local_mc"].format(dir=tmp_path))
+    (tmp_path / "mc.jsonl").write_text(content)
+    args = ["--model", str(setup["ckpt"]), "--tasks", "local_mc", "--include-path", str(tmp_path), "--device", "cpu"]
+    code = _exit_code(["eval", "lm-eval", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith(f"error: lm-eval could not load the data of local_mc: {reason}"), err
+    assert "Traceback" not in "\n".join(err)
+
+
 def test_a_path_that_is_not_a_model(setup, capsys, tmp_path):
     args = ["--model", str(tmp_path), "--tasks", "local_mc", "--include-path", str(setup["tasks"])]
     code = _exit_code(["eval", "lm-eval", *args])

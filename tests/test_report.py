@@ -160,9 +160,9 @@ def test_report_shows_lm_eval_results_merged_per_task(tmp_path):
         (lambda d: None, ["report", "{d}"], "run directory not found"),
         (lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text("")), ["report", "{d}"], "is empty"),
         (
-            lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text('{"type": "train"}\nnot json\n{"type": "eval"}\n')),
+            lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text('{"type": "train", "step": 1}\nnot json\n')),
             ["plot", "{d}", "--out", "{d}/p.png"],
-            "metrics.jsonl:2: not valid JSON",
+            "metrics.jsonl:2: malformed JSON",
         ),
         (
             lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text('{"step": 1}\n')),

@@ -20,6 +20,7 @@ from gpt2.runtime.distributed import (
     any_rank,
     barrier,
     broadcast_from_main,
+    join_process_group,
     rank_and_world_size,
     setup_distributed,
     teardown_distributed,
@@ -119,6 +120,14 @@ def test_single_process_context_and_collectives_are_identities(monkeypatch):
     assert rank_and_world_size() == (0, 1)
     assert all_reduce_sum([1, 2.5], "cpu") == [1.0, 2.5]
     teardown_distributed()  # a no-op without a process group
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "inf", "nan"])
+def test_process_group_timeout_must_be_a_positive_number_of_seconds(monkeypatch, value):
+    monkeypatch.setenv("GPT2_DIST_TIMEOUT", value)
+    with pytest.raises(GPT2Error, match=rf"^\$GPT2_DIST_TIMEOUT must be a positive number of seconds, got '{value}'$"):
+        join_process_group(torch.device("cpu"))
+    assert not dist.is_initialized()
 
 
 def test_collectives_over_a_real_group(gloo_group):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +17,7 @@ from gpt2 import GPT2Error
 from gpt2.store.rundir import (
     MetricsLog,
     RunDir,
+    RunLock,
     check_run_dir,
     find_resume_checkpoint,
     latest_checkpoint,
@@ -171,11 +175,72 @@ def test_metrics_log_torn_line_and_truncate(tmp_path):
 
 def test_metrics_corrupt_middle_line_is_an_error(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"type": "train", "step": 1}\n{oops\n{"type": "train", "step": 2}\n')
-    with pytest.raises(GPT2Error, match=r"metrics.jsonl:2: not valid JSON"):
+    with pytest.raises(GPT2Error, match=r"metrics.jsonl:2: malformed JSON"):
         read_metrics(tmp_path)
     (tmp_path / "metrics.jsonl").write_text('{"type": "mystery", "step": 1}\n')
     with pytest.raises(GPT2Error, match=r"metrics.jsonl:1: expected a JSON object with \"type\" one of"):
         read_metrics(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ('{"type": "train", "step": "3", "loss": 2.0}', '"step" must be a whole number, got str'),
+        ('{"type": "train", "step": -1, "loss": 2.0}', '"step" must be a whole number, got -1'),
+        ('{"type": "train", "step": 3, "loss": "abc"}', '"loss" must be a number or null, got str'),
+        ('{"type": "eval", "step": 3, "val_loss": [1]}', '"val_loss" must be a number or null, got list'),
+        ('{"type": "train", "step": 3, "loss": 1' + "0" * 30 + "}", '"loss" must be a number or null, got a huge'),
+        ('{"type": "sample", "step": 3, "prompt": 3, "text": ""}', '"prompt" must be a string, got 3'),
+        ('{"type": "train", "loss": 1.0}', 'a train row needs a "step"'),
+        ("[" * 100_000, "malformed JSON (nested too deeply)"),
+        ('{"type": "train", "step": ' + "9" * 5000 + "}", "malformed JSON (Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_metrics_rows_of_the_wrong_types_are_errors(tmp_path, row, message):
+    """Issue 28.16: what the report, the app and the trackers format as numbers is checked once, here."""
+    (tmp_path / "metrics.jsonl").write_text('{"type": "train", "step": 1, "loss": 2.5, "skipped": true}\n' + row + "\n")
+    with pytest.raises(GPT2Error, match=re.escape(f"metrics.jsonl:2: {message}")):
+        read_metrics(tmp_path)
+
+
+# A process that holds the lock of RUN_DIR (argv[2]) until killed; only gpt2.store.rundir is imported (fast, no torch).
+HOLDER = (
+    "import sys, time, types; pkg = types.ModuleType('gpt2'); pkg.__path__ = [sys.argv[1]]; sys.modules['gpt2'] = pkg; "
+    "from gpt2.store.rundir import RunLock; lock = RunLock(sys.argv[2]); lock.claim(); print('locked', flush=True); "
+    "time.sleep(120)"
+)
+
+
+def test_one_train_per_run_dir_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    """Issue 28.10: RUN_DIR/train.lock is flock'ed for the holder's lifetime; another is refused, naming the holder's
+    pid and host; ``kill -9`` leaves the file (and its note) but not the lock, which the next run takes over."""
+    package = str(Path(gpt2.__file__).parent)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, package, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    by = f"pid {holder.pid} on {socket.gethostname()}"
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(GPT2Error, match=rf"^--out {tmp_path} is in use by gpt2 train \({re.escape(by)}\); wait"):
+            RunLock(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = RunLock(tmp_path)  # taken over; taking it writes nothing: the dead holder's note is still there
+    assert (tmp_path / "train.lock").read_text() == by + "\n"
+    lock.claim()
+    assert (tmp_path / "train.lock").read_text() == f"pid {os.getpid()} on {socket.gethostname()}\n"
+    with pytest.raises(GPT2Error, match="is in use by gpt2 train"):  # another open in the same process: refused too
+        RunLock(tmp_path)
+    lock.close()
+    RunLock(tmp_path).close()  # released by closing
+
+
+def test_the_lock_file_is_never_followed_as_a_link(tmp_path):
+    (tmp_path / "secret").write_text("keep")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train.lock").symlink_to(tmp_path / "secret")
+    with pytest.raises(GPT2Error, match=r"--out .*/run: cannot open its lock file train.lock \(too many levels of sym"):
+        RunLock(tmp_path / "run")
+    assert (tmp_path / "secret").read_text() == "keep"
 
 
 def test_run_info_fresh_then_resumes_merge(tmp_path):

@@ -30,7 +30,7 @@ LOOP = dict(eval_every=2, eval_tokens=256, sample_every=2, sample_tokens=4, num_
 LOOP_ARGS = ["--eval-every", "2", "--eval-tokens", "256", "--sample-every", "2", "--sample-tokens", "4"]
 LOOP_ARGS += ["--num-samples", "2", "--save-every", "2", "--keep-last", "0"]
 TRAIN_SCALARS = {"loss", "lr", "grad_norm", "tokens", "tok_per_s", "dt_ms", "time"}  # mfu is None on CPU: not logged
-EVAL_SCALARS = {"val_loss", "val_tokens"}  # HellaSwag is off in these runs
+EVAL_SCALARS = {"val_loss", "val_bpb", "val_tokens"}  # HellaSwag is off in these runs
 
 
 @pytest.fixture(scope="module")

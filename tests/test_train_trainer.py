@@ -72,6 +72,18 @@ def test_metrics_rows_and_checkpoint_contents(dataset, tmp_path):
     assert isinstance(model, GPT) and model.config == GPTConfig.named("tiny")
 
 
+def test_tokens_count_what_was_consumed_across_a_resume_with_another_batch(dataset, tmp_path):
+    """Issue 28.14: 2 steps of 128 tokens, then 2 of 256 (a resume with another --batch-tokens) read 768 tokens,
+    not 4 x 256 (the step count times the new batch)."""
+    out = tmp_path / "run"
+    train(tiny_config(dataset, out, steps=2, save_every=2))
+    train(tiny_config(dataset, out, steps=4, batch_tokens=256))
+    assert [row["tokens"] for row in read_metrics(out)] == [128, 256, 512, 768]
+    assert read_meta(out / "step_000004")["tokens"] == 768
+    trainer_state = json.loads((out / "step_000004" / "trainer.json").read_text())
+    assert trainer_state["tokens"] == trainer_state["loader"]["position"] == 768  # what the loader handed out
+
+
 def _poison_forward(model: GPT, calls: set[int]):
     """Make the logits NaN on the given (1-based) forward calls: a real numerical blow-up, seen by the real loop."""
     counter = {"n": 0}

@@ -103,6 +103,9 @@ def _validate(manifest: Any, path: Path) -> dict[str, Any]:
     for i, shard in enumerate(shards):
         if not isinstance(shard, dict) or any(key not in shard for key in _SHARD_KEYS):
             raise GPT2Error(f"{path}: shard entry {i} must have the keys {', '.join(_SHARD_KEYS)}")
+        name = shard["file"]
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise GPT2Error(f"{path}: shard entry {i}: 'file' must name a file in the dataset directory, not a path")
         if shard["split"] not in SPLITS:
             raise GPT2Error(f"{path}: shard {shard['file']!r} has unknown split {shard['split']!r}")
     tokenizer = manifest.get("tokenizer") or {}

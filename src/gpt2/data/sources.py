@@ -7,7 +7,6 @@ the file (and line) before or while it is read.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -15,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from gpt2.errors import GPT2Error
+from gpt2.store.files import parse_json_line
 
 FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".txt")
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
@@ -61,10 +61,7 @@ def _jsonl_documents(path: Path, stream: Iterable[bytes], text_field: str) -> It
     for number, raw in enumerate(stream, start=1):
         if not raw.strip():
             continue
-        try:
-            record = json.loads(_decode(raw, path, number))
-        except json.JSONDecodeError as exc:
-            raise GPT2Error(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        record = parse_json_line(_decode(raw, path, number), f"{path}:{number}")
         text = record.get(text_field) if isinstance(record, dict) else None
         if not isinstance(text, str):
             raise GPT2Error(f"{path}:{number}: no string field {text_field!r} (set it with --text-field)")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
-import json
 import math
 import os
 import random
@@ -40,7 +39,7 @@ from gpt2.evaluate.scoring import EncodedRequest, score_requests
 from gpt2.runtime.device import model_device
 from gpt2.runtime.distributed import all_reduce_sum, rank_and_world_size
 from gpt2.runtime.parallel import unwrap_model
-from gpt2.store.files import atomic_directory, atomic_output, atomic_write_text
+from gpt2.store.files import atomic_directory, atomic_output, atomic_write_text, parse_json_line
 from gpt2.tokenizer import get_tokenizer
 
 EVAL_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
@@ -143,10 +142,7 @@ def _read_examples(path: Path, task_type: str) -> list[dict]:
     rows = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):  # nanochat too reads every line, a blank one is an error
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GPT2Error(f"{path}:{line_no}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+            row = parse_json_line(line, f"{path}:{line_no}")
             rows.append(_check_example(row, task_type, f"{path}:{line_no}"))
     return rows
 

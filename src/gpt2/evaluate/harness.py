@@ -49,6 +49,7 @@ from gpt2.generate.decode import decode_steps
 from gpt2.generate.sampling import SamplingOptions
 from gpt2.model import GPT
 from gpt2.runtime.device import autocast
+from gpt2.runtime.distributed import join_process_group
 from gpt2.runtime.parallel import unwrap_model
 from gpt2.store.load import load
 from gpt2.tokenizer import get_tokenizer
@@ -83,11 +84,8 @@ def _autocast_dtype(dtype: torch.dtype | str | None, device: torch.device) -> to
 
 def _join_torchrun(device: torch.device) -> None:
     """Under torchrun without a process group yet (lm-eval's own CLI), start one: gloo on CPU, nccl on CUDA."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
-        return
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available():
+        join_process_group(device)
 
 
 def _batch_rows(batch_size: int | str | None) -> int:

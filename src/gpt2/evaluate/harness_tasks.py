@@ -209,6 +209,7 @@ def run_lm_eval(
     """Evaluate a loaded model (``GPT``) on lm-eval ``tasks``; lm-eval's result dict (None on ranks > 0)."""
     require_lm_eval()
     import lm_eval
+    from datasets.exceptions import DatasetGenerationError
 
     from gpt2.evaluate.harness import GPT2ScratchLM
 
@@ -231,5 +232,9 @@ def run_lm_eval(
             f"lm-eval could not load the data of {', '.join(tasks)}: {exc} "
             "(hub tasks download their dataset once; offline, use local tasks with --include-path)"
         ) from None
+    except DatasetGenerationError as exc:  # a malformed data file: its parser's error is the cause
+        raise GPT2Error(f"lm-eval could not load the data of {', '.join(tasks)}: {exc.__cause__ or exc}") from None
+    except StopIteration:  # datasets' JSON reader, given an empty file, finds no first batch
+        raise GPT2Error(f"lm-eval could not load the data of {', '.join(tasks)}: a data file is empty") from None
     except (ValueError, KeyError, TypeError) as exc:  # lm-eval's errors for bad task configs / documents
         raise GPT2Error(f"lm-eval could not run {', '.join(tasks)}: {exc}") from None

@@ -19,7 +19,6 @@ Input files are JSON lines in either form:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -38,7 +37,7 @@ from gpt2.evaluate.scoring import ContinuationScore, encode_pair, score_requests
 from gpt2.runtime.device import model_device
 from gpt2.runtime.distributed import all_reduce_sum, rank_and_world_size
 from gpt2.runtime.parallel import unwrap_model
-from gpt2.store.files import atomic_output, file_from_env
+from gpt2.store.files import atomic_output, file_from_env, parse_json_line
 from gpt2.tokenizer import get_tokenizer
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
@@ -195,11 +194,7 @@ def load_hellaswag(path: str | Path | None = None, limit: int | None = None) -> 
                 if not line.strip():
                     continue
                 where = f"{path}:{line_no}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise GPT2Error(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-                items.append(item_from_record(record, where))
+                items.append(item_from_record(parse_json_line(line, where), where))
         except UnicodeDecodeError:
             raise GPT2Error(f"{path}: not UTF-8 text (near line {len(items) + 1})") from None
     if not items:

@@ -85,15 +85,9 @@ def _drop_superseded(rows: list[dict[str, Any]], same_step_repeats: bool) -> lis
     per prompt), so for them only a strictly smaller step marks a resume.
     """
     kept: list[dict[str, Any]] = []
-    for row in rows:
-        step = row.get("step")
-        if isinstance(step, (int, float)):
-            while kept and isinstance(kept[-1].get("step"), (int, float)):
-                previous = kept[-1]["step"]
-                if previous > step or (previous == step and not same_step_repeats):
-                    kept.pop()
-                else:
-                    break
+    for row in rows:  # every row has a whole "step" (read_metrics checks it)
+        while kept and (kept[-1]["step"] > row["step"] or (kept[-1]["step"] == row["step"] and not same_step_repeats)):
+            kept.pop()
         kept.append(row)
     return kept
 

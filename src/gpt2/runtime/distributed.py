@@ -9,13 +9,23 @@ Two kinds of collectives: training passes its :class:`DistContext` (``all_reduce
 process group itself (``rank_and_world_size``, ``all_reduce_sum``), so ``gpt2.evaluate`` works the
 same whoever initialised it (``gpt2 eval``, the trainer, a test). Every one is the identity in a
 single process.
+
+Fault tolerance under ``torchrun --max-restarts N``: a rank that waits longer than ``$GPT2_DIST_TIMEOUT``
+seconds (default 600) for the others, to join or in one collective, fails, so the agent restarts the
+group instead of it hanging; and a worker dies with its agent (``kill -9`` of torchrun leaves no orphan
+still training and writing).
 """
 
 from __future__ import annotations
 
+import ctypes
+import math
 import os
+import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -53,18 +63,57 @@ def setup_distributed(device_spec: str) -> DistContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_spec, local_rank)
+    die_with_torchrun_agent()
     if world_size > 1:
         if device.type == "mps":
             raise GPT2Error("multi-process training is not supported on MPS; use --device cpu or a CUDA machine")
-        if not dist.is_initialized():
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-                dist.init_process_group(backend="nccl", device_id=device)
-            else:
-                dist.init_process_group(backend="gloo")
+        join_process_group(device)
     elif device.type == "cuda":
         torch.cuda.set_device(device)
     return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+TIMEOUT_ENV = "GPT2_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_SECONDS = 600.0  # torch's NCCL default; a checkpoint save of the largest model fits in it
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def join_process_group(device: torch.device) -> None:
+    """Start this torchrun worker's process group (nccl on CUDA, gloo on CPU) unless one is running."""
+    text = os.environ.get(TIMEOUT_ENV) or str(DEFAULT_TIMEOUT_SECONDS)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise GPT2Error(f"${TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    if dist.is_initialized():
+        return
+    timeout = timedelta(seconds=seconds)
+    die_with_torchrun_agent()
+    options: dict[str, Any] = {"timeout": timeout}
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # torchrun keeps one store for all restarts of the workers and (torch 2.13) no longer separates their keys:
+        # a restarted group would read the addresses of the one that died (connection refused, or a hang).
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), timeout=timeout)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        options["store"] = dist.PrefixStore(f"gpt2/attempt_{attempt}/", store)
+        options |= {"rank": int(os.environ["RANK"]), "world_size": int(os.environ["WORLD_SIZE"])}
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl", device_id=device, **options)
+    else:
+        dist.init_process_group(backend="gloo", **options)
+
+
+def die_with_torchrun_agent() -> None:
+    """Under torchrun on Linux: have the kernel SIGKILL this worker when its agent dies.
+
+    torchrun starts workers in sessions of their own, so a ``kill -9`` of the agent left them training and writing.
+    Checkpoints are written atomically, so being killed at any moment is safe.
+    """
+    if "TORCHELASTIC_RUN_ID" in os.environ and sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def teardown_distributed() -> None:

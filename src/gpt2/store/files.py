@@ -27,6 +27,7 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # reading the umask means setting it; put it back at once
 FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
+TOO_DEEP = "nested too deeply"
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -182,6 +183,22 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise GPT2Error(f"{what} {path} is a directory, expected a JSON file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GPT2Error(f"corrupt {what} {path}: not valid JSON ({exc})") from None
+    except (RecursionError, ValueError) as exc:  # "[[[[..." a hundred thousand deep, an integer of 5,000 digits
+        reason = TOO_DEEP if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise GPT2Error(f"corrupt {what} {path}: not valid JSON ({reason})") from None
+
+
+def parse_json_line(line: str, where: str) -> Any:
+    """The JSON value of one line of a JSONL file (``where``: FILE:LINE); malformed is a GPT2Error naming it."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        reason = f"{exc.msg} at column {exc.colno}"
+    except RecursionError:  # Python's parser recurses once per level: "[[[[..." a hundred thousand deep
+        reason = TOO_DEEP
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        reason = str(exc).split(";")[0]
+    raise GPT2Error(f"{where}: malformed JSON ({reason})")
 
 
 def read_json_object(path: str | Path, what: str = "file") -> dict[str, Any]:

@@ -5,6 +5,7 @@
       metrics.jsonl     one JSON object per line: train / eval / sample rows (docs/training.md lists the fields)
       step_000123/      a complete checkpoint (written by gpt2.store.checkpointer)
       latest            "step_000123": the newest complete checkpoint, repointed only once it is complete
+      train.lock        locked (flock) by the ``gpt2 train`` writing the run, for its lifetime; says its pid and host
       .step_000124.tmp-XXXX/   a checkpoint being written (or left half-written by a crash; removed on resume)
       lm_eval.json      ``gpt2 eval lm-eval`` results (also kept next to a checkpoint evaluated on its own)
       report.md, plot.png      ``gpt2 report``
@@ -19,21 +20,32 @@ Light on purpose (no torch, no gpt2.train): the report, the app and ``gpt2 info`
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
+import socket
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from gpt2.errors import GPT2Error
-from gpt2.store.files import atomic_write_text, check_writable, read_json_object, write_json_atomic
+from gpt2.store.files import (
+    atomic_write_text,
+    check_writable,
+    parse_json_line,
+    read_json_object,
+    write_error,
+    write_json_atomic,
+)
 
 ROW_TYPES = ("train", "eval", "sample")
 LATEST_MAX_BYTES = 64  # "step_000123\n" is 12 bytes: a longer ``latest`` is not ours, and is never read whole
 STEP_DIR = re.compile(r"^step_([0-9]+)\Z")
 STALE_OLD = re.compile(r"^\.(step_\d+)\.old-\d+$")
+LOCK_HOLDER = re.compile(rb"pid ([0-9]{1,10}) on ([A-Za-z0-9_.-]{1,64})\n")
 
 
 class RunDir:
@@ -44,6 +56,7 @@ class RunDir:
         self.run_info = self.root / "run.json"
         self.metrics = self.root / "metrics.jsonl"
         self.latest = self.root / "latest"  # the name of the newest complete checkpoint directory
+        self.lock = self.root / "train.lock"
         self.lm_eval = self.root / "lm_eval.json"
         self.core = self.root / "core.json"
         self.report = self.root / "report.md"
@@ -60,6 +73,50 @@ class RunDir:
         run.json (files.atomic_output) and the write probe of :func:`check_run_dir`."""
         files = (self.latest, self.metrics, self.run_info)
         return [".step_*.tmp-*", ".step_*.old-*", *(f".{f.name}.*.tmp" for f in files), ".write-test-*"]
+
+
+# ---------------------------------------------------------------- the lock of a training run
+
+
+class RunLock:
+    """One ``gpt2 train`` per run directory: an exclusive ``flock`` on RUN_DIR/train.lock until :meth:`close`.
+
+    The kernel drops the lock when the process ends, however it ends, so the lock of a dead process is no lock
+    and is taken over. Taking it writes nothing (a refused invocation leaves the run as it was); :meth:`claim`,
+    once the run starts, writes the holder's note ``pid N on HOST`` that a refused run shows (only what matches
+    that pattern). The file is never followed as a link.
+    """
+
+    def __init__(self, run_dir: Path):
+        path = RunDir(run_dir).lock
+        try:
+            self.file = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666), "r+b")
+        except OSError as exc:
+            reason = write_error(exc, path)
+            raise GPT2Error(f"--out {run_dir}: cannot open its lock file {path.name} ({reason})") from None
+        try:
+            if not stat.S_ISREG(os.fstat(self.file.fileno()).st_mode):
+                raise GPT2Error(f"--out {run_dir}: its lock file {path.name} is not a regular file; remove it")
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = LOCK_HOLDER.match(self.file.read(100))
+            self.file.close()
+            by = f"pid {holder[1].decode()} on {holder[2].decode()}" if holder else "another process"
+            message = f"--out {run_dir} is in use by gpt2 train ({by}); wait for it or choose another --out"
+            raise GPT2Error(message) from None
+        except BaseException:
+            self.file.close()
+            raise
+
+    def claim(self) -> None:
+        """Write this process's note into the lock file (the run has started)."""
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
 
 
 # ---------------------------------------------------------------- checkpoints and the latest pointer
@@ -223,15 +280,34 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
+            row = parse_json_line(line, f"{path}:{number}")
+        except GPT2Error:
             if number == len(lines) and not text.endswith("\n"):
                 break
-            raise GPT2Error(f"{path}:{number}: not valid JSON ({exc.msg}); fix or delete that line") from None
+            raise
         if not isinstance(row, dict) or row.get("type") not in ROW_TYPES:
             raise GPT2Error(f'{path}:{number}: expected a JSON object with "type" one of {", ".join(ROW_TYPES)}')
-        rows.append(row)
+        rows.append(_check_row(row, f"{path}:{number}"))
     return rows
+
+
+def _check_row(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """The field types that the report, the app and the trackers rely on: a whole ``step``, a sample row's prompt
+    and text strings, every other field a number (within int64 for integers), true/false or null."""
+    if "step" not in row:
+        raise GPT2Error(f'{where}: a {row["type"]} row needs a "step"')
+    for key, value in row.items():
+        number = isinstance(value, float) or (isinstance(value, int) and -(2**63) <= value < 2**63)
+        if key == "step":
+            ok, expected = number and type(value) is int and value >= 0, "a whole number"
+        elif row["type"] == "sample" and key in ("prompt", "text"):
+            ok, expected = isinstance(value, str), "a string"
+        else:
+            ok, expected = key == "type" or value is None or number, "a number or null"
+        if not ok:
+            got = type(value).__name__ if not isinstance(value, int) else str(value) if number else "a huge integer"
+            raise GPT2Error(f'{where}: "{key[:40]}" must be {expected}, got {got}')
+    return row
 
 
 def truncate_metrics(run_dir: str | Path, last_step: int) -> int:
@@ -243,7 +319,7 @@ def truncate_metrics(run_dir: str | Path, last_step: int) -> int:
     if not path.is_file():
         return 0
     rows = read_metrics(run_dir)
-    kept = [row for row in rows if isinstance(row.get("step"), int) and row["step"] <= last_step]
+    kept = [row for row in rows if row["step"] <= last_step]
     atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
     return len(rows) - len(kept)
 

@@ -36,6 +36,7 @@ from gpt2.store.files import read_json, write_json_atomic
 TIED_KEY = "lm_head.weight"  # alias of transformer.wte.weight, stored once
 # dtype names of floating-point weights (safetensors' and torch's); int/bool tensors are never model weights.
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "FLOAT64", "FLOAT32", "FLOAT16", "BFLOAT16")
+SPARSE_MIN_BYTES = 2**20  # smaller files are not checked for holes (block rounding)
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -45,9 +46,19 @@ Shapes = dict[str, tuple[int, ...]]
 
 @contextlib.contextmanager
 def _reading(file: str | Path) -> Iterator[str]:
-    """Open-for-reading guard: a missing or corrupt safetensors file is a GPT2Error naming it."""
+    """Open-for-reading guard: a missing, corrupt or sparse safetensors file is a GPT2Error naming it.
+
+    safetensors checks that the header's offsets cover the file exactly; a sparse file (``truncate`` to any size)
+    passes that while holding nothing, and loading it would allocate all of it: a 16 KB file can promise 16 GB.
+    """
     if not Path(file).is_file():
         raise GPT2Error(f"missing weights file: {file}")
+    size, on_disk = Path(file).stat().st_size, Path(file).stat().st_blocks * 512
+    if size > SPARSE_MIN_BYTES and 0 < on_disk < size // 2:  # 0: a file system that does not count blocks
+        raise GPT2Error(
+            f"{file}: only {on_disk / 1e6:.1f} MB of its {size / 1e9:.1f} GB are on disk (a sparse file, not saved "
+            "weights); refusing to load it"
+        )
     try:
         yield str(file)
     except (SafetensorError, OSError, ValueError) as exc:

@@ -28,8 +28,9 @@ def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
     if not file.is_file():
         raise GPT2Error(f"{checkpoint} is not a training checkpoint (no {TRAINER_FILE}); it holds only a model")
     state = read_json_object(file, "trainer state")
-    if not isinstance(state.get("step"), int):
-        raise GPT2Error(f"corrupt {file}: no integer 'step'")
+    for key in ("step", "tokens"):
+        if type(state.get(key)) is not int or state[key] < 0:
+            raise GPT2Error(f"corrupt {file}: no whole number '{key}'")
     return state
 
 
@@ -51,22 +52,20 @@ class TrainState:
     """Where the run is: step, training time, last evaluation, the data loader position and the GradScaler.
 
     Saved as ``trainer.json`` (with the hyper-parameters, world size and batch, for the record and
-    for the "same run?" warning on resume). ``tokens`` = ``step * batch_tokens``.
+    for the "same run?" warning on resume). ``tokens`` counts what the steps consumed (the trainer adds each step's
+    ``batch_tokens``), right after a resume with another batch too.
     """
 
     def __init__(self, config: TrainConfig, loader: Any, scaler: torch.amp.GradScaler, world_size: int):
         self.config, self.loader, self.scaler, self.world_size = config, loader, scaler, world_size
         self.step = 0
+        self.tokens = 0
         self.elapsed = 0.0  # seconds trained before this process (from the checkpoint)
         self.last_eval: dict[str, Any] = {}
         self.last_loss: float | None = None  # newest finite train loss (meta.json, the summary)
         self.saved: dict[str, Any] = {}  # the trainer.json this run resumed from
         self.init_from: dict[str, Any] | None = None  # where the initial weights came from (gpt2.train.init)
         self._clock_start = time.time()
-
-    @property
-    def tokens(self) -> int:
-        return self.step * self.config.batch_tokens
 
     def start_clock(self) -> None:
         """Start counting training time, continuing from the checkpoint's (``time`` in metrics spans sessions)."""
@@ -109,7 +108,7 @@ class TrainState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.saved = state
-        self.step = state["step"]
+        self.step, self.tokens = state["step"], state["tokens"]
         self.last_eval = dict(state.get("last_eval", {}))
         self.elapsed = float(state.get("elapsed", 0.0))
         self.init_from = state.get("init_from")

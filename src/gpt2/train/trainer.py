@@ -24,6 +24,7 @@ from gpt2.runtime.parallel import gradient_sync, wrap_model
 from gpt2.store.checkpointer import Checkpointer, ModelState, RNGState, Stateful
 from gpt2.store.rundir import (
     MetricsLog,
+    RunLock,
     check_run_dir,
     find_resume_checkpoint,
     latest_checkpoint,
@@ -61,6 +62,9 @@ class Trainer:
         self.run_dir = Path(cfg.out)
         self.console = RunConsole(ctx.is_main, cfg.steps, cfg.log_every)
         self.log, self.warn = self.console.log, self.console.warn
+        # One gpt2 train per RUN_DIR (rank 0 holds the lock): taken before anything there is read or cleaned, or for a
+        # new RUN_DIR once it is created below (a bad invocation creates nothing).
+        self.lock = RunLock(self.run_dir) if ctx.is_main and self.run_dir.is_dir() else None
         if ctx.is_main:  # a crash's leftovers (a step_N caught mid-replace is put back first)
             remove_stale_temporaries(self.run_dir)
         barrier(ctx)
@@ -96,6 +100,7 @@ class Trainer:
         self.num_parameters = self.model.num_parameters()
         if ctx.is_main:  # room for fp32 weights + two AdamW moments per kept checkpoint
             check_run_dir(self.run_dir, 4 * 3 * self.num_parameters, cfg.keep_last)
+            self.lock = self.lock or RunLock(self.run_dir)
         self.runner = wrap_model(self.model, ctx, cfg.fsdp, self.compile)
         self.optimizers = build_optimizers(self.model, cfg, self.device)  # AdamW, or Muon + AdamW
         self.optimizer = self.optimizers.adamw
@@ -205,6 +210,7 @@ class Trainer:
         if self.resume_from is not None:
             self._restore()
         if ctx.is_main:
+            self.lock.claim()  # rank 0 holds the run's lock; from here on it writes the run
             truncate_metrics(self.run_dir, state.step)
             info = write_run_info(self.run_dir, self.run_info(), state.step if self.resume_from is not None else None)
             self.console.open(MetricsLog(self.run_dir), self.tracking.start(self.run_dir, info, state.step))
@@ -236,6 +242,7 @@ class Trainer:
                     dt = time.perf_counter() - t0
                     pacer.step_done(dt)
                     state.step += 1
+                    state.tokens += cfg.batch_tokens
                     bad_in_row = 0 if finite else bad_in_row + 1
                     state.last_loss = loss.item() if finite else state.last_loss
                     self._log_train_row(loss, grad_norm, finite, dt)
@@ -252,6 +259,8 @@ class Trainer:
         finally:
             bar.close()
             self.console.close()
+            if self.lock is not None:
+                self.lock.close()
         self.log(
             f"{'stopped by signal' if stopped else 'finished'} at step {state.step}; checkpoints in {self.run_dir}"
         )
