@@ -11,6 +11,7 @@ earlier one. ``summarize_lm_eval`` turns that file into table rows for the repor
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -215,6 +216,10 @@ def run_lm_eval(
 
     manager = _task_manager(include_path, tasks)
     lm = GPT2ScratchLM(model=model, batch_size=batch_size, device=device, dtype=dtype)
+    # datasets logs a parser's traceback at ERROR before raising; we report that error as one line below
+    datasets_log = logging.getLogger("datasets")
+    level = datasets_log.level
+    datasets_log.setLevel(logging.CRITICAL)
     try:
         return lm_eval.simple_evaluate(
             model=lm,
@@ -238,3 +243,5 @@ def run_lm_eval(
         raise GPT2Error(f"lm-eval could not load the data of {', '.join(tasks)}: a data file is empty") from None
     except (ValueError, KeyError, TypeError) as exc:  # lm-eval's errors for bad task configs / documents
         raise GPT2Error(f"lm-eval could not run {', '.join(tasks)}: {exc}") from None
+    finally:
+        datasets_log.setLevel(level)
