@@ -44,7 +44,7 @@ def parse_mix(data: str | Path, mix: str) -> list[tuple[str, Fraction]]:
     rest = 1 - sum(weight for _, weight in entries)
     if rest <= 0:
         raise GPT2Error(f"--mix weights add up to {float(1 - rest):g}; they must stay below 1 to leave --data a share")
-    return [(str(data), rest), *entries]
+    return [(str(data), Fraction(rest)), *entries]
 
 
 class MixtureLoader:

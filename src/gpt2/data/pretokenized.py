@@ -134,9 +134,11 @@ def download_pretokenized(
     layout) into ``out_dir``; with ``max_tokens``, whole shards in order until at least that many tokens (and one
     train shard)."""
     out_dir = Path(out_dir)
+    if isinstance(source, str):
+        where, (published, fetch) = source, hub_shards(source)
+    else:
+        where, (published, fetch) = ", ".join(map(str, source)), local_shards(source)
     local = not isinstance(source, str)
-    where = ", ".join(map(str, source)) if local else source
-    published, fetch = local_shards(source) if local else hub_shards(source)
     plan = shard_plan(list(published), where)
     options = {"pretokenized": [str(Path(p).resolve()) for p in source] if local else source, "max_tokens": max_tokens}
     manifest = open_dataset(out_dir, f"fineweb-edu sample-10BT, GPT-2 shards from {where}", options)

@@ -45,7 +45,7 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> str:
     if tokens.size and (tokens.min() < 0 or tokens.max() > np.iinfo(np.uint16).max):
         raise GPT2Error(f"token ids out of uint16 range while writing {path}")
     data = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
-    header, body = encode_header(len(data)), memoryview(data).cast("B")  # no copy of the tokens
+    header, body = encode_header(len(data)), memoryview(data).cast("B")  # type: ignore[arg-type]  # no copy; numpy arrays are buffers
     atomic_write_bytes(path, (header, body))
     digest = hashlib.sha256(header)
     digest.update(body)

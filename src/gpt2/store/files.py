@@ -68,7 +68,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: str | Path, chunks: Iterable[bytes]) -> None:
+def atomic_write_bytes(path: str | Path, chunks: Iterable[bytes | memoryview]) -> None:
     """Write ``chunks`` to ``path`` through :func:`atomic_output` (temp file, fsync, rename)."""
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
         f.writelines(chunks)

@@ -70,6 +70,7 @@ class Trainer:
         barrier(ctx)
         # --- read-only checks next: a bad invocation must not touch an existing run
         self.mix = parse_mix(cfg.data, cfg.mix) if cfg.mix else None
+        assert cfg.micro_batch is not None  # resolved above
         loader_args = (cfg.micro_batch, cfg.seq_len, ctx.rank, ctx.world_size, cfg.seed, cfg.shuffle)
         if self.mix:
             self.loader = MixtureLoader(self.mix, *loader_args)
@@ -209,7 +210,7 @@ class Trainer:
         cfg, ctx, state = self.cfg, self.ctx, self.state
         if self.resume_from is not None:
             self._restore()
-        if ctx.is_main:
+        if self.lock is not None:  # rank 0's
             self.lock.claim()  # rank 0 holds the run's lock; from here on it writes the run
             truncate_metrics(self.run_dir, state.step)
             info = write_run_info(self.run_dir, self.run_info(), state.step if self.resume_from is not None else None)
